@@ -1,0 +1,138 @@
+//! A concurrent, sharded hash map for read-mostly data: configuration
+//! caches, routing tables, registries.
+//!
+//! `snapmap` runs Go's `sync.Map` protocol (Go <= 1.23) **per shard**: each
+//! shard keeps an immutable read view that readers probe without locking,
+//! and a dirty table, under a mutex, that receives new keys and is promoted
+//! to the read view once enough lookups have missed (Go's
+//! `misses >= len(dirty)` rule). Replaced views and values are reclaimed
+//! through `crossbeam-epoch`.
+//!
+//! ```
+//! use snapmap::SnapMap;
+//!
+//! let config: SnapMap<String, String> = SnapMap::new();
+//! config.insert("listen".into(), "0.0.0.0:8080".into());
+//! config.insert("workers".into(), "8".into());
+//!
+//! // A hot path: pin once, then look up without cloning.
+//! let pinned = config.pin();
+//! assert_eq!(pinned.get("workers").map(String::as_str), Some("8"));
+//! for (key, value) in &pinned {
+//!     assert!(!key.is_empty() && !value.is_empty());
+//! }
+//! ```
+//!
+//! # Go's operations, by their names here
+//!
+//! | Go `sync.Map` | `snapmap` |
+//! |---|---|
+//! | `Load` | [`get`](SnapMap::get) |
+//! | `Store` / `Swap` | [`insert`](SnapMap::insert) (returns the previous value) |
+//! | `LoadOrStore` | [`get_or_insert`](SnapMap::get_or_insert), [`try_insert`](SnapMap::try_insert) (says whether it loaded) |
+//! | `LoadAndDelete` / `Delete` | [`remove`](SnapMap::remove) |
+//! | `CompareAndSwap` | [`compare_and_swap`](SnapMap::compare_and_swap) |
+//! | `CompareAndDelete` | [`compare_and_delete`](SnapMap::compare_and_delete) |
+//! | `Range` | [`Pinned::iter`] |
+//! | `Clear` | [`clear`](SnapMap::clear) |
+//!
+//! Methods on [`SnapMap`] pin for one operation and return clones; the
+//! handle from [`SnapMap::pin`] returns references that live as long as it.
+//!
+//! # Consistency
+//!
+//! - Every single-key operation is **linearizable**: it takes effect at one
+//!   instant between its call and its return, and a `get` that starts after
+//!   an `insert` returned sees that value or a later one.
+//! - Iteration walks one shard at a time, each as of the moment it is
+//!   reached. Each key is yielded at most once; a key present for the whole
+//!   walk is yielded exactly once; keys inserted or removed during the walk
+//!   may or may not appear. It is **not** a snapshot of the whole map.
+//! - [`len`](SnapMap::len) is summed from per-thread counters: exact when no
+//!   operation is in flight.
+//! - [`clear`](SnapMap::clear) clears shard by shard.
+//!
+//! # Locking
+//!
+//! - **Never locks:** `get`/`contains_key` of a key in the read view, or of
+//!   an absent key in a shard with no new keys pending; updates, removals
+//!   and compare-and-swaps of keys in the read view; iteration of shards
+//!   with no new keys pending.
+//! - **Takes one shard lock:** storing a key not in the read view; any
+//!   operation on a key still only in the dirty table (each such lookup
+//!   counts a miss, and after enough misses the shard is promoted and the
+//!   key becomes lock-free); iteration of a shard with pending new keys
+//!   (it promotes the shard first).
+//! - **Costs O(shard):** the first new key after a promotion copies the
+//!   shard's read view into a fresh dirty table (Go's `dirtyLocked`). Go
+//!   pays this for the whole map; here it is one shard.
+//! - User code runs under a shard lock only as `Eq` during a lookup; the
+//!   closures of `update` and `get_or_insert_with` run without locks.
+//!
+//! # When not to use it
+//!
+//! - **Write-heavy churn of new keys.** Every new key takes its shard's lock,
+//!   every lookup of a not-yet-promoted key takes it again, and each
+//!   promotion is followed by a copy of the shard on the next new key. A
+//!   workload that mostly inserts fresh keys and removes them (a session
+//!   table, a request-id map) pays these costs constantly; a map built for
+//!   writes (dashmap, papaya, scc) fits better.
+//! - **Keys or values that are not `'static`.** Retired memory is freed by
+//!   the global epoch collector, possibly after the map is dropped.
+//! - **Large values updated often.** Each update allocates a new value
+//!   node and retires the old one; a `Mutex<V>` inside the value may be
+//!   cheaper.
+//!
+//! # Panics in user code
+//!
+//! A panic in a key's `Hash` or `Eq`, in a value's `PartialEq`, or in a
+//! closure passed to [`update`](SnapMap::update) or
+//! [`get_or_insert_with`](Pinned::get_or_insert_with) leaves the map
+//! unchanged and consistent, and leaks nothing: the hash is computed before
+//! anything is touched, tables rehash from stored hashes, and every value
+//! not yet published is owned by a `Box` that unwinding drops.
+//!
+//! # Thread safety
+//!
+//! `SnapMap<K, V, S>` is `Send` and `Sync` when `K` and `V` are `Send + Sync`
+//! (and `S` is `Send`/`Sync`):
+//!
+//! ```
+//! fn assert_send_sync<T: Send + Sync>() {}
+//! assert_send_sync::<snapmap::SnapMap<String, std::sync::Arc<Vec<u8>>>>();
+//! ```
+//!
+//! A value type that is not `Sync` makes the map not `Sync`:
+//!
+//! ```compile_fail
+//! fn assert_sync<T: Sync>() {}
+//! assert_sync::<snapmap::SnapMap<u64, std::cell::Cell<u64>>>();
+//! ```
+//!
+//! and a key that is not `Send` makes it not `Send`:
+//!
+//! ```compile_fail
+//! fn assert_send<T: Send>() {}
+//! assert_send::<snapmap::SnapMap<std::rc::Rc<u64>, u64>>();
+//! ```
+
+mod builder;
+mod directory;
+mod hash;
+mod iter;
+mod map;
+mod pinned;
+mod shard;
+mod stats;
+mod sync;
+
+pub use builder::{BuildError, Builder, DEFAULT_SHARDS};
+pub use hash::DefaultHashBuilder;
+pub use iter::{Iter, Keys, Values};
+pub use map::SnapMap;
+pub use pinned::{OccupiedError, Pinned};
+pub use stats::Stats;
+
+/// The trait for looking up a key by another type (re-exported from the
+/// `equivalent` crate): `map.get("a")` on a `SnapMap<String, _>`.
+pub use equivalent::Equivalent;

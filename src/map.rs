@@ -1,0 +1,435 @@
+//! The public map type: a thin, safe face over the shards.
+//!
+//! Every method here hashes the key once, picks the shard from the
+//! directory and delegates to the shard protocol in [`crate::shard`]. The
+//! methods on [`SnapMap`] itself pin the epoch for one operation and return
+//! owned values (clones); the [`Pinned`] handle from [`SnapMap::pin`] keeps
+//! one pin across many operations and returns references.
+
+use core::fmt;
+use core::hash::{BuildHasher, Hash};
+
+use equivalent::Equivalent;
+
+use crate::builder::{Builder, DEFAULT_SHARDS};
+use crate::directory::Directory;
+use crate::hash::DefaultHashBuilder;
+use crate::pinned::Pinned;
+use crate::stats::{Stats, Stripes};
+
+/// A concurrent hash map for read-mostly data.
+///
+/// Reads never lock; new keys go to a per-shard dirty table under a mutex
+/// and become lock-free after enough lookups (Go's `sync.Map` protocol,
+/// per shard). See the [crate docs](crate) for the consistency guarantees,
+/// the locking behaviour and when not to use it.
+///
+/// ```
+/// use snapmap::SnapMap;
+///
+/// let map = SnapMap::new();
+/// assert_eq!(map.insert("timeout", 30), None);
+/// assert_eq!(map.insert("timeout", 60), Some(30));
+/// assert_eq!(map.get("timeout"), Some(60));
+///
+/// // Many reads: pin once, get references.
+/// let pinned = map.pin();
+/// let total: u32 = pinned.iter().map(|(_, v)| *v).sum();
+/// assert_eq!(total, 60);
+/// ```
+///
+/// # Bounds
+///
+/// Keys and values must be `Send + Sync + 'static`: replaced values and
+/// retired tables are freed by whichever thread next advances the global
+/// epoch, possibly after the map itself is gone.
+pub struct SnapMap<K, V, S = DefaultHashBuilder> {
+    pub(crate) hasher: S,
+    pub(crate) directory: Directory<K, V>,
+    pub(crate) stripes: Stripes,
+    pub(crate) promote_after: usize,
+}
+
+impl<K, V> SnapMap<K, V, DefaultHashBuilder> {
+    /// An empty map with [`DEFAULT_SHARDS`](crate::DEFAULT_SHARDS) shards and
+    /// the default (HashDoS-resistant) hasher.
+    ///
+    /// ```
+    /// let map: snapmap::SnapMap<u64, String> = snapmap::SnapMap::new();
+    /// assert!(map.is_empty());
+    /// ```
+    pub fn new() -> Self {
+        Self::with_hasher(DefaultHashBuilder::default())
+    }
+
+    /// A [`Builder`] for shard count, promotion threshold and hasher.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::<u64, u64>::builder().shards(4).build().unwrap();
+    /// assert_eq!(map.stats().shards, 4);
+    /// ```
+    pub fn builder() -> Builder<K, V> {
+        Builder::new()
+    }
+}
+
+impl<K, V, S> SnapMap<K, V, S> {
+    /// An empty map using `hasher`.
+    ///
+    /// ```
+    /// use std::hash::RandomState;
+    /// let map: snapmap::SnapMap<u64, u64, RandomState> =
+    ///     snapmap::SnapMap::with_hasher(RandomState::new());
+    /// map.insert(1, 1);
+    /// assert_eq!(map.len(), 1);
+    /// ```
+    pub fn with_hasher(hasher: S) -> Self {
+        Self::from_parts(DEFAULT_SHARDS.trailing_zeros(), usize::MAX, hasher)
+    }
+
+    pub(crate) fn from_parts(shard_bits: u32, promote_after: usize, hasher: S) -> Self {
+        SnapMap {
+            hasher,
+            directory: Directory::new(shard_bits),
+            stripes: Stripes::new(),
+            promote_after,
+        }
+    }
+
+    /// The map's hasher.
+    ///
+    /// ```
+    /// let map: snapmap::SnapMap<u8, u8> = snapmap::SnapMap::new();
+    /// let _hasher: &snapmap::DefaultHashBuilder = map.hasher();
+    /// ```
+    pub fn hasher(&self) -> &S {
+        &self.hasher
+    }
+
+    /// The number of entries.
+    ///
+    /// Summed from per-thread counters: exact when no operation is in
+    /// flight, and otherwise a value the length had at some recent point
+    /// (never negative).
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert(1, "a");
+    /// map.insert(2, "b");
+    /// map.remove(&1);
+    /// assert_eq!(map.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.stripes.len()
+    }
+
+    /// Whether [`len`](Self::len) is zero.
+    ///
+    /// ```
+    /// let map: snapmap::SnapMap<u8, u8> = snapmap::SnapMap::new();
+    /// assert!(map.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counters describing what the protocol has done (see [`Stats`]).
+    /// Reads relaxed counters without taking any lock.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::<u64, u64>::builder().shards(1).build().unwrap();
+    /// map.insert(1, 10); // a new key: rebuilds the (empty) dirty table
+    /// assert_eq!(map.get(&1), Some(10)); // served from dirty: a slow-path lookup, then promoted
+    /// assert_eq!(map.get(&1), Some(10)); // now a read-view hit
+    /// let stats = map.stats();
+    /// assert_eq!((stats.slow_path_lookups, stats.promotions, stats.read_hits), (1, 1, 1));
+    /// ```
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats {
+            len: self.len(),
+            shards: self.directory.shards().len(),
+            read_hits: self.stripes.read_hits(),
+            ..Stats::default()
+        };
+        for shard in self.directory.shards() {
+            let c = shard.counters();
+            stats.slow_path_lookups += c.slow_lookups.get();
+            stats.promotions += c.promotions.get();
+            stats.dirty_rebuilds += c.rebuilds.get();
+            stats.entries_copied += c.entries_copied.get();
+            stats.expunges += c.expunges.get();
+        }
+        stats
+    }
+}
+
+impl<K, V, S> SnapMap<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    S: BuildHasher,
+{
+    /// Pins the current thread and returns a handle whose methods return
+    /// references valid for as long as the handle lives.
+    ///
+    /// Pinning costs a fence; a handle amortises it over many operations,
+    /// and read hits through a handle write no shared memory at all. Do not
+    /// hold a handle for long periods: memory retired while any handle is
+    /// pinned is freed only after it is dropped.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert("k", vec![1, 2, 3]);
+    /// let pinned = map.pin();
+    /// let v: &Vec<i32> = pinned.get("k").unwrap(); // no clone
+    /// assert_eq!(v.len(), 3);
+    /// ```
+    #[inline]
+    pub fn pin(&self) -> Pinned<'_, K, V, S> {
+        Pinned::new(self)
+    }
+
+    /// The value for `key`, cloned (Go: `Load`). Use [`pin`](Self::pin) to
+    /// borrow instead.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert(String::from("a"), 1);
+    /// assert_eq!(map.get("a"), Some(1)); // look up a String key by &str
+    /// assert_eq!(map.get("b"), None);
+    /// ```
+    #[inline]
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+        V: Clone,
+    {
+        self.pin().get(key).cloned()
+    }
+
+    /// Whether `key` is present.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert(1, ());
+    /// assert!(map.contains_key(&1));
+    /// assert!(!map.contains_key(&2));
+    /// ```
+    #[inline]
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+    {
+        self.pin().contains_key(key)
+    }
+
+    /// Stores `value` under `key` and returns the previous value, cloned
+    /// (Go: `Swap`; `Store` ignores the result).
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// assert_eq!(map.insert(1, "a"), None);
+    /// assert_eq!(map.insert(1, "b"), Some("a"));
+    /// ```
+    pub fn insert(&self, key: K, value: V) -> Option<V>
+    where
+        V: Clone,
+    {
+        self.pin().insert(key, value).cloned()
+    }
+
+    /// Returns the value for `key`, storing `value` first if the key is
+    /// absent (Go: `LoadOrStore`, without the flag; see
+    /// [`try_insert`](Self::try_insert)).
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// assert_eq!(map.get_or_insert(1, "first"), "first");
+    /// assert_eq!(map.get_or_insert(1, "second"), "first");
+    /// ```
+    pub fn get_or_insert(&self, key: K, value: V) -> V
+    where
+        V: Clone,
+    {
+        self.pin().get_or_insert(key, value).clone()
+    }
+
+    /// Stores `value` only if `key` is absent: `Ok(())` if it was stored,
+    /// `Err(value)` (handing it back) if a value was already there (Go:
+    /// `LoadOrStore`'s `loaded` flag).
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// assert_eq!(map.try_insert(1, "a"), Ok(()));
+    /// assert_eq!(map.try_insert(1, "b"), Err("b"));
+    /// assert_eq!(map.get(&1), Some("a"));
+    /// ```
+    pub fn try_insert(&self, key: K, value: V) -> Result<(), V> {
+        match self.pin().try_insert(key, value) {
+            Ok(_) => Ok(()),
+            Err(occupied) => Err(occupied.not_inserted),
+        }
+    }
+
+    /// Removes `key`, returning its value, cloned (Go: `LoadAndDelete`).
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert(1, "a");
+    /// assert_eq!(map.remove(&1), Some("a"));
+    /// assert_eq!(map.remove(&1), None);
+    /// ```
+    pub fn remove<Q>(&self, key: &Q) -> Option<V>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+        V: Clone,
+    {
+        self.pin().remove(key).cloned()
+    }
+
+    /// Replaces the value for `key` with `new` if it equals `old` (Go:
+    /// `CompareAndSwap`). False if the key is absent.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert("v", 1);
+    /// assert!(map.compare_and_swap("v", &1, 2));
+    /// assert!(!map.compare_and_swap("v", &1, 3));
+    /// assert!(!map.compare_and_swap("absent", &1, 3));
+    /// assert_eq!(map.get("v"), Some(2));
+    /// ```
+    pub fn compare_and_swap<Q>(&self, key: &Q, old: &V, new: V) -> bool
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+        V: PartialEq,
+    {
+        self.pin().compare_and_swap(key, old, new)
+    }
+
+    /// Removes `key` if its value equals `old` (Go: `CompareAndDelete`).
+    /// False if the key is absent.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert("v", 1);
+    /// assert!(!map.compare_and_delete("v", &2));
+    /// assert!(map.compare_and_delete("v", &1));
+    /// assert!(!map.compare_and_delete("v", &1));
+    /// ```
+    pub fn compare_and_delete<Q>(&self, key: &Q, old: &V) -> bool
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+        V: PartialEq,
+    {
+        self.pin().compare_and_delete(key, old)
+    }
+
+    /// Replaces an existing value with `f(&current)` and returns the new
+    /// value, cloned; `None` (and `f` is not called) if `key` is absent.
+    ///
+    /// Lock-free: `f` may be called more than once if another thread changes
+    /// the value meanwhile, so it should be a pure function of its input.
+    /// If `f` panics the map is unchanged.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert("hits", 1u64);
+    /// assert_eq!(map.update("hits", |n| n + 1), Some(2));
+    /// assert_eq!(map.update("misses", |n| n + 1), None);
+    /// ```
+    pub fn update<Q>(&self, key: &Q, f: impl FnMut(&V) -> V) -> Option<V>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+        V: Clone,
+    {
+        self.pin().update(key, f).cloned()
+    }
+
+    /// Removes every entry (Go: `Clear`). Shard by shard: a concurrent
+    /// reader may see some shards cleared and others not yet.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert(1, 1);
+    /// map.clear();
+    /// assert!(map.is_empty());
+    /// assert_eq!(map.get(&1), None);
+    /// ```
+    pub fn clear(&self) {
+        self.pin().clear();
+    }
+}
+
+impl<K, V, S> Drop for SnapMap<K, V, S> {
+    fn drop(&mut self) {
+        for shard in self.directory.shards_mut() {
+            // SAFETY: `&mut self`: no operation is in flight, and every
+            // reference the map handed out borrowed it (through a `Pinned`),
+            // so none is alive. Values are dropped now instead of through the
+            // epoch; retired views still in the epoch then hold entries whose
+            // cells are empty.
+            unsafe { shard.drop_values_exclusive() };
+        }
+    }
+}
+
+impl<K, V, S: Default> Default for SnapMap<K, V, S> {
+    /// An empty map (see [`SnapMap::new`]).
+    fn default() -> Self {
+        Self::with_hasher(S::default())
+    }
+}
+
+impl<K, V, S> fmt::Debug for SnapMap<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static + fmt::Debug,
+    V: Send + Sync + 'static + fmt::Debug,
+    S: BuildHasher,
+{
+    /// Formats the entries as a map, shard by shard (each shard is read at
+    /// one point in time; the whole is not a snapshot).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.pin().iter()).finish()
+    }
+}
+
+impl<K, V, S> FromIterator<(K, V)> for SnapMap<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    S: BuildHasher + Default,
+{
+    /// Collects pairs into a map; a later pair replaces an earlier one with
+    /// the same key.
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut map = Self::default();
+        map.extend(iter);
+        map
+    }
+}
+
+impl<K, V, S> Extend<(K, V)> for SnapMap<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    S: BuildHasher,
+{
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
+        (&*self).extend(iter);
+    }
+}
+
+impl<K, V, S> Extend<(K, V)> for &SnapMap<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    S: BuildHasher,
+{
+    /// Inserts every pair, pinning once for the whole batch.
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
+        let pinned = self.pin();
+        for (key, value) in iter {
+            pinned.insert(key, value);
+        }
+    }
+}

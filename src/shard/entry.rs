@@ -1,0 +1,452 @@
+//! The entry: one key and its three-state value cell.
+//!
+//! An [`Entry`] is shared (through `Arc`) by a shard's read view and its
+//! dirty table, exactly as Go's `*entry` is shared by `read.m` and `dirty`.
+//! The key and its full 64-bit hash live once, in the entry; tables hold
+//! pointers and rehash from the stored hash, so a table never calls the
+//! user's `Hash` again (a panicking `Hash` can only panic before anything
+//! changes).
+//!
+//! # The value cell (Go's `entry.p`)
+//!
+//! The cell is an atomic pointer with three kinds of value:
+//!
+//! | cell | state | meaning |
+//! |---|---|---|
+//! | pointer to a [`ValueNode`] | **live** | the key maps to that value |
+//! | null | **deleted** | the key is absent, but the entry is still in the dirty table (if there is one), so it may be revived lock-free |
+//! | `EXPUNGED` (address 1) | **expunged** | the key is absent and the entry is *not* in the dirty table; only a lock holder may revive it, after putting it back |
+//!
+//! Transitions, who makes them and under what condition:
+//!
+//! | from → to | operation | lock held? | method |
+//! |---|---|---|---|
+//! | live → live | insert / compare-and-swap / update | no | [`Entry::try_swap`], [`Entry::try_compare_and_swap`], [`Entry::update`] |
+//! | deleted → live | insert / try-insert | no (entry reached through the read view, so it is in dirty or dirty is absent) | [`Entry::try_swap`], [`Entry::try_load_or_store`] |
+//! | live → deleted | remove / compare-and-delete | no | [`Entry::delete`], [`Entry::compare_and_delete`] |
+//! | deleted → expunged | dirty rebuild | yes | [`Entry::try_expunge_locked`] |
+//! | expunged → deleted | un-expunge (then the entry goes back into dirty, then a value is stored, all under the lock) | yes | [`Entry::unexpunge_locked`] |
+//! | any → expunged | `clear()` (the entry is then unreachable from the new view) | yes | [`Entry::expunge_for_clear`] |
+//!
+//! Nothing but a lock holder ever stores into an expunged cell, and every
+//! lock-free store first checks that the cell is not expunged: that is what
+//! keeps a value from being stored into an entry the next promotion would
+//! drop.
+//!
+//! # Reclamation
+//!
+//! A value node that leaves the cell (replaced or deleted) is retired
+//! through the epoch, so a reader that loaded it while pinned may keep
+//! using it until its guard drops. All methods that hand out `&'g V` take
+//! the guard whose lifetime bounds the reference.
+//!
+//! # Orderings
+//!
+//! Every store of a node pointer is a Release (or the Release half of an
+//! AcqRel), every load that may dereference is an Acquire: the pair makes the
+//! node's value, written before publication, visible to the reader. The
+//! transitions between *deleted* and *expunged* carry no data and happen
+//! under the shard lock, so they are Relaxed.
+
+use core::marker::PhantomData;
+use core::ptr;
+
+use crate::sync::atomic::{AtomicPtr, Ordering};
+use crate::sync::epoch::{Guard, retire};
+
+/// A heap cell holding one value. Its alignment is at least 2, so the
+/// address 1 can never be a real node and serves as the expunged marker.
+#[repr(align(2))]
+pub(crate) struct ValueNode<V> {
+    pub(crate) value: V,
+}
+
+impl<V> ValueNode<V> {
+    #[inline]
+    pub(crate) fn boxed(value: V) -> Box<Self> {
+        Box::new(ValueNode { value })
+    }
+}
+
+const EXPUNGED_ADDR: usize = 1;
+
+#[inline]
+fn expunged<V>() -> *mut ValueNode<V> {
+    ptr::without_provenance_mut(EXPUNGED_ADDR)
+}
+
+/// Live means neither null (deleted) nor the expunged marker.
+#[inline]
+fn is_live<V>(p: *mut ValueNode<V>) -> bool {
+    p.addr() > EXPUNGED_ADDR
+}
+
+/// What [`Entry::try_load_or_store`] did.
+pub(crate) enum LoadOrStore<'g, V> {
+    /// A live value was there; the offered value is handed back.
+    Loaded(&'g V, V),
+    /// The offered value was stored (the cell was deleted).
+    Stored(&'g V),
+    /// The cell is expunged; the caller must take the lock. Value handed back.
+    Expunged(V),
+}
+
+/// One key, its hash, and its value cell. See the module docs.
+pub(crate) struct Entry<K, V> {
+    pub(crate) hash: u64,
+    pub(crate) key: K,
+    cell: AtomicPtr<ValueNode<V>>,
+    /// The entry owns the node the cell points to (for drop check and for
+    /// `Send`/`Sync`: an entry is as thread-safe as a `V` it owns).
+    _owns: PhantomData<Box<ValueNode<V>>>,
+}
+
+impl<K, V> Entry<K, V> {
+    /// A new live entry.
+    pub(crate) fn new(hash: u64, key: K, node: Box<ValueNode<V>>) -> Self {
+        Entry {
+            hash,
+            key,
+            cell: AtomicPtr::new(Box::into_raw(node)),
+            _owns: PhantomData,
+        }
+    }
+
+    /// Go: `entry.load`.
+    #[inline]
+    pub(crate) fn load<'g>(&self, _guard: &'g Guard) -> Option<&'g V> {
+        // Acquire: pairs with the Release half of the operation that stored
+        // this node; its value is initialised before publication.
+        let p = self.cell.load(Ordering::Acquire);
+        if is_live(p) {
+            // SAFETY: a live pointer came from `Box::into_raw`; it is retired
+            // only through the epoch after leaving the cell, and we loaded it
+            // while `_guard` is pinned, so it outlives `'g`.
+            Some(unsafe { &(*p).value })
+        } else {
+            None
+        }
+    }
+
+    /// Whether the cell is expunged (debug assertions and tests).
+    pub(crate) fn is_expunged(&self) -> bool {
+        // Relaxed: a diagnostic read; callers hold the lock or are quiescent.
+        self.cell.load(Ordering::Relaxed) == expunged()
+    }
+
+    /// Retires a node that just left the cell and returns its value for
+    /// the rest of the guard's life. `None` for null / expunged.
+    ///
+    /// # Safety
+    ///
+    /// `prev` was just swapped out of this cell by the caller (so the caller
+    /// is its unique retirer), and `K`, `V` may be dropped on another thread.
+    #[inline]
+    unsafe fn retire_previous<'g>(prev: *mut ValueNode<V>, guard: &'g Guard) -> Option<&'g V> {
+        if !is_live(prev) {
+            return None;
+        }
+        // SAFETY: `prev` left the cell by our swap/CAS, so no thread pinning
+        // later can load it and nobody else retires it; the reference we
+        // return is bounded by `guard`, which delays the free.
+        unsafe {
+            retire(guard, prev);
+            Some(&(*prev).value)
+        }
+    }
+
+    /// Go: `entry.trySwap`. Stores `node` unless the cell is expunged.
+    ///
+    /// Returns `Ok(previous live value)` or, if expunged, `Err(node)`.
+    #[inline]
+    pub(crate) fn try_swap<'g>(
+        &self,
+        node: Box<ValueNode<V>>,
+        guard: &'g Guard,
+    ) -> Result<Option<&'g V>, Box<ValueNode<V>>> {
+        let new = Box::into_raw(node);
+        // Relaxed: the value is only compared against the marker; the CAS
+        // below re-reads with Acquire before anything is dereferenced.
+        let mut current = self.cell.load(Ordering::Relaxed);
+        loop {
+            if current == expunged() {
+                // SAFETY: `new` was never published; we still own it.
+                return Err(unsafe { Box::from_raw(new) });
+            }
+            // AcqRel on success: Release publishes `new`'s value; Acquire
+            // makes the previous node's value readable (we return it).
+            // Relaxed on failure: we only compare the fresh value again.
+            match self.cell.compare_exchange_weak(
+                current,
+                new,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                // SAFETY: `prev` just left the cell through our CAS.
+                Ok(prev) => return Ok(unsafe { Self::retire_previous(prev, guard) }),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Go: `entry.swapLocked`. The caller holds the shard lock and has made
+    /// sure the cell is not expunged.
+    pub(crate) fn swap_locked<'g>(&self, node: Box<ValueNode<V>>, guard: &'g Guard) -> Option<&'g V> {
+        // AcqRel: Release publishes the new node; Acquire makes the
+        // previous node's value readable (we return it).
+        let prev = self.cell.swap(Box::into_raw(node), Ordering::AcqRel);
+        debug_assert!(prev != expunged(), "swap_locked on an expunged entry");
+        // SAFETY: `prev` just left the cell through our swap.
+        unsafe { Self::retire_previous(prev, guard) }
+    }
+
+    /// Go: `entry.unexpungeLocked`: expunged → deleted. Returns whether the
+    /// entry was expunged (then the caller must put it back into dirty
+    /// before storing into it).
+    pub(crate) fn unexpunge_locked(&self) -> bool {
+        // Relaxed: neither state carries data, and the caller holds the
+        // shard lock, which orders this against the rebuild that expunged it.
+        self.cell
+            .compare_exchange(expunged(), ptr::null_mut(), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Go: `entry.tryExpungeLocked`: deleted → expunged, during a dirty
+    /// rebuild. Returns whether the entry is (now) expunged.
+    pub(crate) fn try_expunge_locked(&self) -> bool {
+        // Relaxed: deleted and expunged carry no data; a concurrent lock-free
+        // store races with us on this one word and the CAS picks a winner.
+        let mut p = self.cell.load(Ordering::Relaxed);
+        while p.is_null() {
+            // Relaxed: as above.
+            match self.cell.compare_exchange(
+                ptr::null_mut(),
+                expunged(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => p = actual,
+            }
+        }
+        p == expunged()
+    }
+
+    /// Go: `entry.delete`: live → deleted. Returns the removed value.
+    pub(crate) fn delete<'g>(&self, guard: &'g Guard) -> Option<&'g V> {
+        // Relaxed: only compared; the CAS's Acquire covers the dereference.
+        let mut p = self.cell.load(Ordering::Relaxed);
+        loop {
+            if !is_live(p) {
+                return None;
+            }
+            // AcqRel on success: Acquire makes the removed value readable
+            // (we return it); Release orders our earlier reads of it before
+            // a later reviver's store. Relaxed on failure: re-checked above.
+            match self.cell.compare_exchange_weak(
+                p,
+                ptr::null_mut(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                // SAFETY: `prev` just left the cell through our CAS.
+                Ok(prev) => return unsafe { Self::retire_previous(prev, guard) },
+                Err(actual) => p = actual,
+            }
+        }
+    }
+
+    /// Go: `entry.tryLoadOrStore`. Loads a live value, or stores `value`
+    /// into a deleted cell; refuses an expunged one. Allocates only when it
+    /// actually stores.
+    pub(crate) fn try_load_or_store<'g>(&self, value: V, guard: &'g Guard) -> LoadOrStore<'g, V> {
+        // Acquire: we may return the loaded value; pairs with the store
+        // that published it.
+        let mut p = self.cell.load(Ordering::Acquire);
+        let mut pending: Option<Box<ValueNode<V>>> = None;
+        let mut value = Some(value);
+        loop {
+            if p == expunged() || is_live(p) {
+                let back = match pending {
+                    Some(node) => node.value,
+                    None => value.take().expect("value is held until stored"),
+                };
+                return if is_live(p) {
+                    // SAFETY: live pointer loaded with Acquire while pinned.
+                    LoadOrStore::Loaded(unsafe { &(*p).value }, back)
+                } else {
+                    LoadOrStore::Expunged(back)
+                };
+            }
+            let node = pending.take().unwrap_or_else(|| {
+                ValueNode::boxed(value.take().expect("value is held until stored"))
+            });
+            let new = Box::into_raw(node);
+            // Release on success: publishes the new node. Acquire on failure:
+            // the fresh value may be live and then we return it.
+            match self.cell.compare_exchange(
+                ptr::null_mut(),
+                new,
+                Ordering::Release,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    let _ = guard;
+                    // SAFETY: `new` is now in the cell; it can only be freed
+                    // through the epoch after leaving it, and we are pinned.
+                    return LoadOrStore::Stored(unsafe { &(*new).value });
+                }
+                Err(actual) => {
+                    // SAFETY: the CAS failed, so `new` was never published.
+                    pending = Some(unsafe { Box::from_raw(new) });
+                    p = actual;
+                }
+            }
+        }
+    }
+
+    /// Go: `entry.tryCompareAndSwap`: replaces a live value equal to `old`.
+    /// `new` is dropped if the swap does not happen.
+    pub(crate) fn try_compare_and_swap(&self, old: &V, new: V, guard: &Guard) -> bool
+    where
+        V: PartialEq,
+    {
+        // Acquire: we dereference the loaded node to compare it.
+        let mut p = self.cell.load(Ordering::Acquire);
+        let mut node: Option<Box<ValueNode<V>>> = None;
+        let mut new = Some(new);
+        loop {
+            // SAFETY: live pointer loaded with Acquire while `guard` is pinned.
+            if !is_live(p) || unsafe { &(*p).value } != old {
+                return false;
+            }
+            let raw = Box::into_raw(node.take().unwrap_or_else(|| {
+                ValueNode::boxed(new.take().expect("new value held until stored"))
+            }));
+            // AcqRel on success: Release publishes the new node; Acquire
+            // orders the retired node's reads. Acquire on failure: we
+            // dereference the fresh value to compare it again.
+            match self.cell.compare_exchange(p, raw, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(prev) => {
+                    // SAFETY: `prev` just left the cell through our CAS.
+                    unsafe { Self::retire_previous(prev, guard) };
+                    return true;
+                }
+                Err(actual) => {
+                    // SAFETY: the CAS failed; `raw` was never published.
+                    node = Some(unsafe { Box::from_raw(raw) });
+                    p = actual;
+                }
+            }
+        }
+    }
+
+    /// Go: `CompareAndDelete`'s loop: live value equal to `old` → deleted.
+    pub(crate) fn compare_and_delete(&self, old: &V, guard: &Guard) -> bool
+    where
+        V: PartialEq,
+    {
+        // Acquire: we dereference the loaded node to compare it.
+        let mut p = self.cell.load(Ordering::Acquire);
+        loop {
+            // SAFETY: live pointer loaded with Acquire while `guard` is pinned.
+            if !is_live(p) || unsafe { &(*p).value } != old {
+                return false;
+            }
+            // AcqRel on success: as in `delete`. Acquire on failure: we
+            // dereference the fresh value to compare it again.
+            match self.cell.compare_exchange(
+                p,
+                ptr::null_mut(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(prev) => {
+                    // SAFETY: `prev` just left the cell through our CAS.
+                    unsafe { Self::retire_previous(prev, guard) };
+                    return true;
+                }
+                Err(actual) => p = actual,
+            }
+        }
+    }
+
+    /// Read-modify-write of a live value: live → live. `f` may run more
+    /// than once if the value changes under it; if it panics nothing has
+    /// changed. Returns the value now stored, or `None` if not live.
+    pub(crate) fn update<'g>(&self, mut f: impl FnMut(&V) -> V, guard: &'g Guard) -> Option<&'g V> {
+        // Acquire: `f` reads the loaded value.
+        let mut p = self.cell.load(Ordering::Acquire);
+        loop {
+            if !is_live(p) {
+                return None;
+            }
+            // SAFETY: live pointer loaded with Acquire while `guard` is pinned.
+            let next = f(unsafe { &(*p).value });
+            let raw = Box::into_raw(ValueNode::boxed(next));
+            // AcqRel on success: Release publishes the new node. Acquire on
+            // failure: `f` reads the fresh value.
+            match self.cell.compare_exchange(p, raw, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(prev) => {
+                    // SAFETY: `prev` just left the cell through our CAS; `raw`
+                    // is now in the cell and freed only through the epoch.
+                    unsafe {
+                        Self::retire_previous(prev, guard);
+                        return Some(&(*raw).value);
+                    }
+                }
+                Err(actual) => {
+                    // SAFETY: the CAS failed; `raw` was never published.
+                    drop(unsafe { Box::from_raw(raw) });
+                    p = actual;
+                }
+            }
+        }
+    }
+
+    /// `clear()`: any state → expunged, under the lock. Returns whether a
+    /// live value was removed (it is retired).
+    pub(crate) fn expunge_for_clear(&self, guard: &Guard) -> bool {
+        // AcqRel: Acquire for the retired node (it is dropped later, possibly
+        // on another thread, after being read here); Release is harmless.
+        let prev = self.cell.swap(expunged(), Ordering::AcqRel);
+        // SAFETY: `prev` just left the cell through our swap.
+        unsafe { Self::retire_previous(prev, guard) }.is_some()
+    }
+
+    /// Takes the live value out without the epoch, for the map's `Drop`.
+    ///
+    /// # Safety
+    ///
+    /// No other thread can access this entry's value: the caller has
+    /// exclusive access to the whole map, and every reference handed out
+    /// borrowed the map.
+    pub(crate) unsafe fn take_value_exclusive(&self) -> Option<Box<ValueNode<V>>> {
+        // Relaxed: exclusive access (see the contract); the Acquire fences
+        // of the `&mut` hand-over already ordered every earlier store.
+        let p = self.cell.swap(ptr::null_mut(), Ordering::Relaxed);
+        // SAFETY: a live pointer came from `Box::into_raw` and, per the
+        // contract, no one else can reach it any more.
+        is_live(p).then(|| unsafe { Box::from_raw(p) })
+    }
+}
+
+impl<K, V> Drop for Entry<K, V> {
+    fn drop(&mut self) {
+        // Relaxed: `&mut self` means the last `Arc` was dropped, whose
+        // release/acquire already ordered every store into the cell.
+        let p = self.cell.load(Ordering::Relaxed);
+        // An entry's last reference goes away only when no view and no dirty
+        // table holds it. Every path that unlinks an entry while it may be
+        // live first empties or expunges its cell (remove, clear, the map's
+        // Drop), so a live value here would mean a reachable value is being
+        // dropped. We still free it rather than leak it.
+        debug_assert!(!is_live(p), "entry dropped with a live value");
+        if is_live(p) {
+            // SAFETY: the last `Arc` to this entry is gone, and per the
+            // invariant above no reader can have loaded this node through a
+            // view or table still alive.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
+}

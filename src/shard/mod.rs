@@ -1,0 +1,640 @@
+//! One shard: Go's `sync.Map` (Go <= 1.23, `src/sync/map.go`), line by line.
+//!
+//! A shard is a whole read/dirty map of its own. The map hashes a key once,
+//! the directory picks the shard from the top bits, and everything below
+//! happens inside that one shard, so the costs Go pays for the whole map
+//! (the dirty rebuild, the promotion, the mutex) are paid per shard here.
+//!
+//! # State
+//!
+//! ```text
+//!   Shard
+//!    ├─ read:   AtomicPtr<ReadView> + amended bit   (lock-free readers)
+//!    └─ locked: Mutex<Dirty>                        (writers of new keys)
+//!                 ├─ table: Option<Table>   every non-expunged read entry + new keys
+//!                 └─ misses: usize          slow-path lookups since the last promotion
+//! ```
+//!
+//! The two halves sit on different cache lines, so writers taking the lock
+//! do not invalidate the line readers load the view pointer from.
+//!
+//! Invariants (all hold whenever the lock is free):
+//!
+//! 1. `amended` is set iff `table` is `Some` (Go: `dirty != nil` iff
+//!    `read.amended`, after `dirtyLocked`).
+//! 2. If `table` is `Some`, it holds every entry of the read view that is
+//!    not expunged, plus the new keys; a key is in at most one entry.
+//! 3. An entry is expunged only while `table` is `Some` and it is not in it.
+//!    Promotion drops expunged entries from the next view.
+//!
+//! # Paths (each Go function has a counterpart here)
+//!
+//! | Go | here | fast path (no lock) | slow path (lock) |
+//! |---|---|---|---|
+//! | `Load` | [`Shard::get_fast`] / [`Shard::get_slow`] | hit in the view, or a miss in an un-amended view | re-check the view, look in dirty, count a miss |
+//! | `Swap` | [`Shard::insert`] | `trySwap` on a view entry | un-expunge + put back, or swap a dirty entry, or add a new key |
+//! | `LoadOrStore` | [`Shard::try_insert`] | `tryLoadOrStore` on a view entry | as `Swap`, counting a miss for a dirty hit |
+//! | `LoadAndDelete` | [`Shard::remove`] | `delete` on a view entry | remove a new key from dirty, count a miss |
+//! | `CompareAndSwap` / `CompareAndDelete` | [`Shard::compare_and_swap`], [`Shard::compare_and_delete`] | on a view entry | find in dirty, count a miss |
+//! | `Range` | [`Shard::view_for_iter`] | an un-amended view | promote, then walk the new view |
+//! | `Clear` | [`Shard::clear`] | an empty view | expunge every entry, publish an empty view |
+//! | `missLocked` | `miss_locked` | | promote when `misses >= min(len(dirty), threshold)` |
+//! | `dirtyLocked` | `rebuild_dirty_locked` | | copy the view's live entries, expunging deleted ones |
+//!
+//! # Differences from Go
+//!
+//! - The dirty rebuild copies one shard, never the whole map.
+//! - A promotion threshold (builder option) can promote earlier than Go's
+//!   `misses >= len(dirty)`; the default is Go's rule.
+//! - `clear()` expunges every entry it removes, so a writer holding a stale
+//!   view cannot store into an entry that is no longer in the map: it finds
+//!   the entry expunged and takes the lock, as in any other expunged case.
+//! - Replaced views and values are freed through the epoch, not a GC.
+//! - Operations that run user code on an entry found in dirty (`update`,
+//!   compare-and-swap, compare-and-delete) clone its `Arc` under the lock
+//!   and run the code after unlocking, so user code never runs under the
+//!   shard lock except for `Eq` during the lookup itself.
+
+pub(crate) mod entry;
+pub(crate) mod read_view;
+
+use core::ptr;
+
+use equivalent::Equivalent;
+
+use crate::stats::ShardCounters;
+use crate::sync::atomic::{AtomicIsize, AtomicPtr, Ordering};
+use crate::sync::epoch::{Guard, retire};
+use crate::sync::{Arc, CachePadded, Mutex};
+use entry::{Entry, LoadOrStore, ValueNode};
+use read_view::{ReadView, Table, find, rehash, table_hash, untag, with_amended};
+
+/// What a shard operation needs from the map around it.
+pub(crate) struct Ctx<'a> {
+    /// Promote when `misses >= min(len(dirty), promote_after)`.
+    pub(crate) promote_after: usize,
+    /// The calling thread's stripe of the map's length counter.
+    pub(crate) len: &'a AtomicIsize,
+}
+
+impl Ctx<'_> {
+    #[inline]
+    fn adjust_len(&self, delta: isize) {
+        // Relaxed: the length is a statistic, exact only when quiescent;
+        // it orders nothing.
+        self.len.fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
+/// The lock-protected half of a shard.
+pub(crate) struct Dirty<K, V> {
+    /// Go's `dirty` (`None` is Go's `nil`).
+    table: Option<Table<K, V>>,
+    /// Go's `misses`.
+    misses: usize,
+}
+
+impl<K, V> Dirty<K, V> {
+    fn find<Q: ?Sized + Equivalent<K>>(&self, hash: u64, key: &Q) -> Option<&Arc<Entry<K, V>>> {
+        self.table.as_ref().and_then(|t| find(t, hash, key))
+    }
+
+    /// Puts an un-expunged entry back (Go: `m.dirty[key] = e`).
+    fn put_back(&mut self, entry: &Arc<Entry<K, V>>) {
+        debug_assert!(!entry.is_expunged(), "un-expunge before putting back");
+        let table = self
+            .table
+            .as_mut()
+            .expect("invariant 3: an expunged entry implies a dirty table");
+        table.insert_unique(rehash(entry), Arc::clone(entry), rehash);
+    }
+}
+
+/// The lock, and the counters written under it.
+struct Locked<K, V> {
+    dirty: Mutex<Dirty<K, V>>,
+    counters: ShardCounters,
+}
+
+/// One shard. See the module docs.
+pub(crate) struct Shard<K, V> {
+    /// Tagged pointer to the current [`ReadView`]; never null.
+    read: CachePadded<AtomicPtr<ReadView<K, V>>>,
+    locked: CachePadded<Locked<K, V>>,
+}
+
+/// An entry found on a slow path: either in the view (borrowed for the
+/// guard's life) or in dirty (its `Arc` cloned under the lock, so it can be
+/// used after unlocking).
+enum Found<'g, K, V> {
+    InView(&'g Arc<Entry<K, V>>),
+    InDirty(Arc<Entry<K, V>>),
+}
+
+impl<K, V> core::ops::Deref for Found<'_, K, V> {
+    type Target = Entry<K, V>;
+    fn deref(&self) -> &Entry<K, V> {
+        match self {
+            Found::InView(e) => e,
+            Found::InDirty(e) => e,
+        }
+    }
+}
+
+impl<K, V> Shard<K, V> {
+    /// An empty shard.
+    pub(crate) fn new() -> Self {
+        Shard {
+            read: CachePadded::new(AtomicPtr::new(ReadView::empty())),
+            locked: CachePadded::new(Locked {
+                dirty: Mutex::new(Dirty {
+                    table: None,
+                    misses: 0,
+                }),
+                counters: ShardCounters::default(),
+            }),
+        }
+    }
+
+    /// The counters written under this shard's lock.
+    pub(crate) fn counters(&self) -> &ShardCounters {
+        &self.locked.counters
+    }
+
+    /// Takes every live value out of the current view and dirty table and
+    /// drops it now, bypassing the epoch.
+    ///
+    /// # Safety
+    ///
+    /// The caller has exclusive access to the map that owns this shard, and
+    /// every reference ever handed out borrowed that map.
+    pub(crate) unsafe fn drop_values_exclusive(&mut self) {
+        // Relaxed: exclusive access; the `&mut` hand-over ordered all stores.
+        let (view, _) = untag(self.read.load(Ordering::Relaxed));
+        // SAFETY: the view pointer is never null and, with exclusive access,
+        // not being freed concurrently.
+        let view = unsafe { &*view };
+        let dirty = self.locked.dirty.get_mut();
+        for entry in view.table.iter().chain(dirty.table.iter().flatten()) {
+            // SAFETY: exclusive access to the whole map (our contract).
+            drop(unsafe { entry.take_value_exclusive() });
+        }
+    }
+}
+
+impl<K, V> Drop for Shard<K, V> {
+    fn drop(&mut self) {
+        // Relaxed: `&mut self`; nothing else can touch the shard.
+        let (view, _) = untag(self.read.load(Ordering::Relaxed));
+        // SAFETY: the current view was allocated by `ReadView::boxed`, is
+        // owned by this shard (it is retired only when replaced), and no
+        // reader can hold it: readers borrow the map that owns the shard.
+        drop(unsafe { Box::from_raw(view) });
+    }
+}
+
+impl<K, V> Shard<K, V>
+where
+    K: Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// The current view and its amended flag.
+    #[inline]
+    fn view<'g>(&self, _guard: &'g Guard) -> (&'g ReadView<K, V>, bool) {
+        // Acquire: pairs with the Release stores in `promote_locked`,
+        // `mark_amended_locked` and `clear`: the view's table is visible.
+        let (view, amended) = untag(self.read.load(Ordering::Acquire));
+        // SAFETY: the pointer is never null; a view is retired through the
+        // epoch only after it is replaced, and `_guard` was pinned before
+        // this load, so the view outlives `'g`.
+        (unsafe { &*view }, amended)
+    }
+
+    // ----- Load -------------------------------------------------------
+
+    /// The lock-free half of `Load`: `Ok` if the view answered, `Err(())`
+    /// if the caller must take [`Shard::get_slow`].
+    #[inline]
+    pub(crate) fn get_fast<'g, Q>(&self, hash: u64, key: &Q, guard: &'g Guard) -> Result<Option<&'g V>, ()>
+    where
+        Q: ?Sized + Equivalent<K>,
+    {
+        let (view, amended) = self.view(guard);
+        match view.find(hash, key) {
+            Some(entry) => Ok(entry.load(guard)),
+            None if amended => Err(()),
+            None => Ok(None),
+        }
+    }
+
+    /// The locked half of `Load`.
+    #[cold]
+    pub(crate) fn get_slow<'g, Q>(&self, hash: u64, key: &Q, ctx: &Ctx<'_>, guard: &'g Guard) -> Option<&'g V>
+    where
+        Q: ?Sized + Equivalent<K>,
+    {
+        let mut dirty = self.locked.dirty.lock();
+        // Re-check: a promotion may have moved the key into the view while
+        // we waited for the lock.
+        let (view, amended) = self.view(guard);
+        if let Some(entry) = view.find(hash, key) {
+            return entry.load(guard);
+        }
+        if !amended {
+            return None;
+        }
+        let value = dirty.find(hash, key).and_then(|e| e.load(guard));
+        self.miss_locked(&mut dirty, ctx, guard);
+        value
+    }
+
+    /// Finds `key` on a slow path, counting a miss if it had to look in
+    /// dirty. Used by the operations that may run user code on the entry.
+    #[cold]
+    fn find_slow<'g, Q>(&self, hash: u64, key: &Q, ctx: &Ctx<'_>, guard: &'g Guard) -> Option<Found<'g, K, V>>
+    where
+        Q: ?Sized + Equivalent<K>,
+    {
+        let mut dirty = self.locked.dirty.lock();
+        let (view, amended) = self.view(guard);
+        if let Some(entry) = view.find(hash, key) {
+            return Some(Found::InView(entry));
+        }
+        if !amended {
+            return None;
+        }
+        let found = dirty.find(hash, key).cloned().map(Found::InDirty);
+        self.miss_locked(&mut dirty, ctx, guard);
+        found
+    }
+
+    /// Finds `key` anywhere: the view without the lock, then the slow path
+    /// if the view is amended.
+    #[inline]
+    fn find_any<'g, Q>(&self, hash: u64, key: &Q, ctx: &Ctx<'_>, guard: &'g Guard) -> Option<Found<'g, K, V>>
+    where
+        Q: ?Sized + Equivalent<K>,
+    {
+        let (view, amended) = self.view(guard);
+        match view.find(hash, key) {
+            Some(entry) => Some(Found::InView(entry)),
+            None if amended => self.find_slow(hash, key, ctx, guard),
+            None => None,
+        }
+    }
+
+    // ----- Swap (insert) ----------------------------------------------
+
+    /// Go's `Swap`: stores `node` under `key`, returning the previous value.
+    pub(crate) fn insert<'g>(
+        &self,
+        hash: u64,
+        key: K,
+        node: Box<ValueNode<V>>,
+        ctx: &Ctx<'_>,
+        guard: &'g Guard,
+    ) -> Option<&'g V> {
+        let (view, _) = self.view(guard);
+        let node = match view.find(hash, &key) {
+            Some(entry) => match entry.try_swap(node, guard) {
+                Ok(previous) => {
+                    if previous.is_none() {
+                        ctx.adjust_len(1);
+                    }
+                    return previous;
+                }
+                Err(node) => node,
+            },
+            None => node,
+        };
+        self.insert_slow(hash, key, node, ctx, guard)
+    }
+
+    #[cold]
+    fn insert_slow<'g>(
+        &self,
+        hash: u64,
+        key: K,
+        node: Box<ValueNode<V>>,
+        ctx: &Ctx<'_>,
+        guard: &'g Guard,
+    ) -> Option<&'g V> {
+        let mut dirty = self.locked.dirty.lock();
+        let (view, amended) = self.view(guard);
+        let previous = if let Some(entry) = view.find(hash, &key) {
+            // Go's order: un-expunge, put the entry back in dirty, store.
+            if entry.unexpunge_locked() {
+                dirty.put_back(entry);
+            }
+            entry.swap_locked(node, guard)
+        } else if let Some(entry) = dirty.find(hash, &key) {
+            entry.swap_locked(node, guard)
+        } else {
+            self.insert_new_locked(&mut dirty, view, amended, Entry::new(hash, key, node), ctx, guard);
+            return None;
+        };
+        if previous.is_none() {
+            ctx.adjust_len(1);
+        }
+        previous
+    }
+
+    /// Adds a new key to dirty, rebuilding dirty and amending the view
+    /// first if the view is not amended. Returns the stored value.
+    fn insert_new_locked<'g>(
+        &self,
+        dirty: &mut Dirty<K, V>,
+        view: &ReadView<K, V>,
+        amended: bool,
+        entry: Entry<K, V>,
+        ctx: &Ctx<'_>,
+        guard: &'g Guard,
+    ) -> &'g V {
+        if !amended {
+            self.rebuild_dirty_locked(dirty, view);
+            self.mark_amended_locked(view);
+        }
+        let entry = Arc::new(entry);
+        let value = entry.load(guard).expect("a new entry is live");
+        let table = dirty.table.as_mut().expect("invariant 1: amended implies a dirty table");
+        table.insert_unique(rehash(&entry), entry, rehash);
+        ctx.adjust_len(1);
+        value
+    }
+
+    // ----- LoadOrStore (try_insert) -------------------------------------
+
+    /// Go's `LoadOrStore`: `Ok(stored)` or `Err((current, value))`.
+    pub(crate) fn try_insert<'g>(
+        &self,
+        hash: u64,
+        key: K,
+        value: V,
+        ctx: &Ctx<'_>,
+        guard: &'g Guard,
+    ) -> Result<&'g V, (&'g V, V)> {
+        let (view, _) = self.view(guard);
+        let value = match view.find(hash, &key) {
+            Some(entry) => match entry.try_load_or_store(value, guard) {
+                LoadOrStore::Loaded(current, value) => return Err((current, value)),
+                LoadOrStore::Stored(stored) => {
+                    ctx.adjust_len(1);
+                    return Ok(stored);
+                }
+                LoadOrStore::Expunged(value) => value,
+            },
+            None => value,
+        };
+        self.try_insert_slow(hash, key, value, ctx, guard)
+    }
+
+    #[cold]
+    fn try_insert_slow<'g>(
+        &self,
+        hash: u64,
+        key: K,
+        value: V,
+        ctx: &Ctx<'_>,
+        guard: &'g Guard,
+    ) -> Result<&'g V, (&'g V, V)> {
+        let mut dirty = self.locked.dirty.lock();
+        let (view, amended) = self.view(guard);
+        if let Some(entry) = view.find(hash, &key) {
+            if entry.unexpunge_locked() {
+                dirty.put_back(entry);
+            }
+            return Self::load_or_store_locked(entry, value, ctx, guard);
+        }
+        if let Some(entry) = dirty.find(hash, &key) {
+            let outcome = Self::load_or_store_locked(entry, value, ctx, guard);
+            self.miss_locked(&mut dirty, ctx, guard);
+            return outcome;
+        }
+        let entry = Entry::new(hash, key, ValueNode::boxed(value));
+        Ok(self.insert_new_locked(&mut dirty, view, amended, entry, ctx, guard))
+    }
+
+    fn load_or_store_locked<'g>(
+        entry: &Entry<K, V>,
+        value: V,
+        ctx: &Ctx<'_>,
+        guard: &'g Guard,
+    ) -> Result<&'g V, (&'g V, V)> {
+        match entry.try_load_or_store(value, guard) {
+            LoadOrStore::Loaded(current, value) => Err((current, value)),
+            LoadOrStore::Stored(stored) => {
+                ctx.adjust_len(1);
+                Ok(stored)
+            }
+            LoadOrStore::Expunged(_) => unreachable!("un-expunged under the lock"),
+        }
+    }
+
+    // ----- LoadAndDelete (remove) ---------------------------------------
+
+    /// Go's `LoadAndDelete`.
+    pub(crate) fn remove<'g, Q>(&self, hash: u64, key: &Q, ctx: &Ctx<'_>, guard: &'g Guard) -> Option<&'g V>
+    where
+        Q: ?Sized + Equivalent<K>,
+    {
+        let (view, amended) = self.view(guard);
+        let removed = match view.find(hash, key) {
+            Some(entry) => entry.delete(guard),
+            None if amended => return self.remove_slow(hash, key, ctx, guard),
+            None => None,
+        };
+        if removed.is_some() {
+            ctx.adjust_len(-1);
+        }
+        removed
+    }
+
+    #[cold]
+    fn remove_slow<'g, Q>(&self, hash: u64, key: &Q, ctx: &Ctx<'_>, guard: &'g Guard) -> Option<&'g V>
+    where
+        Q: ?Sized + Equivalent<K>,
+    {
+        let mut dirty = self.locked.dirty.lock();
+        let (view, amended) = self.view(guard);
+        let removed = if let Some(entry) = view.find(hash, key) {
+            drop(dirty);
+            entry.delete(guard)
+        } else if amended {
+            // A new key (only in dirty): unlink it, then empty its cell. Its
+            // `Arc` is dropped after the lock, so `K`'s destructor does not
+            // run under it.
+            let detached = dirty.table.as_mut().and_then(|table| {
+                let found = table.find_entry(table_hash(hash), |e| e.hash == hash && key.equivalent(&e.key));
+                found.ok().map(|occupied| occupied.remove().0)
+            });
+            self.miss_locked(&mut dirty, ctx, guard);
+            drop(dirty);
+            detached.and_then(|entry| entry.delete(guard))
+        } else {
+            None
+        };
+        if removed.is_some() {
+            ctx.adjust_len(-1);
+        }
+        removed
+    }
+
+    // ----- CompareAndSwap / CompareAndDelete / update ---------------------
+
+    /// Go's `CompareAndSwap`.
+    pub(crate) fn compare_and_swap<Q>(&self, hash: u64, key: &Q, old: &V, new: V, ctx: &Ctx<'_>, guard: &Guard) -> bool
+    where
+        Q: ?Sized + Equivalent<K>,
+        V: PartialEq,
+    {
+        match self.find_any(hash, key, ctx, guard) {
+            Some(entry) => entry.try_compare_and_swap(old, new, guard),
+            None => false,
+        }
+    }
+
+    /// Go's `CompareAndDelete`.
+    pub(crate) fn compare_and_delete<Q>(&self, hash: u64, key: &Q, old: &V, ctx: &Ctx<'_>, guard: &Guard) -> bool
+    where
+        Q: ?Sized + Equivalent<K>,
+        V: PartialEq,
+    {
+        let deleted = match self.find_any(hash, key, ctx, guard) {
+            Some(entry) => entry.compare_and_delete(old, guard),
+            None => false,
+        };
+        if deleted {
+            ctx.adjust_len(-1);
+        }
+        deleted
+    }
+
+    /// Read-modify-write of an existing value. Returns the new value.
+    pub(crate) fn update<'g, Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        f: impl FnMut(&V) -> V,
+        ctx: &Ctx<'_>,
+        guard: &'g Guard,
+    ) -> Option<&'g V>
+    where
+        Q: ?Sized + Equivalent<K>,
+    {
+        self.find_any(hash, key, ctx, guard)?.update(f, guard)
+    }
+
+    // ----- Range (iteration) and Clear ----------------------------------
+
+    /// Go's `Range` prologue: promotes an amended shard, then returns the
+    /// view to walk. Every key in the shard when this returns is in it.
+    pub(crate) fn view_for_iter<'g>(&self, guard: &'g Guard) -> &'g ReadView<K, V> {
+        let (view, amended) = self.view(guard);
+        if !amended {
+            return view;
+        }
+        let mut dirty = self.locked.dirty.lock();
+        let (view, amended) = self.view(guard);
+        if !amended {
+            return view;
+        }
+        self.promote_locked(&mut dirty, guard);
+        self.view(guard).0
+    }
+
+    /// Go's `Clear`, with every removed entry expunged (see module docs).
+    pub(crate) fn clear(&self, ctx: &Ctx<'_>, guard: &Guard) {
+        let (view, amended) = self.view(guard);
+        if view.table.is_empty() && !amended {
+            return;
+        }
+        let mut dirty = self.locked.dirty.lock();
+        let (view, _) = self.view(guard);
+        let old_dirty = dirty.table.take();
+        let mut removed = 0;
+        for entry in view.table.iter().chain(old_dirty.iter().flatten()) {
+            if entry.expunge_for_clear(guard) {
+                removed += 1;
+            }
+        }
+        self.publish_locked(ReadView::empty(), guard);
+        dirty.misses = 0;
+        drop(dirty);
+        ctx.adjust_len(-removed);
+        // Entries only in the old dirty table die here, after the unlock.
+        drop(old_dirty);
+    }
+
+    // ----- Locked helpers (Go's missLocked, dirtyLocked) -----------------
+
+    /// Go's `missLocked`: counts a slow-path lookup and promotes dirty when
+    /// the misses have paid for the copy.
+    fn miss_locked(&self, dirty: &mut Dirty<K, V>, ctx: &Ctx<'_>, guard: &Guard) {
+        dirty.misses += 1;
+        self.locked.counters.slow_lookups.add_locked(1);
+        let len = dirty.table.as_ref().map_or(0, Table::len);
+        if dirty.misses < len.min(ctx.promote_after) {
+            return;
+        }
+        self.promote_locked(dirty, guard);
+    }
+
+    /// Replaces the view with the dirty table (Go:
+    /// `m.read.Store(&readOnly{m: m.dirty}); m.dirty = nil; m.misses = 0`).
+    fn promote_locked(&self, dirty: &mut Dirty<K, V>, guard: &Guard) {
+        let table = dirty
+            .table
+            .take()
+            .expect("invariant 1: promotion needs an amended shard");
+        self.publish_locked(ReadView::boxed(table), guard);
+        dirty.misses = 0;
+        self.locked.counters.promotions.add_locked(1);
+    }
+
+    /// Publishes `new` as the (un-amended) view and retires the old one.
+    /// The caller holds the lock.
+    fn publish_locked(&self, new: *mut ReadView<K, V>, guard: &Guard) {
+        // Release: publishes the new view's table (and the entries it points
+        // to) to readers' Acquire loads in `view`. AcqRel's Acquire half is
+        // not needed: the old pointer was stored under the lock we hold.
+        let old = self.read.swap(new, Ordering::Release);
+        let (old, _) = untag(old);
+        // SAFETY: `old` was the published view; it is unlinked now, so only
+        // readers pinned before this point can hold it, and the epoch waits
+        // for them. It is retired once: only the lock holder swaps views.
+        unsafe { retire(guard, old) };
+    }
+
+    /// Sets the amended bit on the current view (Go:
+    /// `m.read.Store(&readOnly{m: read.m, amended: true})`).
+    fn mark_amended_locked(&self, view: &ReadView<K, V>) {
+        let tagged = with_amended(ptr::from_ref(view).cast_mut());
+        // Release, not Relaxed: a reader that Acquire-loads this tagged
+        // pointer must see the view's table, and it no longer reads from the
+        // Release store that first published the view (a later plain store
+        // is not part of that store's release sequence).
+        self.read.store(tagged, Ordering::Release);
+    }
+
+    /// Go's `dirtyLocked`: builds dirty from the view, expunging deleted
+    /// entries. Costs one shard's copy, never the map's.
+    fn rebuild_dirty_locked(&self, dirty: &mut Dirty<K, V>, view: &ReadView<K, V>) {
+        if dirty.table.is_some() {
+            return;
+        }
+        let mut table = Table::with_capacity(view.table.len());
+        let mut expunged = 0;
+        for entry in view.table.iter() {
+            if entry.try_expunge_locked() {
+                expunged += 1;
+            } else {
+                table.insert_unique(rehash(entry), Arc::clone(entry), rehash);
+            }
+        }
+        let counters = &self.locked.counters;
+        counters.rebuilds.add_locked(1);
+        counters.entries_copied.add_locked(table.len() as u64);
+        counters.expunges.add_locked(expunged);
+        dirty.table = Some(table);
+    }
+}
