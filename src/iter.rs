@@ -45,11 +45,11 @@ where
         loop {
             for entry in self.current.by_ref() {
                 if let Some(value) = entry.load(self.guard) {
-                    return Some((&entry.key, value));
+                    return Some((entry.key(), value));
                 }
             }
             let shard = self.shards.next()?;
-            self.current = shard.view_for_iter(self.guard).table.iter();
+            self.current = shard.view_for_iter(self.guard).table().iter();
         }
     }
 }

@@ -136,3 +136,10 @@ pub use stats::Stats;
 /// The trait for looking up a key by another type (re-exported from the
 /// `equivalent` crate): `map.get("a")` on a `SnapMap<String, _>`.
 pub use equivalent::Equivalent;
+
+/// Hooks for the loom models in `loom-tests/` (loom builds only).
+#[cfg(snapmap_loom)]
+#[doc(hidden)]
+pub mod loom_hooks {
+    pub use crate::sync::{Bug, inject};
+}

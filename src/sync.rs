@@ -1,34 +1,67 @@
 //! The one place that names synchronisation primitives.
 //!
-//! Every atomic, `Arc`, mutex and epoch operation in the crate is imported
-//! from this module, so that the loom build (`--cfg snapmap_loom`) can swap
-//! all of them at once for loom-visible versions. Nothing outside this file
-//! may `use std::sync::atomic`, `parking_lot`, `crossbeam_epoch` or
-//! `arc_swap` directly.
+//! Every atomic, `Arc`, mutex, epoch operation and published cell in the
+//! crate is imported from this module, so that the loom build swaps all of
+//! them at once. Nothing outside this file may `use std::sync::atomic`,
+//! `parking_lot`, `crossbeam_epoch`, `arc_swap` or `loom` directly.
 //!
 //! # What is swapped
 //!
-//! | primitive | normal build | `--cfg snapmap_loom` |
-//! |---|---|---|
-//! | atomics | `std::sync::atomic` | `loom::sync::atomic` (added by the loom issue) |
-//! | `Arc` | `std::sync::Arc` | `loom::sync::Arc` |
-//! | `Mutex` | `parking_lot::Mutex` | a `lock()`-shaped wrapper over `loom::sync::Mutex` |
-//! | epoch | `crossbeam_epoch` (global collector) | a stand-in that frees at the end of the execution |
+//! | primitive | normal build | `--cfg snapmap_loom` (tier 1) | `+ --cfg crossbeam_loom` (tier 2) |
+//! |---|---|---|---|
+//! | atomics, `Arc` | `std::sync` | `loom::sync` | `loom::sync` |
+//! | [`Mutex`] | `parking_lot::Mutex` | `loom::sync::Mutex` behind `lock()` | same as tier 1 |
+//! | [`epoch`] | `crossbeam_epoch` | a stand-in that frees at the end of the execution | `crossbeam_epoch` built on loom |
+//! | [`Published`] | the value itself | a `loom::cell::UnsafeCell` | same as tier 1 |
+//!
+//! # Published data
+//!
+//! Loom only sees loom types. Data that one thread writes and another reads
+//! through a published pointer (a read view's table, an entry's key, a
+//! value) is wrapped in [`Published`], which under loom is a tracked cell:
+//! a reader that reaches it without a happens-before edge from its creation
+//! makes loom report a causality violation. In normal builds it is a
+//! transparent wrapper and costs nothing.
 //!
 //! # The epoch surface
 //!
 //! The crate uses exactly three things from the epoch: [`epoch::pin`], the
 //! [`epoch::Guard`] it returns (whose lifetime bounds every reference handed
 //! to a user), and [`epoch::retire`], which frees a `Box` once every guard
-//! that was pinned when it was retired has been dropped. Keeping the surface
-//! this small is what makes a loom stand-in possible.
+//! that was pinned when it was retired has been dropped. The tier-1
+//! stand-in frees retired objects only when the loom execution ends, which
+//! is always late enough, so loom explores this crate's protocol rather
+//! than the collector's; tier 2 runs the real collector.
+//!
+//! # Broken twins
+//!
+//! Under loom, [`injected`] lets a model switch on one deliberate bug (see
+//! [`Bug`]) so that the suite can prove each model catches the bug it is
+//! about. In normal builds `injected` is a constant `false` and every
+//! branch on it compiles away.
 
+// ----- Arc and atomics ------------------------------------------------------
+
+#[cfg(not(snapmap_loom))]
 pub(crate) use std::sync::Arc;
 
-/// Atomics: std's in normal builds.
+#[cfg(snapmap_loom)]
+pub(crate) use loom::sync::Arc;
+
+/// Atomics: std's in normal builds, loom's under `snapmap_loom`.
 pub(crate) mod atomic {
+    #[cfg(not(snapmap_loom))]
     pub(crate) use std::sync::atomic::{AtomicIsize, AtomicPtr, AtomicU64, Ordering};
+
+    #[cfg(snapmap_loom)]
+    pub(crate) use loom::sync::atomic::{AtomicIsize, AtomicPtr, AtomicU64, Ordering};
 }
+
+/// Padding to a cache line (128 bytes on x86_64, where the adjacent-line
+/// prefetcher pairs lines). Plain data, the same in every build.
+pub(crate) use crossbeam_utils::CachePadded;
+
+// ----- Mutex ------------------------------------------------------------------
 
 /// The shard mutex.
 ///
@@ -36,13 +69,88 @@ pub(crate) mod atomic {
 /// held unlocks it during unwinding; the shard protocol keeps its state
 /// consistent at every point where user code can panic), and an inline
 /// uncontended fast path.
+#[cfg(not(snapmap_loom))]
 pub(crate) type Mutex<T> = parking_lot::Mutex<T>;
 
-/// Padding to a cache line (128 bytes on x86_64, where the adjacent-line
-/// prefetcher pairs lines).
-pub(crate) use crossbeam_utils::CachePadded;
+/// The shard mutex under loom: loom's mutex with parking_lot's shape.
+#[cfg(snapmap_loom)]
+pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+
+#[cfg(snapmap_loom)]
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Mutex(loom::sync::Mutex::new(value))
+    }
+
+    pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
+        self.0.lock().expect("models do not panic while holding a shard lock")
+    }
+
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        self.0.get_mut().expect("models do not panic while holding a shard lock")
+    }
+}
+
+// ----- Published ----------------------------------------------------------------
+
+/// Data written once before publication and only read afterwards (see the
+/// module docs). Normal builds: the value itself.
+#[cfg(not(snapmap_loom))]
+#[repr(transparent)]
+pub(crate) struct Published<T>(T);
+
+#[cfg(not(snapmap_loom))]
+impl<T> Published<T> {
+    #[inline(always)]
+    pub(crate) const fn new(value: T) -> Self {
+        Published(value)
+    }
+
+    /// Reads the data.
+    #[inline(always)]
+    pub(crate) fn get(&self) -> &T {
+        &self.0
+    }
+
+    #[inline(always)]
+    pub(crate) fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+/// Under loom: a tracked cell, so that reading it without a happens-before
+/// edge from its creation is reported.
+#[cfg(snapmap_loom)]
+pub(crate) struct Published<T>(loom::cell::UnsafeCell<T>);
+
+// SAFETY: `Published` hands out only shared references through `&self`
+// (mutation needs `&mut self`), exactly like `T` itself, so it is `Sync`
+// when `T` is.
+#[cfg(snapmap_loom)]
+unsafe impl<T: Sync> Sync for Published<T> {}
+
+#[cfg(snapmap_loom)]
+impl<T> Published<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Published(loom::cell::UnsafeCell::new(value))
+    }
+
+    /// Reads the data; loom checks this read against the cell's creation.
+    pub(crate) fn get(&self) -> &T {
+        // SAFETY: the cell is only mutated through `&mut self`, so no
+        // mutable access can overlap the shared reference we return.
+        self.0.with(|p| unsafe { &*p })
+    }
+
+    pub(crate) fn into_inner(self) -> T {
+        self.0.into_inner()
+    }
+}
+
+// ----- Epoch ----------------------------------------------------------------------
 
 /// Epoch-based reclamation: the only API the rest of the crate uses.
+#[cfg(any(not(snapmap_loom), crossbeam_loom))]
 pub(crate) mod epoch {
     pub(crate) use crossbeam_epoch::{Guard, pin};
 
@@ -53,18 +161,133 @@ pub(crate) mod epoch {
     ///
     /// - `ptr` came from `Box::<T>::into_raw` and is retired exactly once;
     /// - it has already been unlinked: no thread that pins after this call
-    ///   can reach it;
-    /// - `T` may be dropped on another thread at an arbitrary later time
-    ///   (`T: Send + 'static` at every call site).
+    ///   can reach it.
     #[inline]
-    pub(crate) unsafe fn retire<T>(guard: &Guard, ptr: *mut T) {
-        // SAFETY: the caller guarantees the pointer is unlinked, uniquely
-        // owned by this retirement and droppable later on any thread;
-        // `defer_unchecked` runs the closure after every guard pinned at
-        // this point is gone, which is the reclamation contract we need.
+    pub(crate) unsafe fn retire<T: Send + 'static>(guard: &Guard, ptr: *mut T) {
+        if super::injected(super::Bug::FreeWithoutEpoch) {
+            // SAFETY: none; this is the deliberately broken twin of the
+            // reclamation model, which loom must catch.
+            drop(unsafe { Box::from_raw(ptr) });
+            return;
+        }
+        // SAFETY: the caller guarantees the pointer is unlinked and uniquely
+        // owned by this retirement; `T: Send + 'static` lets it be dropped
+        // later on any thread. `defer_unchecked` runs the closure after every
+        // guard pinned at this point is gone.
         unsafe { guard.defer_unchecked(move || drop(Box::from_raw(ptr))) }
     }
 }
+
+/// Tier-1 stand-in for the epoch: retired objects are freed when the loom
+/// execution ends (its lazy statics are dropped), after every thread of the
+/// model has finished. That is later than any real collector, so it never
+/// frees too early, and loom explores only this crate's own protocol.
+#[cfg(all(snapmap_loom, not(crossbeam_loom)))]
+pub(crate) mod epoch {
+    use core::marker::PhantomData;
+
+    /// A pin. Not `Send`, like crossbeam's.
+    pub(crate) struct Guard {
+        _not_send: PhantomData<*mut ()>,
+    }
+
+    /// Pins the current thread (a no-op stand-in).
+    pub(crate) fn pin() -> Guard {
+        Guard {
+            _not_send: PhantomData,
+        }
+    }
+
+    struct Deferred(Box<dyn FnOnce()>);
+
+    // SAFETY: every deferred closure drops a `Box<T>` with `T: Send`
+    // (`retire`'s bound); the raw pointer it captures is uniquely owned.
+    unsafe impl Send for Deferred {}
+
+    /// Objects retired during the current execution.
+    struct Garbage(std::sync::Mutex<Vec<Deferred>>);
+
+    impl Drop for Garbage {
+        fn drop(&mut self) {
+            let deferred = std::mem::take(self.0.get_mut().unwrap_or_else(|e| e.into_inner()));
+            for Deferred(free) in deferred {
+                free();
+            }
+        }
+    }
+
+    loom::lazy_static! {
+        static ref GARBAGE: Garbage = Garbage(std::sync::Mutex::new(Vec::new()));
+    }
+
+    /// Defers freeing `ptr` to the end of the execution.
+    ///
+    /// # Safety
+    ///
+    /// As for the real `retire`: `ptr` came from `Box::into_raw`, is retired
+    /// once and is already unlinked.
+    pub(crate) unsafe fn retire<T: Send + 'static>(_guard: &Guard, ptr: *mut T) {
+        if super::injected(super::Bug::FreeWithoutEpoch) {
+            // SAFETY: none; the deliberately broken twin.
+            drop(unsafe { Box::from_raw(ptr) });
+            return;
+        }
+        // SAFETY (of the closure): `ptr` is uniquely owned by this
+        // retirement and freed once, at the end of the execution.
+        let free = Deferred(Box::new(move || drop(unsafe { Box::from_raw(ptr) })));
+        GARBAGE.0.lock().unwrap_or_else(|e| e.into_inner()).push(free);
+    }
+}
+
+// ----- Broken twins -----------------------------------------------------------------
+
+/// Deliberate bugs a loom model can switch on to prove it catches them.
+/// Each names the protocol step it breaks; see `loom-tests/README.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(dead_code)] // constructed only by loom models
+pub enum Bug {
+    /// A promotion publishes the new read view with a Relaxed store.
+    RelaxedViewPublish,
+    /// The slow path of `get` does not re-check the read view after taking
+    /// the lock.
+    NoRecheckUnderLock,
+    /// A lock-free store does not check for the expunged state.
+    StoreIntoExpunged,
+    /// The slow path of `insert` un-expunges an entry but does not put it
+    /// back into the dirty table before storing.
+    SkipPutBack,
+    /// Compare-and-swap as a load, a compare and a separate store.
+    CasNotAtomic,
+    /// Iteration walks the read view without promoting pending new keys.
+    IterSkipsPromotion,
+    /// `retire` frees at once instead of waiting for the epoch.
+    FreeWithoutEpoch,
+}
+
+/// Whether `bug` is switched on. Always `false` outside loom builds.
+#[cfg(not(snapmap_loom))]
+#[inline(always)]
+pub(crate) const fn injected(_bug: Bug) -> bool {
+    false
+}
+
+#[cfg(snapmap_loom)]
+static INJECTED: std::sync::Mutex<Option<Bug>> = std::sync::Mutex::new(None);
+
+/// Whether `bug` is switched on (a loom model's broken twin).
+#[cfg(snapmap_loom)]
+pub(crate) fn injected(bug: Bug) -> bool {
+    *INJECTED.lock().unwrap_or_else(|e| e.into_inner()) == Some(bug)
+}
+
+/// Switches one deliberate bug on (or all off with `None`) for the rest of
+/// the process. Loom builds only; models call it before `loom::model`.
+#[cfg(snapmap_loom)]
+pub fn inject(bug: Option<Bug>) {
+    *INJECTED.lock().unwrap_or_else(|e| e.into_inner()) = bug;
+}
+
+// ----- Thread index -------------------------------------------------------------------
 
 /// The stats stripe that the current thread writes.
 ///

@@ -53,18 +53,31 @@ use core::ptr;
 
 use crate::sync::atomic::{AtomicPtr, Ordering};
 use crate::sync::epoch::{Guard, retire};
+use crate::sync::{Bug, Published, injected};
 
 /// A heap cell holding one value. Its alignment is at least 2, so the
 /// address 1 can never be a real node and serves as the expunged marker.
 #[repr(align(2))]
 pub(crate) struct ValueNode<V> {
-    pub(crate) value: V,
+    value: Published<V>,
 }
 
 impl<V> ValueNode<V> {
     #[inline]
     pub(crate) fn boxed(value: V) -> Box<Self> {
-        Box::new(ValueNode { value })
+        Box::new(ValueNode {
+            value: Published::new(value),
+        })
+    }
+
+    /// The value (loom checks that this read follows the publication).
+    #[inline]
+    pub(crate) fn value(&self) -> &V {
+        self.value.get()
+    }
+
+    fn into_value(self: Box<Self>) -> V {
+        self.value.into_inner()
     }
 }
 
@@ -94,7 +107,7 @@ pub(crate) enum LoadOrStore<'g, V> {
 /// One key, its hash, and its value cell. See the module docs.
 pub(crate) struct Entry<K, V> {
     pub(crate) hash: u64,
-    pub(crate) key: K,
+    key: Published<K>,
     cell: AtomicPtr<ValueNode<V>>,
     /// The entry owns the node the cell points to (for drop check and for
     /// `Send`/`Sync`: an entry is as thread-safe as a `V` it owns).
@@ -106,10 +119,16 @@ impl<K, V> Entry<K, V> {
     pub(crate) fn new(hash: u64, key: K, node: Box<ValueNode<V>>) -> Self {
         Entry {
             hash,
-            key,
+            key: Published::new(key),
             cell: AtomicPtr::new(Box::into_raw(node)),
             _owns: PhantomData,
         }
+    }
+
+    /// The key.
+    #[inline]
+    pub(crate) fn key(&self) -> &K {
+        self.key.get()
     }
 
     /// Go: `entry.load`.
@@ -122,7 +141,7 @@ impl<K, V> Entry<K, V> {
             // SAFETY: a live pointer came from `Box::into_raw`; it is retired
             // only through the epoch after leaving the cell, and we loaded it
             // while `_guard` is pinned, so it outlives `'g`.
-            Some(unsafe { &(*p).value })
+            Some(unsafe { (*p).value() })
         } else {
             None
         }
@@ -134,6 +153,25 @@ impl<K, V> Entry<K, V> {
         self.cell.load(Ordering::Relaxed) == expunged()
     }
 
+
+    /// Takes the live value out without the epoch, for the map's `Drop`.
+    ///
+    /// # Safety
+    ///
+    /// No other thread can access this entry's value: the caller has
+    /// exclusive access to the whole map, and every reference handed out
+    /// borrowed the map.
+    pub(crate) unsafe fn take_value_exclusive(&self) -> Option<Box<ValueNode<V>>> {
+        // Relaxed: exclusive access (see the contract); the Acquire fences
+        // of the `&mut` hand-over already ordered every earlier store.
+        let p = self.cell.swap(ptr::null_mut(), Ordering::Relaxed);
+        // SAFETY: a live pointer came from `Box::into_raw` and, per the
+        // contract, no one else can reach it any more.
+        is_live(p).then(|| unsafe { Box::from_raw(p) })
+    }
+}
+
+impl<K, V: Send + 'static> Entry<K, V> {
     /// Retires a node that just left the cell and returns its value for
     /// the rest of the guard's life. `None` for null / expunged.
     ///
@@ -151,7 +189,7 @@ impl<K, V> Entry<K, V> {
         // return is bounded by `guard`, which delays the free.
         unsafe {
             retire(guard, prev);
-            Some(&(*prev).value)
+            Some((*prev).value())
         }
     }
 
@@ -169,7 +207,7 @@ impl<K, V> Entry<K, V> {
         // below re-reads with Acquire before anything is dereferenced.
         let mut current = self.cell.load(Ordering::Relaxed);
         loop {
-            if current == expunged() {
+            if current == expunged() && !injected(Bug::StoreIntoExpunged) {
                 // SAFETY: `new` was never published; we still own it.
                 return Err(unsafe { Box::from_raw(new) });
             }
@@ -268,12 +306,12 @@ impl<K, V> Entry<K, V> {
         loop {
             if p == expunged() || is_live(p) {
                 let back = match pending {
-                    Some(node) => node.value,
+                    Some(node) => node.into_value(),
                     None => value.take().expect("value is held until stored"),
                 };
                 return if is_live(p) {
                     // SAFETY: live pointer loaded with Acquire while pinned.
-                    LoadOrStore::Loaded(unsafe { &(*p).value }, back)
+                    LoadOrStore::Loaded(unsafe { (*p).value() }, back)
                 } else {
                     LoadOrStore::Expunged(back)
                 };
@@ -294,7 +332,7 @@ impl<K, V> Entry<K, V> {
                     let _ = guard;
                     // SAFETY: `new` is now in the cell; it can only be freed
                     // through the epoch after leaving it, and we are pinned.
-                    return LoadOrStore::Stored(unsafe { &(*new).value });
+                    return LoadOrStore::Stored(unsafe { (*new).value() });
                 }
                 Err(actual) => {
                     // SAFETY: the CAS failed, so `new` was never published.
@@ -317,12 +355,21 @@ impl<K, V> Entry<K, V> {
         let mut new = Some(new);
         loop {
             // SAFETY: live pointer loaded with Acquire while `guard` is pinned.
-            if !is_live(p) || unsafe { &(*p).value } != old {
+            if !is_live(p) || unsafe { (*p).value() } != old {
                 return false;
             }
             let raw = Box::into_raw(node.take().unwrap_or_else(|| {
                 ValueNode::boxed(new.take().expect("new value held until stored"))
             }));
+            if injected(Bug::CasNotAtomic) {
+                // The broken twin: a separate store after the compare.
+                // AcqRel: as in the real path; the bug is the gap, not the
+                // ordering.
+                let prev = self.cell.swap(raw, Ordering::AcqRel);
+                // SAFETY: `prev` just left the cell through our swap.
+                unsafe { Self::retire_previous(prev, guard) };
+                return true;
+            }
             // AcqRel on success: Release publishes the new node; Acquire
             // orders the retired node's reads. Acquire on failure: we
             // dereference the fresh value to compare it again.
@@ -350,7 +397,7 @@ impl<K, V> Entry<K, V> {
         let mut p = self.cell.load(Ordering::Acquire);
         loop {
             // SAFETY: live pointer loaded with Acquire while `guard` is pinned.
-            if !is_live(p) || unsafe { &(*p).value } != old {
+            if !is_live(p) || unsafe { (*p).value() } != old {
                 return false;
             }
             // AcqRel on success: as in `delete`. Acquire on failure: we
@@ -382,7 +429,7 @@ impl<K, V> Entry<K, V> {
                 return None;
             }
             // SAFETY: live pointer loaded with Acquire while `guard` is pinned.
-            let next = f(unsafe { &(*p).value });
+            let next = f(unsafe { (*p).value() });
             let raw = Box::into_raw(ValueNode::boxed(next));
             // AcqRel on success: Release publishes the new node. Acquire on
             // failure: `f` reads the fresh value.
@@ -392,7 +439,7 @@ impl<K, V> Entry<K, V> {
                     // is now in the cell and freed only through the epoch.
                     unsafe {
                         Self::retire_previous(prev, guard);
-                        return Some(&(*raw).value);
+                        return Some((*raw).value());
                     }
                 }
                 Err(actual) => {
@@ -414,21 +461,6 @@ impl<K, V> Entry<K, V> {
         unsafe { Self::retire_previous(prev, guard) }.is_some()
     }
 
-    /// Takes the live value out without the epoch, for the map's `Drop`.
-    ///
-    /// # Safety
-    ///
-    /// No other thread can access this entry's value: the caller has
-    /// exclusive access to the whole map, and every reference handed out
-    /// borrowed the map.
-    pub(crate) unsafe fn take_value_exclusive(&self) -> Option<Box<ValueNode<V>>> {
-        // Relaxed: exclusive access (see the contract); the Acquire fences
-        // of the `&mut` hand-over already ordered every earlier store.
-        let p = self.cell.swap(ptr::null_mut(), Ordering::Relaxed);
-        // SAFETY: a live pointer came from `Box::into_raw` and, per the
-        // contract, no one else can reach it any more.
-        is_live(p).then(|| unsafe { Box::from_raw(p) })
-    }
 }
 
 impl<K, V> Drop for Entry<K, V> {

@@ -65,7 +65,7 @@ use equivalent::Equivalent;
 use crate::stats::ShardCounters;
 use crate::sync::atomic::{AtomicIsize, AtomicPtr, Ordering};
 use crate::sync::epoch::{Guard, retire};
-use crate::sync::{Arc, CachePadded, Mutex};
+use crate::sync::{Arc, Bug, CachePadded, Mutex, injected};
 use entry::{Entry, LoadOrStore, ValueNode};
 use read_view::{ReadView, Table, find, rehash, table_hash, untag, with_amended};
 
@@ -175,7 +175,7 @@ impl<K, V> Shard<K, V> {
         // not being freed concurrently.
         let view = unsafe { &*view };
         let dirty = self.locked.dirty.get_mut();
-        for entry in view.table.iter().chain(dirty.table.iter().flatten()) {
+        for entry in view.table().iter().chain(dirty.table.iter().flatten()) {
             // SAFETY: exclusive access to the whole map (our contract).
             drop(unsafe { entry.take_value_exclusive() });
         }
@@ -236,12 +236,14 @@ where
         let mut dirty = self.locked.dirty.lock();
         // Re-check: a promotion may have moved the key into the view while
         // we waited for the lock.
-        let (view, amended) = self.view(guard);
-        if let Some(entry) = view.find(hash, key) {
-            return entry.load(guard);
-        }
-        if !amended {
-            return None;
+        if !injected(Bug::NoRecheckUnderLock) {
+            let (view, amended) = self.view(guard);
+            if let Some(entry) = view.find(hash, key) {
+                return entry.load(guard);
+            }
+            if !amended {
+                return None;
+            }
         }
         let value = dirty.find(hash, key).and_then(|e| e.load(guard));
         self.miss_locked(&mut dirty, ctx, guard);
@@ -323,7 +325,7 @@ where
         let (view, amended) = self.view(guard);
         let previous = if let Some(entry) = view.find(hash, &key) {
             // Go's order: un-expunge, put the entry back in dirty, store.
-            if entry.unexpunge_locked() {
+            if entry.unexpunge_locked() && !injected(Bug::SkipPutBack) {
                 dirty.put_back(entry);
             }
             entry.swap_locked(node, guard)
@@ -464,7 +466,7 @@ where
             // `Arc` is dropped after the lock, so `K`'s destructor does not
             // run under it.
             let detached = dirty.table.as_mut().and_then(|table| {
-                let found = table.find_entry(table_hash(hash), |e| e.hash == hash && key.equivalent(&e.key));
+                let found = table.find_entry(table_hash(hash), |e| e.hash == hash && key.equivalent(e.key()));
                 found.ok().map(|occupied| occupied.remove().0)
             });
             self.miss_locked(&mut dirty, ctx, guard);
@@ -530,7 +532,7 @@ where
     /// view to walk. Every key in the shard when this returns is in it.
     pub(crate) fn view_for_iter<'g>(&self, guard: &'g Guard) -> &'g ReadView<K, V> {
         let (view, amended) = self.view(guard);
-        if !amended {
+        if !amended || injected(Bug::IterSkipsPromotion) {
             return view;
         }
         let mut dirty = self.locked.dirty.lock();
@@ -545,14 +547,14 @@ where
     /// Go's `Clear`, with every removed entry expunged (see module docs).
     pub(crate) fn clear(&self, ctx: &Ctx<'_>, guard: &Guard) {
         let (view, amended) = self.view(guard);
-        if view.table.is_empty() && !amended {
+        if view.table().is_empty() && !amended {
             return;
         }
         let mut dirty = self.locked.dirty.lock();
         let (view, _) = self.view(guard);
         let old_dirty = dirty.table.take();
         let mut removed = 0;
-        for entry in view.table.iter().chain(old_dirty.iter().flatten()) {
+        for entry in view.table().iter().chain(old_dirty.iter().flatten()) {
             if entry.expunge_for_clear(guard) {
                 removed += 1;
             }
@@ -597,7 +599,12 @@ where
         // Release: publishes the new view's table (and the entries it points
         // to) to readers' Acquire loads in `view`. AcqRel's Acquire half is
         // not needed: the old pointer was stored under the lock we hold.
-        let old = self.read.swap(new, Ordering::Release);
+        let publish = if injected(Bug::RelaxedViewPublish) {
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
+        };
+        let old = self.read.swap(new, publish);
         let (old, _) = untag(old);
         // SAFETY: `old` was the published view; it is unlinked now, so only
         // readers pinned before this point can hold it, and the epoch waits
@@ -622,9 +629,9 @@ where
         if dirty.table.is_some() {
             return;
         }
-        let mut table = Table::with_capacity(view.table.len());
+        let mut table = Table::with_capacity(view.table().len());
         let mut expunged = 0;
-        for entry in view.table.iter() {
+        for entry in view.table().iter() {
             if entry.try_expunge_locked() {
                 expunged += 1;
             } else {

@@ -28,7 +28,7 @@
 //! in one shard still differ in their control bytes.
 
 use crate::shard::entry::Entry;
-use crate::sync::Arc;
+use crate::sync::{Arc, Published};
 use equivalent::Equivalent;
 use hashbrown::HashTable;
 
@@ -53,23 +53,31 @@ pub(crate) fn find<'t, K, V, Q>(table: &'t Table<K, V>, hash: u64, key: &Q) -> O
 where
     Q: ?Sized + Equivalent<K>,
 {
-    table.find(table_hash(hash), |e| e.hash == hash && key.equivalent(&e.key))
+    table.find(table_hash(hash), |e| e.hash == hash && key.equivalent(e.key()))
 }
 
 /// An immutable table published to lock-free readers.
 pub(crate) struct ReadView<K, V> {
-    pub(crate) table: Table<K, V>,
+    table: Published<Table<K, V>>,
 }
 
 impl<K, V> ReadView<K, V> {
     /// A heap-allocated view over `table`, ready to publish.
     pub(crate) fn boxed(table: Table<K, V>) -> *mut Self {
-        Box::into_raw(Box::new(ReadView { table }))
+        Box::into_raw(Box::new(ReadView {
+            table: Published::new(table),
+        }))
     }
 
     /// An empty view (a new shard, or after `clear`).
     pub(crate) fn empty() -> *mut Self {
         Self::boxed(HashTable::new())
+    }
+
+    /// The table (loom checks that this read follows the publication).
+    #[inline]
+    pub(crate) fn table(&self) -> &Table<K, V> {
+        self.table.get()
     }
 
     /// Looks `key` up.
@@ -78,7 +86,7 @@ impl<K, V> ReadView<K, V> {
     where
         Q: ?Sized + Equivalent<K>,
     {
-        find(&self.table, hash, key)
+        find(self.table(), hash, key)
     }
 }
 
