@@ -20,7 +20,7 @@
 //! exact only when the map is quiescent.
 
 use crate::sync::CachePadded;
-use crate::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
+use crate::sync::stat_atomic::{AtomicIsize, AtomicU64, Ordering};
 
 /// A counter written only by the holder of one shard lock.
 #[derive(Default)]

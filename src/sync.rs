@@ -51,10 +51,19 @@ pub(crate) use loom::sync::Arc;
 /// Atomics: std's in normal builds, loom's under `snapmap_loom`.
 pub(crate) mod atomic {
     #[cfg(not(snapmap_loom))]
-    pub(crate) use std::sync::atomic::{AtomicIsize, AtomicPtr, AtomicU64, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicPtr, Ordering};
 
     #[cfg(snapmap_loom)]
-    pub(crate) use loom::sync::atomic::{AtomicIsize, AtomicPtr, AtomicU64, Ordering};
+    pub(crate) use loom::sync::atomic::{AtomicPtr, Ordering};
+}
+
+/// Atomics for statistics (lengths, hit and event counters).
+///
+/// They order nothing and no protocol reads them, so they are std's in
+/// every build: under loom they stay invisible, and loom's state space is
+/// spent on the protocol, not on counter bumps.
+pub(crate) mod stat_atomic {
+    pub(crate) use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 }
 
 /// Padding to a cache line (128 bytes on x86_64, where the adjacent-line
@@ -166,8 +175,10 @@ pub(crate) mod epoch {
     pub(crate) unsafe fn retire<T: Send + 'static>(guard: &Guard, ptr: *mut T) {
         if super::injected(super::Bug::FreeWithoutEpoch) {
             // SAFETY: none; this is the deliberately broken twin of the
-            // reclamation model, which loom must catch.
-            drop(unsafe { Box::from_raw(ptr) });
+            // reclamation model. It runs the destructor at once but keeps
+            // the memory, so the model reports a value destroyed under a
+            // reader instead of crashing on freed memory.
+            unsafe { core::ptr::drop_in_place(ptr) };
             return;
         }
         // SAFETY: the caller guarantees the pointer is unlinked and uniquely
@@ -228,8 +239,11 @@ pub(crate) mod epoch {
     /// once and is already unlinked.
     pub(crate) unsafe fn retire<T: Send + 'static>(_guard: &Guard, ptr: *mut T) {
         if super::injected(super::Bug::FreeWithoutEpoch) {
-            // SAFETY: none; the deliberately broken twin.
-            drop(unsafe { Box::from_raw(ptr) });
+            // SAFETY: none; this is the deliberately broken twin of the
+            // reclamation model. It runs the destructor at once but keeps
+            // the memory, so the model reports a value destroyed under a
+            // reader instead of crashing on freed memory.
+            unsafe { core::ptr::drop_in_place(ptr) };
             return;
         }
         // SAFETY (of the closure): `ptr` is uniquely owned by this
@@ -260,7 +274,8 @@ pub enum Bug {
     CasNotAtomic,
     /// Iteration walks the read view without promoting pending new keys.
     IterSkipsPromotion,
-    /// `retire` frees at once instead of waiting for the epoch.
+    /// `retire` destroys at once instead of waiting for the epoch (the
+    /// memory itself is leaked, so the model can report the early drop).
     FreeWithoutEpoch,
 }
 

@@ -63,7 +63,8 @@ use core::ptr;
 use equivalent::Equivalent;
 
 use crate::stats::ShardCounters;
-use crate::sync::atomic::{AtomicIsize, AtomicPtr, Ordering};
+use crate::sync::atomic::{AtomicPtr, Ordering};
+use crate::sync::stat_atomic::{AtomicIsize, Ordering as StatOrdering};
 use crate::sync::epoch::{Guard, retire};
 use crate::sync::{Arc, Bug, CachePadded, Mutex, injected};
 use entry::{Entry, LoadOrStore, ValueNode};
@@ -82,7 +83,7 @@ impl Ctx<'_> {
     fn adjust_len(&self, delta: isize) {
         // Relaxed: the length is a statistic, exact only when quiescent;
         // it orders nothing.
-        self.len.fetch_add(delta, Ordering::Relaxed);
+        self.len.fetch_add(delta, StatOrdering::Relaxed);
     }
 }
 
@@ -234,16 +235,22 @@ where
         Q: ?Sized + Equivalent<K>,
     {
         let mut dirty = self.locked.dirty.lock();
+        if injected(Bug::NoRecheckUnderLock) {
+            // The broken twin: trusts the view it saw before locking.
+            let value = dirty.find(hash, key).and_then(|e| e.load(guard));
+            if dirty.table.is_some() {
+                self.miss_locked(&mut dirty, ctx, guard);
+            }
+            return value;
+        }
         // Re-check: a promotion may have moved the key into the view while
         // we waited for the lock.
-        if !injected(Bug::NoRecheckUnderLock) {
-            let (view, amended) = self.view(guard);
-            if let Some(entry) = view.find(hash, key) {
-                return entry.load(guard);
-            }
-            if !amended {
-                return None;
-            }
+        let (view, amended) = self.view(guard);
+        if let Some(entry) = view.find(hash, key) {
+            return entry.load(guard);
+        }
+        if !amended {
+            return None;
         }
         let value = dirty.find(hash, key).and_then(|e| e.load(guard));
         self.miss_locked(&mut dirty, ctx, guard);

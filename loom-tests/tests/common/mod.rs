@@ -1,0 +1,88 @@
+//! Shared harness for the models: running a model with a default
+//! preemption bound, and proving that a broken twin is caught.
+//!
+//! A twin is run in a child process (this same test binary, filtered to one
+//! `#[ignore]`d test, with `SNAPMAP_TWIN_CHILD=1`): a failing loom model may
+//! abort instead of unwinding (see LOOM-NOTES), and a child's exit status and
+//! output can be checked either way.
+
+#![allow(dead_code)] // each test binary uses part of the harness
+
+use std::process::Command;
+use std::time::Instant;
+
+pub use snapmap::loom_hooks::Bug;
+
+/// The environment variable that marks a twin's child process.
+const CHILD: &str = "SNAPMAP_TWIN_CHILD";
+
+/// Runs `model` under loom, exploring every interleaving up to
+/// `default_bound` preemptions (`LOOM_MAX_PREEMPTIONS` overrides it;
+/// `None` is unbounded), and prints how long it took.
+pub fn check<F>(name: &str, default_bound: Option<usize>, model: F)
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = default_bound;
+    }
+    let bound = builder.preemption_bound;
+    // A std counter (invisible to loom) of the executions loom ran.
+    let executions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = executions.clone();
+    let start = Instant::now();
+    builder.check(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        model();
+    });
+    eprintln!(
+        "model {name}: {} interleavings in {:.2?} (preemption bound {})",
+        executions.load(std::sync::atomic::Ordering::Relaxed),
+        start.elapsed(),
+        bound.map_or("none".to_string(), |b| b.to_string())
+    );
+}
+
+/// The body of a twin's `#[ignore]`d child test: switches `bug` on and runs
+/// the model. Refuses to run outside a child process, where it would
+/// (correctly) fail.
+pub fn run_twin(bug: Bug, model: impl FnOnce()) {
+    assert!(
+        std::env::var_os(CHILD).is_some(),
+        "this is a broken twin: it is run (and expected to fail) by its parent test"
+    );
+    snapmap::loom_hooks::inject(Some(bug));
+    model();
+}
+
+/// Runs the ignored test `child` of this binary in a child process and
+/// asserts that loom caught the bug: the child failed, and its output
+/// contains `expected`.
+pub fn assert_twin_caught(child: &str, expected: &str) {
+    let start = Instant::now();
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let output = Command::new(exe)
+        .args([child, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .expect("the child test process starts");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !text.contains("running 0 tests"),
+        "twin `{child}` does not exist in this binary:\n{text}"
+    );
+    assert!(
+        !output.status.success(),
+        "twin `{child}` was NOT caught: loom explored its interleavings and found no failure\n{text}"
+    );
+    assert!(
+        text.contains(expected),
+        "twin `{child}` failed, but not with `{expected}`:\n{text}"
+    );
+    eprintln!("twin {child}: caught in {:.2?} ({expected:?})", start.elapsed());
+}
