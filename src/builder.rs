@@ -4,12 +4,25 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::hash::BuildHasher;
 
-use crate::directory::MAX_BITS;
+use crate::directory::MAX_DEPTH_LIMIT;
 use crate::hash::DefaultHashBuilder;
 use crate::map::SnapMap;
 
-/// The shard count a map gets unless the builder says otherwise.
-pub const DEFAULT_SHARDS: usize = 64;
+/// The initial (and minimum) shard count unless the builder says otherwise.
+pub const DEFAULT_SHARDS: usize = 16;
+
+/// The number of entries past which a shard's dirty table splits the shard,
+/// unless the builder says otherwise. Chosen by measurement (see
+/// `BENCHMARKS.md`): large enough that splits are rare, small enough that a
+/// dirty rebuild (one shard's copy) stays in the microseconds.
+pub const DEFAULT_SHARD_CAPACITY: usize = 512;
+
+/// The most shards (directory slots) a map may use unless the builder says
+/// otherwise: `2^20`, an 8 MiB directory.
+pub const DEFAULT_MAX_SHARDS: usize = 1 << 20;
+
+/// Marks which map a builder builds (covariant, no ownership).
+type BuildsMap<K, V, S> = fn() -> SnapMap<K, V, S>;
 
 /// Options for a [`SnapMap`], from [`SnapMap::builder`].
 ///
@@ -32,22 +45,26 @@ pub const DEFAULT_SHARDS: usize = 64;
 /// let err = SnapMap::<String, u32>::builder().shards(3).build().unwrap_err();
 /// assert_eq!(
 ///     err.to_string(),
-///     "shard count must be a power of two between 1 and 65536, got 3"
+///     "shard count must be a power of two between 1 and max_shards (1048576), got 3"
 /// );
 /// ```
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct Builder<K, V, S = DefaultHashBuilder> {
     shards: usize,
+    max_shards: usize,
+    shard_capacity: usize,
     promotion_threshold: usize,
     hasher: S,
-    _map: PhantomData<fn() -> SnapMap<K, V, S>>,
+    _map: PhantomData<BuildsMap<K, V, S>>,
 }
 
 impl<K, V> Builder<K, V, DefaultHashBuilder> {
     pub(crate) fn new() -> Self {
         Builder {
             shards: DEFAULT_SHARDS,
+            max_shards: DEFAULT_MAX_SHARDS,
+            shard_capacity: DEFAULT_SHARD_CAPACITY,
             promotion_threshold: usize::MAX,
             hasher: DefaultHashBuilder::default(),
             _map: PhantomData,
@@ -56,13 +73,37 @@ impl<K, V> Builder<K, V, DefaultHashBuilder> {
 }
 
 impl<K, V, S> Builder<K, V, S> {
-    /// The number of shards: a power of two from 1 to 65 536. Default
-    /// [`DEFAULT_SHARDS`].
+    /// The initial number of shards, which is also the fewest the map
+    /// merges down to: a power of two, at most
+    /// [`max_shards`](Self::max_shards). Default [`DEFAULT_SHARDS`].
     ///
-    /// More shards mean smaller dirty rebuilds and less contention on shard
-    /// locks, at about 300 bytes per shard.
+    /// Shards split as the map grows, so this matters mostly for a map that
+    /// takes many concurrent new keys while small (each shard has one lock).
+    /// Each shard costs about 300 bytes.
     pub fn shards(mut self, count: usize) -> Self {
         self.shards = count;
+        self
+    }
+
+    /// The most shards the map may split into (the directory's size cap): a
+    /// power of two from `shards` to `2^26`. Default [`DEFAULT_MAX_SHARDS`].
+    ///
+    /// It bounds the directory when keys' hashes agree in many top bits (a
+    /// weak hasher, or an attacker who knows it): a shard that cannot split
+    /// grows past its capacity instead, and its dirty rebuilds cost O(shard).
+    pub fn max_shards(mut self, count: usize) -> Self {
+        self.max_shards = count;
+        self
+    }
+
+    /// The number of entries past which a shard's dirty table splits the
+    /// shard (at least 1). Default [`DEFAULT_SHARD_CAPACITY`].
+    ///
+    /// This bounds the work of one operation: a dirty rebuild copies at most
+    /// one shard. Two buddy shards merge back when they hold at most a
+    /// quarter of it together. Tiny values (say 4) are for tests.
+    pub fn shard_capacity(mut self, entries: usize) -> Self {
+        self.shard_capacity = entries;
         self
     }
 
@@ -82,6 +123,8 @@ impl<K, V, S> Builder<K, V, S> {
     pub fn hasher<S2>(self, hasher: S2) -> Builder<K, V, S2> {
         Builder {
             shards: self.shards,
+            max_shards: self.max_shards,
+            shard_capacity: self.shard_capacity,
             promotion_threshold: self.promotion_threshold,
             hasher,
             _map: PhantomData,
@@ -93,16 +136,27 @@ impl<K, V, S> Builder<K, V, S> {
     where
         S: BuildHasher,
     {
-        if !self.shards.is_power_of_two() || self.shards > 1 << MAX_BITS {
+        if !self.max_shards.is_power_of_two() || self.max_shards > 1 << MAX_DEPTH_LIMIT {
+            return Err(BuildError::MaxShards {
+                requested: self.max_shards,
+            });
+        }
+        if !self.shards.is_power_of_two() || self.shards > self.max_shards {
             return Err(BuildError::ShardCount {
                 requested: self.shards,
+                max_shards: self.max_shards,
             });
+        }
+        if self.shard_capacity == 0 {
+            return Err(BuildError::ShardCapacity);
         }
         if self.promotion_threshold == 0 {
             return Err(BuildError::PromotionThreshold);
         }
         Ok(SnapMap::from_parts(
             self.shards.trailing_zeros(),
+            self.max_shards.trailing_zeros(),
+            self.shard_capacity,
             self.promotion_threshold,
             self.hasher,
         ))
@@ -113,11 +167,20 @@ impl<K, V, S> Builder<K, V, S> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// The shard count is not a power of two in `1..=65536`.
+    /// The shard count is not a power of two in `1..=max_shards`.
     ShardCount {
         /// What was asked for.
         requested: usize,
+        /// The `max_shards` in force.
+        max_shards: usize,
     },
+    /// `max_shards` is not a power of two in `1..=2^26`.
+    MaxShards {
+        /// What was asked for.
+        requested: usize,
+    },
+    /// The shard capacity is zero.
+    ShardCapacity,
     /// The promotion threshold is zero.
     PromotionThreshold,
 }
@@ -125,11 +188,19 @@ pub enum BuildError {
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BuildError::ShardCount { requested } => write!(
+            BuildError::ShardCount {
+                requested,
+                max_shards,
+            } => write!(
                 f,
-                "shard count must be a power of two between 1 and {}, got {requested}",
-                1usize << MAX_BITS
+                "shard count must be a power of two between 1 and max_shards ({max_shards}), got {requested}"
             ),
+            BuildError::MaxShards { requested } => write!(
+                f,
+                "max_shards must be a power of two between 1 and {}, got {requested}",
+                1usize << MAX_DEPTH_LIMIT
+            ),
+            BuildError::ShardCapacity => f.write_str("shard capacity must be at least 1 entry, got 0"),
             BuildError::PromotionThreshold => {
                 f.write_str("promotion threshold must be at least 1 slow-path lookup, got 0")
             }

@@ -1,34 +1,51 @@
 //! Iterators over a pinned map (Go: `Range`).
 //!
-//! An [`Iter`] walks the shards in directory order. On reaching a shard it
-//! takes the shard's read view (promoting the dirty table first if the view
-//! is amended, as Go's `Range` does) and walks that immutable table. Nothing
-//! is copied and, once no shard needs promoting, nothing is allocated and no
+//! An [`Iter`] walks **hash space** from 0 to `u64::MAX`, one shard at a
+//! time. At each step it looks up the shard holding the cursor in the
+//! current directory, takes its read view (promoting the dirty table first
+//! if the view is amended, as Go's `Range` does), walks that immutable
+//! table, and moves the cursor past the shard's hash range. Nothing is
+//! copied and, once no shard needs promoting, nothing is allocated and no
 //! lock is taken.
+//!
+//! Walking hash space rather than a list of shards is what keeps the walk
+//! exact while shards split and merge under it: every key lives at one
+//! hash, every hash is visited once, and entries below the cursor are
+//! skipped (after a merge, the merged shard's view also holds the range
+//! already walked).
 
 use core::fmt;
 use core::iter::FusedIterator;
 
 use hashbrown::hash_table;
 
-use crate::shard::Shard;
+use crate::directory::Directory;
 use crate::shard::entry::Entry;
+use crate::shard::Ctx;
 use crate::sync::Arc;
 use crate::sync::epoch::Guard;
 
 /// An iterator over `(&K, &V)`, from [`Pinned::iter`](crate::Pinned::iter).
 pub struct Iter<'p, K, V> {
-    shards: core::slice::Iter<'p, Shard<K, V>>,
-    current: hash_table::Iter<'p, Arc<Entry<K, V>>>,
+    directory: &'p Directory<K, V>,
     guard: &'p Guard,
+    ctx: Ctx<'p>,
+    /// The first hash not walked yet; `None` once the walk is done.
+    cursor: Option<u64>,
+    /// Entries of `current` below this hash were walked already.
+    from: u64,
+    current: hash_table::Iter<'p, Arc<Entry<K, V>>>,
 }
 
 impl<'p, K, V> Iter<'p, K, V> {
-    pub(crate) fn new(shards: &'p [Shard<K, V>], guard: &'p Guard) -> Self {
+    pub(crate) fn new(directory: &'p Directory<K, V>, guard: &'p Guard, ctx: Ctx<'p>) -> Self {
         Iter {
-            shards: shards.iter(),
-            current: hash_table::Iter::default(),
+            directory,
             guard,
+            ctx,
+            cursor: Some(0),
+            from: 0,
+            current: hash_table::Iter::default(),
         }
     }
 }
@@ -44,12 +61,22 @@ where
     fn next(&mut self) -> Option<(&'p K, &'p V)> {
         loop {
             for entry in self.current.by_ref() {
+                if entry.hash < self.from {
+                    continue;
+                }
                 if let Some(value) = entry.load(self.guard) {
                     return Some((entry.key(), value));
                 }
             }
-            let shard = self.shards.next()?;
-            self.current = shard.view_for_iter(self.guard).table().iter();
+            let at = self.cursor?;
+            let shard = self.directory.locate(at, self.guard);
+            // On `Err(Retired)` the shard was split or merged meanwhile: the
+            // loop looks the cursor up again.
+            if let Ok(view) = shard.view_for_iter(&self.ctx, self.guard) {
+                self.from = at;
+                self.cursor = shard.hash_range().1.checked_add(1);
+                self.current = view.table().iter();
+            }
         }
     }
 }
@@ -64,7 +91,7 @@ where
 impl<K, V> fmt::Debug for Iter<'_, K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Iter")
-            .field("shards_left", &self.shards.len())
+            .field("cursor", &self.cursor)
             .finish_non_exhaustive()
     }
 }

@@ -121,17 +121,18 @@ mod directory;
 mod hash;
 mod iter;
 mod map;
+mod migrate;
 mod pinned;
 mod shard;
 mod stats;
 mod sync;
 
-pub use builder::{BuildError, Builder, DEFAULT_SHARDS};
+pub use builder::{BuildError, Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS};
 pub use hash::DefaultHashBuilder;
 pub use iter::{Iter, Keys, Values};
 pub use map::SnapMap;
 pub use pinned::{OccupiedError, Pinned};
-pub use stats::Stats;
+pub use stats::{RetiredBytes, Stats, retired_bytes};
 
 /// The trait for looking up a key by another type (re-exported from the
 /// `equivalent` crate): `map.get("a")` on a `SnapMap<String, _>`.

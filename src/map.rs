@@ -11,11 +11,12 @@ use core::hash::{BuildHasher, Hash};
 
 use equivalent::Equivalent;
 
-use crate::builder::{Builder, DEFAULT_SHARDS};
+use crate::builder::{Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS};
 use crate::directory::Directory;
 use crate::hash::DefaultHashBuilder;
 use crate::pinned::Pinned;
-use crate::stats::{Stats, Stripes};
+use crate::stats::{Event, Stats, Stripes, retired_bytes};
+use crate::sync::epoch;
 
 /// A concurrent hash map for read-mostly data.
 ///
@@ -48,6 +49,8 @@ pub struct SnapMap<K, V, S = DefaultHashBuilder> {
     pub(crate) directory: Directory<K, V>,
     pub(crate) stripes: Stripes,
     pub(crate) promote_after: usize,
+    /// A shard whose dirty table passes this many entries splits.
+    pub(crate) capacity: usize,
 }
 
 impl<K, V> SnapMap<K, V, DefaultHashBuilder> {
@@ -84,15 +87,28 @@ impl<K, V, S> SnapMap<K, V, S> {
     /// assert_eq!(map.len(), 1);
     /// ```
     pub fn with_hasher(hasher: S) -> Self {
-        Self::from_parts(DEFAULT_SHARDS.trailing_zeros(), usize::MAX, hasher)
+        Self::from_parts(
+            DEFAULT_SHARDS.trailing_zeros(),
+            DEFAULT_MAX_SHARDS.trailing_zeros(),
+            DEFAULT_SHARD_CAPACITY,
+            usize::MAX,
+            hasher,
+        )
     }
 
-    pub(crate) fn from_parts(shard_bits: u32, promote_after: usize, hasher: S) -> Self {
+    pub(crate) fn from_parts(
+        shard_bits: u32,
+        max_shard_bits: u32,
+        capacity: usize,
+        promote_after: usize,
+        hasher: S,
+    ) -> Self {
         SnapMap {
             hasher,
-            directory: Directory::new(shard_bits),
+            directory: Directory::new(shard_bits, max_shard_bits),
             stripes: Stripes::new(),
             promote_after,
+            capacity,
         }
     }
 
@@ -133,8 +149,9 @@ impl<K, V, S> SnapMap<K, V, S> {
         self.len() == 0
     }
 
-    /// Counters describing what the protocol has done (see [`Stats`]).
-    /// Reads relaxed counters without taking any lock.
+    /// Counters describing what the protocol and the migrations have done
+    /// (see [`Stats`]). Takes no lock; counts the shards by walking the
+    /// directory.
     ///
     /// ```
     /// let map = snapmap::SnapMap::<u64, u64>::builder().shards(1).build().unwrap();
@@ -144,22 +161,31 @@ impl<K, V, S> SnapMap<K, V, S> {
     /// let stats = map.stats();
     /// assert_eq!((stats.slow_path_lookups, stats.promotions, stats.read_hits), (1, 1, 1));
     /// ```
-    pub fn stats(&self) -> Stats {
-        let mut stats = Stats {
+    pub fn stats(&self) -> Stats
+    where
+        K: Send + Sync + 'static,
+        V: Send + Sync + 'static,
+    {
+        let guard = epoch::pin();
+        let table = self.directory.table(&guard);
+        let sum = |event| self.stripes.sum(event);
+        Stats {
             len: self.len(),
-            shards: self.directory.shards().len(),
-            read_hits: self.stripes.read_hits(),
-            ..Stats::default()
-        };
-        for shard in self.directory.shards() {
-            let c = shard.counters();
-            stats.slow_path_lookups += c.slow_lookups.get();
-            stats.promotions += c.promotions.get();
-            stats.dirty_rebuilds += c.rebuilds.get();
-            stats.entries_copied += c.entries_copied.get();
-            stats.expunges += c.expunges.get();
+            shards: table.distinct().count(),
+            directory_slots: table.slots.len(),
+            global_depth: table.depth(),
+            read_hits: sum(Event::ReadHits),
+            slow_path_lookups: sum(Event::SlowLookups),
+            promotions: sum(Event::Promotions),
+            dirty_rebuilds: sum(Event::Rebuilds),
+            entries_copied: sum(Event::EntriesCopied),
+            expunges: sum(Event::Expunges),
+            splits: sum(Event::Splits),
+            merges: sum(Event::Merges),
+            directory_resizes: sum(Event::DirectoryResizes),
+            max_entries_copied_by_one_operation: self.stripes.max_copied(),
+            retired: retired_bytes(),
         }
-        stats
     }
 }
 
@@ -362,14 +388,14 @@ where
 
 impl<K, V, S> Drop for SnapMap<K, V, S> {
     fn drop(&mut self) {
-        for shard in self.directory.shards_mut() {
+        self.directory.for_each_shard_exclusive(|shard| {
             // SAFETY: `&mut self`: no operation is in flight, and every
             // reference the map handed out borrowed it (through a `Pinned`),
             // so none is alive. Values are dropped now instead of through the
-            // epoch; retired views still in the epoch then hold entries whose
-            // cells are empty.
+            // epoch; retired views and shards still in the epoch then hold
+            // entries whose cells are empty.
             unsafe { shard.drop_values_exclusive() };
-        }
+        });
     }
 }
 

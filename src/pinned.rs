@@ -9,8 +9,9 @@ use equivalent::Equivalent;
 
 use crate::iter::{Iter, Keys, Values};
 use crate::map::SnapMap;
+use crate::migrate;
 use crate::shard::entry::ValueNode;
-use crate::shard::{Ctx, Shard};
+use crate::shard::{Ctx, Retired, Shard};
 use crate::stats::Stripe;
 use crate::sync::epoch::{self, Guard};
 
@@ -99,16 +100,52 @@ where
 
     /// One hash per operation: it picks the shard and probes its table.
     #[inline]
-    fn locate<Q: ?Sized + Hash>(&self, key: &Q) -> (u64, &'m Shard<K, V>) {
-        let hash = self.map.hasher.hash_one(key);
-        (hash, self.map.directory.shard(hash))
+    fn hash<Q: ?Sized + Hash>(&self, key: &Q) -> u64 {
+        self.map.hasher.hash_one(key)
+    }
+
+    /// The shard that holds `hash` now.
+    #[inline]
+    fn shard(&self, hash: u64) -> &Shard<K, V> {
+        self.map.directory.locate(hash, &self.guard)
     }
 
     #[inline]
     fn ctx(&self) -> Ctx<'m> {
-        Ctx {
-            promote_after: self.map.promote_after,
-            len: &self.stripe.len,
+        Ctx::new(self.map.promote_after, self.map.capacity, self.stripe)
+    }
+
+    /// After a write: splits or merges the shard if the write asked for it,
+    /// and records the work done.
+    #[inline]
+    fn after_write(&self, shard: &Shard<K, V>, ctx: &Ctx<'_>) {
+        if ctx.wants_split.get() {
+            migrate::split(&self.map.directory, shard, ctx, &self.guard);
+        } else if ctx.wants_merge.get() {
+            migrate::merge_cascade(&self.map.directory, shard, ctx, &self.guard);
+        }
+        let copied = ctx.copied.get();
+        if copied > 0 {
+            self.map.stripes.record_copied(copied);
+        }
+    }
+
+    #[cold]
+    fn get_slow<'a, Q>(&'a self, hash: u64, key: &Q, mut shard: &'a Shard<K, V>) -> Option<&'a V>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+    {
+        let ctx = self.ctx();
+        loop {
+            match shard.get_slow(hash, key, &ctx, &self.guard) {
+                Ok(found) => return found,
+                Err(Retired) => {
+                    shard = self.shard(hash);
+                    if let Ok(found) = shard.get_fast(hash, key, &self.guard) {
+                        return found;
+                    }
+                }
+            }
         }
     }
 
@@ -135,13 +172,14 @@ where
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        let (hash, shard) = self.locate(key);
+        let hash = self.hash(key);
+        let shard = self.shard(hash);
         match shard.get_fast(hash, key, &self.guard) {
             Ok(found) => {
                 self.read_hits.set(self.read_hits.get() + 1);
                 found
             }
-            Err(()) => shard.get_slow(hash, key, &self.ctx(), &self.guard),
+            Err(()) => self.get_slow(hash, key, shard),
         }
     }
 
@@ -171,8 +209,19 @@ where
     /// assert_eq!(pinned.insert(1, "b"), Some(&"a"));
     /// ```
     pub fn insert(&self, key: K, value: V) -> Option<&V> {
-        let (hash, shard) = self.locate(&key);
-        shard.insert(hash, key, ValueNode::boxed(value), &self.ctx(), &self.guard)
+        let hash = self.hash(&key);
+        let ctx = self.ctx();
+        let (mut key, mut node) = (key, ValueNode::boxed(value));
+        loop {
+            let shard = self.shard(hash);
+            match shard.insert(hash, key, node, &ctx, &self.guard) {
+                Ok(previous) => {
+                    self.after_write(shard, &ctx);
+                    return previous;
+                }
+                Err(retry) => (key, node) = retry,
+            }
+        }
     }
 
     /// Returns the value for `key`, storing `value` first if absent (Go:
@@ -222,13 +271,22 @@ where
     /// assert_eq!((err.current, err.not_inserted), (&"a", "b"));
     /// ```
     pub fn try_insert(&self, key: K, value: V) -> Result<&V, OccupiedError<'_, V>> {
-        let (hash, shard) = self.locate(&key);
-        shard
-            .try_insert(hash, key, value, &self.ctx(), &self.guard)
-            .map_err(|(current, not_inserted)| OccupiedError {
-                current,
-                not_inserted,
-            })
+        let hash = self.hash(&key);
+        let ctx = self.ctx();
+        let (mut key, mut value) = (key, value);
+        loop {
+            let shard = self.shard(hash);
+            match shard.try_insert(hash, key, value, &ctx, &self.guard) {
+                Ok(outcome) => {
+                    self.after_write(shard, &ctx);
+                    return outcome.map_err(|(current, not_inserted)| OccupiedError {
+                        current,
+                        not_inserted,
+                    });
+                }
+                Err(retry) => (key, value) = retry,
+            }
+        }
     }
 
     /// Removes `key`, returning its value (Go: `LoadAndDelete`). The value
@@ -245,8 +303,15 @@ where
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        let (hash, shard) = self.locate(key);
-        shard.remove(hash, key, &self.ctx(), &self.guard)
+        let hash = self.hash(key);
+        let ctx = self.ctx();
+        loop {
+            let shard = self.shard(hash);
+            if let Ok(removed) = shard.remove(hash, key, &ctx, &self.guard) {
+                self.after_write(shard, &ctx);
+                return removed;
+            }
+        }
     }
 
     /// Replaces the value for `key` with `new` if it equals `old` (Go:
@@ -264,8 +329,15 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
         V: PartialEq,
     {
-        let (hash, shard) = self.locate(key);
-        shard.compare_and_swap(hash, key, old, new, &self.ctx(), &self.guard)
+        let hash = self.hash(key);
+        let ctx = self.ctx();
+        let mut new = new;
+        loop {
+            match self.shard(hash).compare_and_swap(hash, key, old, new, &ctx, &self.guard) {
+                Ok(swapped) => return swapped,
+                Err(retry) => new = retry,
+            }
+        }
     }
 
     /// Removes `key` if its value equals `old` (Go: `CompareAndDelete`).
@@ -281,8 +353,15 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
         V: PartialEq,
     {
-        let (hash, shard) = self.locate(key);
-        shard.compare_and_delete(hash, key, old, &self.ctx(), &self.guard)
+        let hash = self.hash(key);
+        let ctx = self.ctx();
+        loop {
+            let shard = self.shard(hash);
+            if let Ok(deleted) = shard.compare_and_delete(hash, key, old, &ctx, &self.guard) {
+                self.after_write(shard, &ctx);
+                return deleted;
+            }
+        }
     }
 
     /// Replaces an existing value with `f(&current)`; see
@@ -293,12 +372,17 @@ where
     /// map.insert("n", 1);
     /// assert_eq!(map.pin().update("n", |n| n * 10), Some(&10));
     /// ```
-    pub fn update<Q>(&self, key: &Q, f: impl FnMut(&V) -> V) -> Option<&V>
+    pub fn update<Q>(&self, key: &Q, mut f: impl FnMut(&V) -> V) -> Option<&V>
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        let (hash, shard) = self.locate(key);
-        shard.update(hash, key, f, &self.ctx(), &self.guard)
+        let hash = self.hash(key);
+        let ctx = self.ctx();
+        loop {
+            if let Ok(updated) = self.shard(hash).update(hash, key, &mut f, &ctx, &self.guard) {
+                return updated;
+            }
+        }
     }
 
     /// Removes every entry (Go: `Clear`); see [`SnapMap::clear`].
@@ -311,8 +395,20 @@ where
     /// ```
     pub fn clear(&self) {
         let ctx = self.ctx();
-        for shard in self.map.directory.shards() {
-            shard.clear(&ctx, &self.guard);
+        // Walk hash space shard by shard, as iteration does, so that splits
+        // and merges meanwhile neither skip nor repeat a range.
+        let mut cursor = Some(0u64);
+        while let Some(at) = cursor {
+            let shard = self.shard(at);
+            if shard.clear(&ctx, &self.guard).is_ok() {
+                cursor = shard.hash_range().1.checked_add(1);
+                // An emptied shard merges with an emptied buddy.
+                migrate::merge_cascade(&self.map.directory, shard, &ctx, &self.guard);
+            }
+        }
+        let copied = ctx.copied.get();
+        if copied > 0 {
+            self.map.stripes.record_copied(copied);
         }
     }
 
@@ -357,7 +453,7 @@ where
     /// assert_eq!(squares[3], (3, 9));
     /// ```
     pub fn iter(&self) -> Iter<'_, K, V> {
-        Iter::new(self.map.directory.shards(), &self.guard)
+        Iter::new(&self.map.directory, &self.guard, self.ctx())
     }
 
     /// Iterates over the keys; see [`iter`](Self::iter).
@@ -401,7 +497,7 @@ impl<K, V, S> Drop for Pinned<'_, K, V, S> {
     fn drop(&mut self) {
         let hits = self.read_hits.get();
         if hits != 0 {
-            self.stripe.add_read_hits(hits);
+            self.stripe.count(crate::stats::Event::ReadHits, hits);
         }
     }
 }

@@ -6,71 +6,69 @@
 //! a [`Pinned`](crate::Pinned) handle counts its hits in a plain field of
 //! its own and adds them to the map once, when it is dropped.
 //!
-//! Counts that change on writes are kept in two places:
+//! Everything else is counted in **per-thread stripes** ([`Stripes`]): each
+//! thread adds to its own cache-padded stripe and `stats()` sums them, so up
+//! to `stripes` threads never share a counter line. Event counters are kept
+//! per map, not per shard, because shards are replaced by splits and merges
+//! and their counts would go with them.
 //!
-//! - **Per-thread stripes** ([`Stripes`]): the length and the flushed hit
-//!   counts. Each thread adds to its own cache-padded stripe; `stats()` and
-//!   `len()` sum them. Up to `stripes` threads never share a line.
-//! - **Per-shard counters** ([`ShardCounters`]): slow-path lookups,
-//!   promotions, rebuilds and expunges. They change only under the shard
-//!   lock, so a plain load-and-store suffices, and they live on the lock's
-//!   cache line, which the writer already owns.
+//! **Retired bytes** (memory unlinked and waiting for the epoch) are counted
+//! process-wide ([`retired_bytes`]): the retirement and the free happen on
+//! different threads, possibly after the map is gone, and the epoch
+//! collector itself is shared by every map in the process.
 //!
-//! All counters are statistics: they order nothing, use `Relaxed`, and are
-//! exact only when the map is quiescent.
+//! All counters are statistics: they order nothing, use `Relaxed`, are
+//! std's atomics even under loom (see `sync::stat_atomic`), and are exact
+//! only when the map is quiescent.
 
 use crate::sync::CachePadded;
 use crate::sync::stat_atomic::{AtomicIsize, AtomicU64, Ordering};
 
-/// A counter written only by the holder of one shard lock.
-#[derive(Default)]
-pub(crate) struct Counter(AtomicU64);
-
-impl Counter {
-    /// Adds `n`. The caller holds the lock that guards this counter.
-    #[inline]
-    pub(crate) fn add_locked(&self, n: u64) {
-        // Relaxed: one writer at a time (the lock holder); readers of
-        // statistics need no ordering. A load and a store, not an RMW.
-        let current = self.0.load(Ordering::Relaxed);
-        // Relaxed: as above.
-        self.0.store(current + n, Ordering::Relaxed);
-    }
-
-    /// The current value.
-    pub(crate) fn get(&self) -> u64 {
-        // Relaxed: a statistic.
-        self.0.load(Ordering::Relaxed)
-    }
+/// Events counted per stripe.
+#[derive(Clone, Copy)]
+pub(crate) enum Event {
+    ReadHits,
+    SlowLookups,
+    Promotions,
+    Rebuilds,
+    EntriesCopied,
+    Expunges,
+    Splits,
+    Merges,
+    DirectoryResizes,
 }
 
-/// Counters one shard keeps under its lock.
-#[derive(Default)]
-pub(crate) struct ShardCounters {
-    /// Lookups that took the lock and looked in dirty (Go's `misses`).
-    pub(crate) slow_lookups: Counter,
-    /// Dirty tables promoted to read views (by misses or by iteration).
-    pub(crate) promotions: Counter,
-    /// Dirty tables rebuilt from a read view (Go's `dirtyLocked`).
-    pub(crate) rebuilds: Counter,
-    /// Entries copied by those rebuilds.
-    pub(crate) entries_copied: Counter,
-    /// Deleted entries expunged by those rebuilds.
-    pub(crate) expunges: Counter,
-}
+const EVENTS: usize = 9;
 
 /// One thread's share of the map-wide counters.
 #[derive(Default)]
 pub(crate) struct Stripe {
     /// This stripe's share of the length (may be negative).
     pub(crate) len: AtomicIsize,
-    /// Read-view hits flushed by pinned handles.
-    pub(crate) read_hits: AtomicU64,
+    events: [AtomicU64; EVENTS],
+}
+
+impl Stripe {
+    /// Counts `n` occurrences of `event`.
+    #[inline]
+    pub(crate) fn count(&self, event: Event, n: u64) {
+        // Relaxed: a statistic.
+        self.events[event as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds `delta` to the length.
+    #[inline]
+    pub(crate) fn adjust_len(&self, delta: isize) {
+        // Relaxed: the length is a statistic, exact only when quiescent.
+        self.len.fetch_add(delta, Ordering::Relaxed);
+    }
 }
 
 /// Cache-padded stripes, one per thread (modulo their number).
 pub(crate) struct Stripes {
     stripes: Box<[CachePadded<Stripe>]>,
+    /// The most entries one operation has copied (rebuild, split, merge).
+    max_copied: AtomicU64,
 }
 
 impl Stripes {
@@ -84,6 +82,7 @@ impl Stripes {
         let count = (threads * 2).next_power_of_two().clamp(2, 128);
         Stripes {
             stripes: (0..count).map(|_| CachePadded::new(Stripe::default())).collect(),
+            max_copied: AtomicU64::new(0),
         }
     }
 
@@ -101,19 +100,108 @@ impl Stripes {
         sum.max(0) as usize
     }
 
-    /// The summed flushed read hits.
-    pub(crate) fn read_hits(&self) -> u64 {
+    /// The summed count of `event`.
+    pub(crate) fn sum(&self, event: Event) -> u64 {
         // Relaxed: a statistic.
-        self.stripes.iter().map(|s| s.read_hits.load(Ordering::Relaxed)).sum()
+        self.stripes
+            .iter()
+            .map(|s| s.events[event as usize].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Records that one operation copied `entries` entries.
+    #[inline]
+    pub(crate) fn record_copied(&self, entries: u64) {
+        // Relaxed: a statistic; the load avoids a read-modify-write when the
+        // record stands.
+        if entries > self.max_copied.load(Ordering::Relaxed) {
+            // Relaxed: as above.
+            self.max_copied.fetch_max(entries, Ordering::Relaxed);
+        }
+    }
+
+    /// The most entries one operation has copied.
+    pub(crate) fn max_copied(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.max_copied.load(Ordering::Relaxed)
     }
 }
 
-impl Stripe {
-    /// Adds hits counted locally by a pinned handle.
-    #[inline]
-    pub(crate) fn add_read_hits(&self, n: u64) {
-        // Relaxed: a statistic.
-        self.read_hits.fetch_add(n, Ordering::Relaxed);
+// ----- Retired bytes (process-wide) -------------------------------------
+
+/// What kind of memory was retired.
+#[derive(Clone, Copy)]
+pub(crate) enum RetiredKind {
+    View,
+    Shard,
+    Directory,
+    Value,
+}
+
+const RETIRED_STRIPES: usize = 16;
+
+static RETIRED: [CachePadded<[AtomicIsize; 4]>; RETIRED_STRIPES] =
+    [const { CachePadded::new([const { AtomicIsize::new(0) }; 4]) }; RETIRED_STRIPES];
+
+/// Adds `bytes` (negative when freed) to the retired count of `kind`.
+#[inline]
+pub(crate) fn count_retired(kind: RetiredKind, bytes: isize) {
+    let stripe = &RETIRED[crate::sync::thread_index() % RETIRED_STRIPES];
+    // Relaxed: a statistic.
+    stripe[kind as usize].fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// Bytes unlinked from every `SnapMap` in the process and not yet freed by
+/// the epoch collector (shallow sizes: a value's own heap data is not
+/// counted). Returns to zero once no thread is pinned and the collector
+/// has run.
+///
+/// ```
+/// let map = snapmap::SnapMap::new();
+/// map.insert(1, 1);
+/// map.insert(1, 2); // the old value is retired
+/// assert!(snapmap::retired_bytes().values >= 0);
+/// ```
+pub fn retired_bytes() -> RetiredBytes {
+    let mut sums = [0isize; 4];
+    for stripe in &RETIRED {
+        for (sum, counter) in sums.iter_mut().zip(stripe.iter()) {
+            // Relaxed: a statistic.
+            *sum += counter.load(Ordering::Relaxed);
+        }
+    }
+    let [views, shards, directories, values] = sums.map(|s| s.max(0) as usize);
+    RetiredBytes {
+        views,
+        shards,
+        directories,
+        values,
+    }
+}
+
+/// Retired-but-not-yet-freed memory, by kind (see [`retired_bytes`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetiredBytes {
+    /// Replaced read views (the view struct and its table).
+    pub views: usize,
+    /// Shards replaced by splits and merges.
+    pub shards: usize,
+    /// Directory tables replaced by doubling or halving.
+    pub directories: usize,
+    /// Replaced or removed value nodes.
+    pub values: usize,
+}
+
+impl RetiredBytes {
+    /// The sum over all kinds.
+    ///
+    /// ```
+    /// let r = snapmap::retired_bytes();
+    /// assert_eq!(r.total(), r.views + r.shards + r.directories + r.values);
+    /// ```
+    pub fn total(&self) -> usize {
+        self.views + self.shards + self.directories + self.values
     }
 }
 
@@ -128,8 +216,13 @@ impl Stripe {
 pub struct Stats {
     /// Number of entries (the same as [`SnapMap::len`](crate::SnapMap::len)).
     pub len: usize,
-    /// Number of shards.
+    /// Number of shards now.
     pub shards: usize,
+    /// Directory slots now (`2^global_depth`).
+    pub directory_slots: usize,
+    /// The directory's global depth: shards are picked by this many top
+    /// bits of the hash.
+    pub global_depth: u32,
     /// `get`/`contains_key` calls answered by a read view without a lock.
     pub read_hits: u64,
     /// Lookups that took a shard lock and looked in its dirty table (Go's
@@ -139,26 +232,51 @@ pub struct Stats {
     pub promotions: u64,
     /// Dirty tables rebuilt by copying a read view (Go's `dirtyLocked`).
     pub dirty_rebuilds: u64,
-    /// Entries copied by those rebuilds (the rebuild cost).
+    /// Entries copied by rebuilds, splits and merges.
     pub entries_copied: u64,
-    /// Deleted entries expunged by those rebuilds.
+    /// Deleted entries expunged (by rebuilds, splits and merges).
     pub expunges: u64,
+    /// Shards split in two.
+    pub splits: u64,
+    /// Pairs of shards merged into one.
+    pub merges: u64,
+    /// Directory doublings and halvings.
+    pub directory_resizes: u64,
+    /// The most entries any single operation has copied: the bound on the
+    /// work one call can do (a rebuild and a split of one shard).
+    pub max_entries_copied_by_one_operation: u64,
+    /// Memory retired and not yet freed, process-wide (see
+    /// [`retired_bytes`]).
+    pub retired: RetiredBytes,
 }
 
 impl core::fmt::Display for Stats {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
             f,
-            "len {} | shards {} | read hits {} | slow-path lookups {} | promotions {} | \
-             dirty rebuilds {} (entries copied {}) | expunges {}",
+            "len {} | shards {} (directory 2^{} = {} slots) | read hits {} | \
+             slow-path lookups {} | promotions {} | dirty rebuilds {} | entries copied {} \
+             (max {} in one operation) | expunges {} | splits {} | merges {} | \
+             directory resizes {} | retired bytes {} (views {}, shards {}, directories {}, values {})",
             self.len,
             self.shards,
+            self.global_depth,
+            self.directory_slots,
             self.read_hits,
             self.slow_path_lookups,
             self.promotions,
             self.dirty_rebuilds,
             self.entries_copied,
-            self.expunges
+            self.max_entries_copied_by_one_operation,
+            self.expunges,
+            self.splits,
+            self.merges,
+            self.directory_resizes,
+            self.retired.total(),
+            self.retired.views,
+            self.retired.shards,
+            self.retired.directories,
+            self.retired.values,
         )
     }
 }

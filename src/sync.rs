@@ -81,6 +81,14 @@ pub(crate) use crossbeam_utils::CachePadded;
 #[cfg(not(snapmap_loom))]
 pub(crate) type Mutex<T> = parking_lot::Mutex<T>;
 
+/// The guard of a locked [`Mutex`].
+#[cfg(not(snapmap_loom))]
+pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+
+/// The guard of a locked [`Mutex`] under loom.
+#[cfg(snapmap_loom)]
+pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
 /// The shard mutex under loom: loom's mutex with parking_lot's shape.
 #[cfg(snapmap_loom)]
 pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
@@ -163,8 +171,10 @@ impl<T> Published<T> {
 pub(crate) mod epoch {
     pub(crate) use crossbeam_epoch::{Guard, pin};
 
+    use crate::stats::{RetiredKind, count_retired};
+
     /// Frees `ptr` (a `Box::into_raw` result) once no thread pinned now can
-    /// still be reading it.
+    /// still be reading it, counting `bytes` as retired until then.
     ///
     /// # Safety
     ///
@@ -172,7 +182,7 @@ pub(crate) mod epoch {
     /// - it has already been unlinked: no thread that pins after this call
     ///   can reach it.
     #[inline]
-    pub(crate) unsafe fn retire<T: Send + 'static>(guard: &Guard, ptr: *mut T) {
+    pub(crate) unsafe fn retire<T: Send + 'static>(guard: &Guard, ptr: *mut T, kind: RetiredKind, bytes: usize) {
         if super::injected(super::Bug::FreeWithoutEpoch) {
             // SAFETY: none; this is the deliberately broken twin of the
             // reclamation model. It runs the destructor at once but keeps
@@ -181,11 +191,19 @@ pub(crate) mod epoch {
             unsafe { core::ptr::drop_in_place(ptr) };
             return;
         }
+        let bytes = bytes as isize;
+        count_retired(kind, bytes);
         // SAFETY: the caller guarantees the pointer is unlinked and uniquely
         // owned by this retirement; `T: Send + 'static` lets it be dropped
         // later on any thread. `defer_unchecked` runs the closure after every
-        // guard pinned at this point is gone.
-        unsafe { guard.defer_unchecked(move || drop(Box::from_raw(ptr))) }
+        // guard pinned at this point is gone. The closure is three words
+        // (pointer, size, kind), which crossbeam stores without allocating.
+        unsafe {
+            guard.defer_unchecked(move || {
+                drop(Box::from_raw(ptr));
+                count_retired(kind, -bytes);
+            })
+        }
     }
 }
 
@@ -195,6 +213,7 @@ pub(crate) mod epoch {
 /// frees too early, and loom explores only this crate's own protocol.
 #[cfg(all(snapmap_loom, not(crossbeam_loom)))]
 pub(crate) mod epoch {
+    use crate::stats::{RetiredKind, count_retired};
     use core::marker::PhantomData;
 
     /// A pin. Not `Send`, like crossbeam's.
@@ -237,7 +256,7 @@ pub(crate) mod epoch {
     ///
     /// As for the real `retire`: `ptr` came from `Box::into_raw`, is retired
     /// once and is already unlinked.
-    pub(crate) unsafe fn retire<T: Send + 'static>(_guard: &Guard, ptr: *mut T) {
+    pub(crate) unsafe fn retire<T: Send + 'static>(_guard: &Guard, ptr: *mut T, kind: RetiredKind, bytes: usize) {
         if super::injected(super::Bug::FreeWithoutEpoch) {
             // SAFETY: none; this is the deliberately broken twin of the
             // reclamation model. It runs the destructor at once but keeps
@@ -246,9 +265,14 @@ pub(crate) mod epoch {
             unsafe { core::ptr::drop_in_place(ptr) };
             return;
         }
-        // SAFETY (of the closure): `ptr` is uniquely owned by this
-        // retirement and freed once, at the end of the execution.
-        let free = Deferred(Box::new(move || drop(unsafe { Box::from_raw(ptr) })));
+        let bytes = bytes as isize;
+        count_retired(kind, bytes);
+        let free = Deferred(Box::new(move || {
+            // SAFETY: `ptr` is uniquely owned by this retirement and freed
+            // once, at the end of the execution, after every thread is done.
+            drop(unsafe { Box::from_raw(ptr) });
+            count_retired(kind, -bytes);
+        }));
         GARBAGE.0.lock().unwrap_or_else(|e| e.into_inner()).push(free);
     }
 }
@@ -277,6 +301,10 @@ pub enum Bug {
     /// `retire` destroys at once instead of waiting for the epoch (the
     /// memory itself is leaked, so the model can report the early drop).
     FreeWithoutEpoch,
+    /// A split publishes the new shards but does not mark the old one
+    /// retired, so writers that reach it through an old directory keep
+    /// writing into it.
+    SplitWithoutRetire,
 }
 
 /// Whether `bug` is switched on. Always `false` outside loom builds.

@@ -53,6 +53,7 @@ use core::ptr;
 
 use crate::sync::atomic::{AtomicPtr, Ordering};
 use crate::sync::epoch::{Guard, retire};
+use crate::stats::RetiredKind;
 use crate::sync::{Bug, Published, injected};
 
 /// A heap cell holding one value. Its alignment is at least 2, so the
@@ -76,7 +77,7 @@ impl<V> ValueNode<V> {
         self.value.get()
     }
 
-    fn into_value(self: Box<Self>) -> V {
+    fn into_value(self) -> V {
         self.value.into_inner()
     }
 }
@@ -147,6 +148,12 @@ impl<K, V> Entry<K, V> {
         }
     }
 
+    /// Whether the cell holds a value (a heuristic count for merges).
+    pub(crate) fn is_live(&self) -> bool {
+        // Relaxed: a size estimate under the shard lock; no data is read.
+        is_live(self.cell.load(Ordering::Relaxed))
+    }
+
     /// Whether the cell is expunged (debug assertions and tests).
     pub(crate) fn is_expunged(&self) -> bool {
         // Relaxed: a diagnostic read; callers hold the lock or are quiescent.
@@ -180,7 +187,7 @@ impl<K, V: Send + 'static> Entry<K, V> {
     /// `prev` was just swapped out of this cell by the caller (so the caller
     /// is its unique retirer), and `K`, `V` may be dropped on another thread.
     #[inline]
-    unsafe fn retire_previous<'g>(prev: *mut ValueNode<V>, guard: &'g Guard) -> Option<&'g V> {
+    unsafe fn retire_previous(prev: *mut ValueNode<V>, guard: &Guard) -> Option<&V> {
         if !is_live(prev) {
             return None;
         }
@@ -188,7 +195,7 @@ impl<K, V: Send + 'static> Entry<K, V> {
         // later can load it and nobody else retires it; the reference we
         // return is bounded by `guard`, which delays the free.
         unsafe {
-            retire(guard, prev);
+            retire(guard, prev, RetiredKind::Value, size_of::<ValueNode<V>>());
             Some((*prev).value())
         }
     }
@@ -306,7 +313,7 @@ impl<K, V: Send + 'static> Entry<K, V> {
         loop {
             if p == expunged() || is_live(p) {
                 let back = match pending {
-                    Some(node) => node.into_value(),
+                    Some(node) => (*node).into_value(),
                     None => value.take().expect("value is held until stored"),
                 };
                 return if is_live(p) {

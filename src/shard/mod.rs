@@ -53,39 +53,75 @@
 //! - Operations that run user code on an entry found in dirty (`update`,
 //!   compare-and-swap, compare-and-delete) clone its `Arc` under the lock
 //!   and run the code after unlocking, so user code never runs under the
-//!   shard lock except for `Eq` during the lookup itself.
+//! - **Retirement** (for migration, see `crate::migrate`): a shard replaced by
+//!   a split or merge is marked `retired` under its lock and its view is
+//!   tagged amended, so every miss reaches the lock. Every slow path checks
+//!   `retired` right after locking and returns [`Retired`]; the caller then
+//!   retries from the current directory. Fast paths keep working on a
+//!   retired shard's view: its entries are shared with the shards that
+//!   replaced it, and its deleted entries were expunged, so a lock-free
+//!   store can only land in an entry that the new shards also hold.
 
 pub(crate) mod entry;
 pub(crate) mod read_view;
 
+use core::cell::Cell;
 use core::ptr;
 
 use equivalent::Equivalent;
 
-use crate::stats::ShardCounters;
+use crate::stats::{Event, RetiredKind, Stripe};
 use crate::sync::atomic::{AtomicPtr, Ordering};
-use crate::sync::stat_atomic::{AtomicIsize, Ordering as StatOrdering};
 use crate::sync::epoch::{Guard, retire};
-use crate::sync::{Arc, Bug, CachePadded, Mutex, injected};
+use crate::sync::stat_atomic::{AtomicIsize, Ordering as StatOrdering};
+use crate::sync::{Arc, Bug, CachePadded, Mutex, Published, injected};
 use entry::{Entry, LoadOrStore, ValueNode};
 use read_view::{ReadView, Table, find, rehash, table_hash, untag, with_amended};
 
-/// What a shard operation needs from the map around it.
+/// What a shard operation needs from the map around it, and what it tells
+/// the map back (work done, migration wanted).
 pub(crate) struct Ctx<'a> {
     /// Promote when `misses >= min(len(dirty), promote_after)`.
     pub(crate) promote_after: usize,
-    /// The calling thread's stripe of the map's length counter.
-    pub(crate) len: &'a AtomicIsize,
+    /// A shard whose dirty table grows past this asks to be split.
+    pub(crate) capacity: usize,
+    /// The calling thread's stripe of the map's counters.
+    pub(crate) stripe: &'a Stripe,
+    /// Entries this operation copied (rebuilds, splits, merges).
+    pub(crate) copied: Cell<u64>,
+    /// Set when the shard passed its capacity.
+    pub(crate) wants_split: Cell<bool>,
+    /// Set when the shard became sparse enough to try a merge.
+    pub(crate) wants_merge: Cell<bool>,
 }
 
-impl Ctx<'_> {
-    #[inline]
-    fn adjust_len(&self, delta: isize) {
-        // Relaxed: the length is a statistic, exact only when quiescent;
-        // it orders nothing.
-        self.len.fetch_add(delta, StatOrdering::Relaxed);
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(promote_after: usize, capacity: usize, stripe: &'a Stripe) -> Self {
+        Ctx {
+            promote_after,
+            capacity,
+            stripe,
+            copied: Cell::new(0),
+            wants_split: Cell::new(false),
+            wants_merge: Cell::new(false),
+        }
+    }
+
+    /// Counts entries copied by this operation.
+    pub(crate) fn copied(&self, entries: u64) {
+        self.copied.set(self.copied.get() + entries);
+        self.stripe.count(Event::EntriesCopied, entries);
+    }
+
+    /// The most live entries two buddies may hold together to merge.
+    pub(crate) fn merge_limit(&self) -> usize {
+        (self.capacity / 4).max(1)
     }
 }
+
+/// The shard was retired by a split or merge: retry from the directory.
+#[derive(Debug)]
+pub(crate) struct Retired;
 
 /// The lock-protected half of a shard.
 pub(crate) struct Dirty<K, V> {
@@ -93,6 +129,8 @@ pub(crate) struct Dirty<K, V> {
     table: Option<Table<K, V>>,
     /// Go's `misses`.
     misses: usize,
+    /// Replaced by a split or merge; every operation must retry.
+    retired: bool,
 }
 
 impl<K, V> Dirty<K, V> {
@@ -109,18 +147,32 @@ impl<K, V> Dirty<K, V> {
             .expect("invariant 3: an expunged entry implies a dirty table");
         table.insert_unique(rehash(entry), Arc::clone(entry), rehash);
     }
+
+    /// Whether this shard has been replaced.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired
+    }
 }
 
-/// The lock, and the counters written under it.
+/// The read side: the view pointer and the shard's place in hash space.
+struct Head<K, V> {
+    /// Tagged pointer to the current [`ReadView`]; never null.
+    read: AtomicPtr<ReadView<K, V>>,
+    /// `(local depth, prefix)`: the shard holds every hash whose top `depth`
+    /// bits equal `prefix`. Fixed for the shard's life.
+    place: Published<(u32, u64)>,
+}
+
+/// The write side: the lock, and the live count merges look at.
 struct Locked<K, V> {
     dirty: Mutex<Dirty<K, V>>,
-    counters: ShardCounters,
+    /// Live entries (approximate while operations are in flight).
+    live: AtomicIsize,
 }
 
 /// One shard. See the module docs.
 pub(crate) struct Shard<K, V> {
-    /// Tagged pointer to the current [`ReadView`]; never null.
-    read: CachePadded<AtomicPtr<ReadView<K, V>>>,
+    head: CachePadded<Head<K, V>>,
     locked: CachePadded<Locked<K, V>>,
 }
 
@@ -143,23 +195,57 @@ impl<K, V> core::ops::Deref for Found<'_, K, V> {
 }
 
 impl<K, V> Shard<K, V> {
-    /// An empty shard.
-    pub(crate) fn new() -> Self {
+    /// A shard at `(depth, prefix)` whose view is `table` (already promoted:
+    /// no dirty table), holding `live` live entries.
+    pub(crate) fn with_table(depth: u32, prefix: u64, table: Table<K, V>, live: usize) -> Self {
         Shard {
-            read: CachePadded::new(AtomicPtr::new(ReadView::empty())),
+            head: CachePadded::new(Head {
+                read: AtomicPtr::new(ReadView::boxed(table)),
+                place: Published::new((depth, prefix)),
+            }),
             locked: CachePadded::new(Locked {
                 dirty: Mutex::new(Dirty {
                     table: None,
                     misses: 0,
+                    retired: false,
                 }),
-                counters: ShardCounters::default(),
+                live: AtomicIsize::new(live as isize),
             }),
         }
     }
 
-    /// The counters written under this shard's lock.
-    pub(crate) fn counters(&self) -> &ShardCounters {
-        &self.locked.counters
+    /// The shard's local depth.
+    #[inline]
+    pub(crate) fn depth(&self) -> u32 {
+        self.head.place.get().0
+    }
+
+    /// The shard's hash prefix (its top `depth()` bits).
+    #[inline]
+    pub(crate) fn prefix(&self) -> u64 {
+        self.head.place.get().1
+    }
+
+    /// The first and last hash this shard holds.
+    pub(crate) fn hash_range(&self) -> (u64, u64) {
+        let (depth, prefix) = *self.head.place.get();
+        if depth == 0 {
+            (0, u64::MAX)
+        } else {
+            let first = prefix << (64 - depth);
+            (first, first | (u64::MAX >> depth))
+        }
+    }
+
+    /// The approximate number of live entries.
+    pub(crate) fn live(&self) -> usize {
+        // Relaxed: a size estimate.
+        self.locked.live.load(StatOrdering::Relaxed).max(0) as usize
+    }
+
+    /// Takes the shard lock (for migration).
+    pub(crate) fn lock(&self) -> crate::sync::MutexGuard<'_, Dirty<K, V>> {
+        self.locked.dirty.lock()
     }
 
     /// Takes every live value out of the current view and dirty table and
@@ -171,7 +257,7 @@ impl<K, V> Shard<K, V> {
     /// every reference ever handed out borrowed that map.
     pub(crate) unsafe fn drop_values_exclusive(&mut self) {
         // Relaxed: exclusive access; the `&mut` hand-over ordered all stores.
-        let (view, _) = untag(self.read.load(Ordering::Relaxed));
+        let (view, _) = untag(self.head.read.load(Ordering::Relaxed));
         // SAFETY: the view pointer is never null and, with exclusive access,
         // not being freed concurrently.
         let view = unsafe { &*view };
@@ -186,13 +272,19 @@ impl<K, V> Shard<K, V> {
 impl<K, V> Drop for Shard<K, V> {
     fn drop(&mut self) {
         // Relaxed: `&mut self`; nothing else can touch the shard.
-        let (view, _) = untag(self.read.load(Ordering::Relaxed));
-        // SAFETY: the current view was allocated by `ReadView::boxed`, is
-        // owned by this shard (it is retired only when replaced), and no
-        // reader can hold it: readers borrow the map that owns the shard.
+        let (view, _) = untag(self.head.read.load(Ordering::Relaxed));
+        // SAFETY: the current view was allocated by `ReadView::boxed` and is
+        // owned by this shard (a view is retired only when replaced). A
+        // shard is dropped either with its map (no reader borrows it any
+        // more) or through the epoch after being retired (no reader pinned
+        // before its retirement is left).
         drop(unsafe { Box::from_raw(view) });
     }
 }
+
+/// The result of an operation that must be retried on a retired shard,
+/// handing back what it was given.
+pub(crate) type Retry<T, P> = Result<T, P>;
 
 impl<K, V> Shard<K, V>
 where
@@ -202,13 +294,25 @@ where
     /// The current view and its amended flag.
     #[inline]
     fn view<'g>(&self, _guard: &'g Guard) -> (&'g ReadView<K, V>, bool) {
-        // Acquire: pairs with the Release stores in `promote_locked`,
-        // `mark_amended_locked` and `clear`: the view's table is visible.
-        let (view, amended) = untag(self.read.load(Ordering::Acquire));
+        // Acquire: pairs with the Release stores in `publish_locked` and
+        // `mark_amended_locked`: the view's table is visible.
+        let (view, amended) = untag(self.head.read.load(Ordering::Acquire));
         // SAFETY: the pointer is never null; a view is retired through the
-        // epoch only after it is replaced, and `_guard` was pinned before
-        // this load, so the view outlives `'g`.
+        // epoch only after it is replaced (or with its retired shard), and
+        // `_guard` was pinned before this load, so the view outlives `'g`.
         (unsafe { &*view }, amended)
+    }
+
+    /// Counts a live entry added (`+1`) or removed (`-1`), and asks for a
+    /// merge when the shard has become sparse.
+    #[inline]
+    fn adjust_live(&self, ctx: &Ctx<'_>, delta: isize) {
+        ctx.stripe.adjust_len(delta);
+        // Relaxed: a size estimate for merge decisions.
+        let live = self.locked.live.fetch_add(delta, StatOrdering::Relaxed) + delta;
+        if delta < 0 && live <= (ctx.merge_limit() / 2) as isize {
+            ctx.wants_merge.set(true);
+        }
     }
 
     // ----- Load -------------------------------------------------------
@@ -230,65 +334,89 @@ where
 
     /// The locked half of `Load`.
     #[cold]
-    pub(crate) fn get_slow<'g, Q>(&self, hash: u64, key: &Q, ctx: &Ctx<'_>, guard: &'g Guard) -> Option<&'g V>
+    pub(crate) fn get_slow<'g, Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        ctx: &Ctx<'_>,
+        guard: &'g Guard,
+    ) -> Retry<Option<&'g V>, Retired>
     where
         Q: ?Sized + Equivalent<K>,
     {
         let mut dirty = self.locked.dirty.lock();
+        if dirty.retired {
+            return Err(Retired);
+        }
         if injected(Bug::NoRecheckUnderLock) {
             // The broken twin: trusts the view it saw before locking.
             let value = dirty.find(hash, key).and_then(|e| e.load(guard));
             if dirty.table.is_some() {
                 self.miss_locked(&mut dirty, ctx, guard);
             }
-            return value;
+            return Ok(value);
         }
         // Re-check: a promotion may have moved the key into the view while
         // we waited for the lock.
         let (view, amended) = self.view(guard);
         if let Some(entry) = view.find(hash, key) {
-            return entry.load(guard);
+            return Ok(entry.load(guard));
         }
         if !amended {
-            return None;
+            return Ok(None);
         }
         let value = dirty.find(hash, key).and_then(|e| e.load(guard));
         self.miss_locked(&mut dirty, ctx, guard);
-        value
+        Ok(value)
     }
 
     /// Finds `key` on a slow path, counting a miss if it had to look in
     /// dirty. Used by the operations that may run user code on the entry.
     #[cold]
-    fn find_slow<'g, Q>(&self, hash: u64, key: &Q, ctx: &Ctx<'_>, guard: &'g Guard) -> Option<Found<'g, K, V>>
+    fn find_slow<'g, Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        ctx: &Ctx<'_>,
+        guard: &'g Guard,
+    ) -> Retry<Option<Found<'g, K, V>>, Retired>
     where
         Q: ?Sized + Equivalent<K>,
     {
         let mut dirty = self.locked.dirty.lock();
+        if dirty.retired {
+            return Err(Retired);
+        }
         let (view, amended) = self.view(guard);
         if let Some(entry) = view.find(hash, key) {
-            return Some(Found::InView(entry));
+            return Ok(Some(Found::InView(entry)));
         }
         if !amended {
-            return None;
+            return Ok(None);
         }
         let found = dirty.find(hash, key).cloned().map(Found::InDirty);
         self.miss_locked(&mut dirty, ctx, guard);
-        found
+        Ok(found)
     }
 
     /// Finds `key` anywhere: the view without the lock, then the slow path
     /// if the view is amended.
     #[inline]
-    fn find_any<'g, Q>(&self, hash: u64, key: &Q, ctx: &Ctx<'_>, guard: &'g Guard) -> Option<Found<'g, K, V>>
+    fn find_any<'g, Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        ctx: &Ctx<'_>,
+        guard: &'g Guard,
+    ) -> Retry<Option<Found<'g, K, V>>, Retired>
     where
         Q: ?Sized + Equivalent<K>,
     {
         let (view, amended) = self.view(guard);
         match view.find(hash, key) {
-            Some(entry) => Some(Found::InView(entry)),
+            Some(entry) => Ok(Some(Found::InView(entry))),
             None if amended => self.find_slow(hash, key, ctx, guard),
-            None => None,
+            None => Ok(None),
         }
     }
 
@@ -302,15 +430,15 @@ where
         node: Box<ValueNode<V>>,
         ctx: &Ctx<'_>,
         guard: &'g Guard,
-    ) -> Option<&'g V> {
+    ) -> Retry<Option<&'g V>, (K, Box<ValueNode<V>>)> {
         let (view, _) = self.view(guard);
         let node = match view.find(hash, &key) {
             Some(entry) => match entry.try_swap(node, guard) {
                 Ok(previous) => {
                     if previous.is_none() {
-                        ctx.adjust_len(1);
+                        self.adjust_live(ctx, 1);
                     }
-                    return previous;
+                    return Ok(previous);
                 }
                 Err(node) => node,
             },
@@ -327,8 +455,11 @@ where
         node: Box<ValueNode<V>>,
         ctx: &Ctx<'_>,
         guard: &'g Guard,
-    ) -> Option<&'g V> {
+    ) -> Retry<Option<&'g V>, (K, Box<ValueNode<V>>)> {
         let mut dirty = self.locked.dirty.lock();
+        if dirty.retired {
+            return Err((key, node));
+        }
         let (view, amended) = self.view(guard);
         let previous = if let Some(entry) = view.find(hash, &key) {
             // Go's order: un-expunge, put the entry back in dirty, store.
@@ -340,16 +471,17 @@ where
             entry.swap_locked(node, guard)
         } else {
             self.insert_new_locked(&mut dirty, view, amended, Entry::new(hash, key, node), ctx, guard);
-            return None;
+            return Ok(None);
         };
         if previous.is_none() {
-            ctx.adjust_len(1);
+            self.adjust_live(ctx, 1);
         }
-        previous
+        Ok(previous)
     }
 
     /// Adds a new key to dirty, rebuilding dirty and amending the view
-    /// first if the view is not amended. Returns the stored value.
+    /// first if the view is not amended. Returns the stored value, and asks
+    /// for a split if dirty has passed the shard capacity.
     fn insert_new_locked<'g>(
         &self,
         dirty: &mut Dirty<K, V>,
@@ -360,20 +492,24 @@ where
         guard: &'g Guard,
     ) -> &'g V {
         if !amended {
-            self.rebuild_dirty_locked(dirty, view);
+            self.rebuild_dirty_locked(dirty, view, ctx);
             self.mark_amended_locked(view);
         }
         let entry = Arc::new(entry);
         let value = entry.load(guard).expect("a new entry is live");
         let table = dirty.table.as_mut().expect("invariant 1: amended implies a dirty table");
         table.insert_unique(rehash(&entry), entry, rehash);
-        ctx.adjust_len(1);
+        if table.len() > ctx.capacity {
+            ctx.wants_split.set(true);
+        }
+        self.adjust_live(ctx, 1);
         value
     }
 
     // ----- LoadOrStore (try_insert) -------------------------------------
 
-    /// Go's `LoadOrStore`: `Ok(stored)` or `Err((current, value))`.
+    /// Go's `LoadOrStore`: `Ok(Ok(stored))` or `Ok(Err((current, value)))`.
+    #[allow(clippy::type_complexity)]
     pub(crate) fn try_insert<'g>(
         &self,
         hash: u64,
@@ -381,14 +517,14 @@ where
         value: V,
         ctx: &Ctx<'_>,
         guard: &'g Guard,
-    ) -> Result<&'g V, (&'g V, V)> {
+    ) -> Retry<Result<&'g V, (&'g V, V)>, (K, V)> {
         let (view, _) = self.view(guard);
         let value = match view.find(hash, &key) {
             Some(entry) => match entry.try_load_or_store(value, guard) {
-                LoadOrStore::Loaded(current, value) => return Err((current, value)),
+                LoadOrStore::Loaded(current, value) => return Ok(Err((current, value))),
                 LoadOrStore::Stored(stored) => {
-                    ctx.adjust_len(1);
-                    return Ok(stored);
+                    self.adjust_live(ctx, 1);
+                    return Ok(Ok(stored));
                 }
                 LoadOrStore::Expunged(value) => value,
             },
@@ -398,6 +534,7 @@ where
     }
 
     #[cold]
+    #[allow(clippy::type_complexity)]
     fn try_insert_slow<'g>(
         &self,
         hash: u64,
@@ -405,25 +542,29 @@ where
         value: V,
         ctx: &Ctx<'_>,
         guard: &'g Guard,
-    ) -> Result<&'g V, (&'g V, V)> {
+    ) -> Retry<Result<&'g V, (&'g V, V)>, (K, V)> {
         let mut dirty = self.locked.dirty.lock();
+        if dirty.retired {
+            return Err((key, value));
+        }
         let (view, amended) = self.view(guard);
         if let Some(entry) = view.find(hash, &key) {
             if entry.unexpunge_locked() {
                 dirty.put_back(entry);
             }
-            return Self::load_or_store_locked(entry, value, ctx, guard);
+            return Ok(self.load_or_store_locked(entry, value, ctx, guard));
         }
         if let Some(entry) = dirty.find(hash, &key) {
-            let outcome = Self::load_or_store_locked(entry, value, ctx, guard);
+            let outcome = self.load_or_store_locked(entry, value, ctx, guard);
             self.miss_locked(&mut dirty, ctx, guard);
-            return outcome;
+            return Ok(outcome);
         }
         let entry = Entry::new(hash, key, ValueNode::boxed(value));
-        Ok(self.insert_new_locked(&mut dirty, view, amended, entry, ctx, guard))
+        Ok(Ok(self.insert_new_locked(&mut dirty, view, amended, entry, ctx, guard)))
     }
 
     fn load_or_store_locked<'g>(
+        &self,
         entry: &Entry<K, V>,
         value: V,
         ctx: &Ctx<'_>,
@@ -432,7 +573,7 @@ where
         match entry.try_load_or_store(value, guard) {
             LoadOrStore::Loaded(current, value) => Err((current, value)),
             LoadOrStore::Stored(stored) => {
-                ctx.adjust_len(1);
+                self.adjust_live(ctx, 1);
                 Ok(stored)
             }
             LoadOrStore::Expunged(_) => unreachable!("un-expunged under the lock"),
@@ -442,7 +583,13 @@ where
     // ----- LoadAndDelete (remove) ---------------------------------------
 
     /// Go's `LoadAndDelete`.
-    pub(crate) fn remove<'g, Q>(&self, hash: u64, key: &Q, ctx: &Ctx<'_>, guard: &'g Guard) -> Option<&'g V>
+    pub(crate) fn remove<'g, Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        ctx: &Ctx<'_>,
+        guard: &'g Guard,
+    ) -> Retry<Option<&'g V>, Retired>
     where
         Q: ?Sized + Equivalent<K>,
     {
@@ -453,17 +600,26 @@ where
             None => None,
         };
         if removed.is_some() {
-            ctx.adjust_len(-1);
+            self.adjust_live(ctx, -1);
         }
-        removed
+        Ok(removed)
     }
 
     #[cold]
-    fn remove_slow<'g, Q>(&self, hash: u64, key: &Q, ctx: &Ctx<'_>, guard: &'g Guard) -> Option<&'g V>
+    fn remove_slow<'g, Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        ctx: &Ctx<'_>,
+        guard: &'g Guard,
+    ) -> Retry<Option<&'g V>, Retired>
     where
         Q: ?Sized + Equivalent<K>,
     {
         let mut dirty = self.locked.dirty.lock();
+        if dirty.retired {
+            return Err(Retired);
+        }
         let (view, amended) = self.view(guard);
         let removed = if let Some(entry) = view.find(hash, key) {
             drop(dirty);
@@ -483,39 +639,55 @@ where
             None
         };
         if removed.is_some() {
-            ctx.adjust_len(-1);
+            self.adjust_live(ctx, -1);
         }
-        removed
+        Ok(removed)
     }
 
     // ----- CompareAndSwap / CompareAndDelete / update ---------------------
 
-    /// Go's `CompareAndSwap`.
-    pub(crate) fn compare_and_swap<Q>(&self, hash: u64, key: &Q, old: &V, new: V, ctx: &Ctx<'_>, guard: &Guard) -> bool
+    /// Go's `CompareAndSwap`. On a retired shard, hands `new` back.
+    pub(crate) fn compare_and_swap<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        old: &V,
+        new: V,
+        ctx: &Ctx<'_>,
+        guard: &Guard,
+    ) -> Retry<bool, V>
     where
         Q: ?Sized + Equivalent<K>,
         V: PartialEq,
     {
         match self.find_any(hash, key, ctx, guard) {
-            Some(entry) => entry.try_compare_and_swap(old, new, guard),
-            None => false,
+            Ok(Some(entry)) => Ok(entry.try_compare_and_swap(old, new, guard)),
+            Ok(None) => Ok(false),
+            Err(Retired) => Err(new),
         }
     }
 
     /// Go's `CompareAndDelete`.
-    pub(crate) fn compare_and_delete<Q>(&self, hash: u64, key: &Q, old: &V, ctx: &Ctx<'_>, guard: &Guard) -> bool
+    pub(crate) fn compare_and_delete<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        old: &V,
+        ctx: &Ctx<'_>,
+        guard: &Guard,
+    ) -> Retry<bool, Retired>
     where
         Q: ?Sized + Equivalent<K>,
         V: PartialEq,
     {
-        let deleted = match self.find_any(hash, key, ctx, guard) {
+        let deleted = match self.find_any(hash, key, ctx, guard)? {
             Some(entry) => entry.compare_and_delete(old, guard),
             None => false,
         };
         if deleted {
-            ctx.adjust_len(-1);
+            self.adjust_live(ctx, -1);
         }
-        deleted
+        Ok(deleted)
     }
 
     /// Read-modify-write of an existing value. Returns the new value.
@@ -523,41 +695,50 @@ where
         &self,
         hash: u64,
         key: &Q,
-        f: impl FnMut(&V) -> V,
+        f: &mut impl FnMut(&V) -> V,
         ctx: &Ctx<'_>,
         guard: &'g Guard,
-    ) -> Option<&'g V>
+    ) -> Retry<Option<&'g V>, Retired>
     where
         Q: ?Sized + Equivalent<K>,
     {
-        self.find_any(hash, key, ctx, guard)?.update(f, guard)
+        Ok(match self.find_any(hash, key, ctx, guard)? {
+            Some(entry) => entry.update(f, guard),
+            None => None,
+        })
     }
 
     // ----- Range (iteration) and Clear ----------------------------------
 
     /// Go's `Range` prologue: promotes an amended shard, then returns the
     /// view to walk. Every key in the shard when this returns is in it.
-    pub(crate) fn view_for_iter<'g>(&self, guard: &'g Guard) -> &'g ReadView<K, V> {
+    pub(crate) fn view_for_iter<'g>(&self, ctx: &Ctx<'_>, guard: &'g Guard) -> Retry<&'g ReadView<K, V>, Retired> {
         let (view, amended) = self.view(guard);
         if !amended || injected(Bug::IterSkipsPromotion) {
-            return view;
+            return Ok(view);
         }
         let mut dirty = self.locked.dirty.lock();
+        if dirty.retired {
+            return Err(Retired);
+        }
         let (view, amended) = self.view(guard);
         if !amended {
-            return view;
+            return Ok(view);
         }
-        self.promote_locked(&mut dirty, guard);
-        self.view(guard).0
+        self.promote_locked(&mut dirty, ctx, guard);
+        Ok(self.view(guard).0)
     }
 
     /// Go's `Clear`, with every removed entry expunged (see module docs).
-    pub(crate) fn clear(&self, ctx: &Ctx<'_>, guard: &Guard) {
+    pub(crate) fn clear(&self, ctx: &Ctx<'_>, guard: &Guard) -> Retry<(), Retired> {
         let (view, amended) = self.view(guard);
         if view.table().is_empty() && !amended {
-            return;
+            return Ok(());
         }
         let mut dirty = self.locked.dirty.lock();
+        if dirty.retired {
+            return Err(Retired);
+        }
         let (view, _) = self.view(guard);
         let old_dirty = dirty.table.take();
         let mut removed = 0;
@@ -566,12 +747,63 @@ where
                 removed += 1;
             }
         }
-        self.publish_locked(ReadView::empty(), guard);
+        self.publish_locked(ReadView::boxed(Table::new()), guard);
         dirty.misses = 0;
         drop(dirty);
-        ctx.adjust_len(-removed);
+        ctx.stripe.adjust_len(-removed);
+        // Relaxed: a size estimate.
+        self.locked.live.fetch_sub(removed, StatOrdering::Relaxed);
         // Entries only in the old dirty table die here, after the unlock.
         drop(old_dirty);
+        Ok(())
+    }
+
+    // ----- Migration support (called by `crate::migrate`) ---------------
+
+    /// Whether the shard's dirty table has passed `capacity` (split wanted).
+    pub(crate) fn over_capacity_locked(&self, dirty: &Dirty<K, V>, capacity: usize) -> bool {
+        dirty.table.as_ref().is_some_and(|t| t.len() > capacity)
+    }
+
+    /// Hands every entry the shard holds to `sink`, expunging deleted ones
+    /// (which are then left out, as in a dirty rebuild). The caller holds
+    /// the lock and is about to retire the shard. Returns the number of
+    /// entries handed over.
+    pub(crate) fn drain_for_migration_locked(
+        &self,
+        dirty: &mut Dirty<K, V>,
+        ctx: &Ctx<'_>,
+        guard: &Guard,
+        mut sink: impl FnMut(&Arc<Entry<K, V>>),
+    ) -> u64 {
+        // Dirty, if present, holds every non-expunged entry of the view.
+        let source = match &dirty.table {
+            Some(table) => table,
+            None => self.view(guard).0.table(),
+        };
+        let (mut moved, mut expunged) = (0, 0);
+        for entry in source.iter() {
+            if entry.try_expunge_locked() {
+                expunged += 1;
+            } else {
+                sink(entry);
+                moved += 1;
+            }
+        }
+        ctx.stripe.count(Event::Expunges, expunged);
+        ctx.copied(moved);
+        moved
+    }
+
+    /// Marks the shard retired: every later slow path returns [`Retired`],
+    /// and the view is tagged amended so that every miss reaches one.
+    pub(crate) fn retire_locked(&self, dirty: &mut Dirty<K, V>, guard: &Guard) {
+        if injected(Bug::SplitWithoutRetire) {
+            return;
+        }
+        dirty.retired = true;
+        let (view, _) = self.view(guard);
+        self.mark_amended_locked(view);
     }
 
     // ----- Locked helpers (Go's missLocked, dirtyLocked) -----------------
@@ -580,24 +812,24 @@ where
     /// the misses have paid for the copy.
     fn miss_locked(&self, dirty: &mut Dirty<K, V>, ctx: &Ctx<'_>, guard: &Guard) {
         dirty.misses += 1;
-        self.locked.counters.slow_lookups.add_locked(1);
+        ctx.stripe.count(Event::SlowLookups, 1);
         let len = dirty.table.as_ref().map_or(0, Table::len);
         if dirty.misses < len.min(ctx.promote_after) {
             return;
         }
-        self.promote_locked(dirty, guard);
+        self.promote_locked(dirty, ctx, guard);
     }
 
     /// Replaces the view with the dirty table (Go:
     /// `m.read.Store(&readOnly{m: m.dirty}); m.dirty = nil; m.misses = 0`).
-    fn promote_locked(&self, dirty: &mut Dirty<K, V>, guard: &Guard) {
+    fn promote_locked(&self, dirty: &mut Dirty<K, V>, ctx: &Ctx<'_>, guard: &Guard) {
         let table = dirty
             .table
             .take()
             .expect("invariant 1: promotion needs an amended shard");
         self.publish_locked(ReadView::boxed(table), guard);
         dirty.misses = 0;
-        self.locked.counters.promotions.add_locked(1);
+        ctx.stripe.count(Event::Promotions, 1);
     }
 
     /// Publishes `new` as the (un-amended) view and retires the old one.
@@ -611,12 +843,15 @@ where
         } else {
             Ordering::Release
         };
-        let old = self.read.swap(new, publish);
+        let old = self.head.read.swap(new, publish);
         let (old, _) = untag(old);
+        // SAFETY: reading the old view's size: it is still alive (we hold
+        // the lock, and only lock holders retire views).
+        let bytes = unsafe { (*old).heap_bytes() };
         // SAFETY: `old` was the published view; it is unlinked now, so only
         // readers pinned before this point can hold it, and the epoch waits
         // for them. It is retired once: only the lock holder swaps views.
-        unsafe { retire(guard, old) };
+        unsafe { retire(guard, old, RetiredKind::View, bytes) };
     }
 
     /// Sets the amended bit on the current view (Go:
@@ -627,12 +862,12 @@ where
         // pointer must see the view's table, and it no longer reads from the
         // Release store that first published the view (a later plain store
         // is not part of that store's release sequence).
-        self.read.store(tagged, Ordering::Release);
+        self.head.read.store(tagged, Ordering::Release);
     }
 
     /// Go's `dirtyLocked`: builds dirty from the view, expunging deleted
     /// entries. Costs one shard's copy, never the map's.
-    fn rebuild_dirty_locked(&self, dirty: &mut Dirty<K, V>, view: &ReadView<K, V>) {
+    fn rebuild_dirty_locked(&self, dirty: &mut Dirty<K, V>, view: &ReadView<K, V>, ctx: &Ctx<'_>) {
         if dirty.table.is_some() {
             return;
         }
@@ -645,10 +880,9 @@ where
                 table.insert_unique(rehash(entry), Arc::clone(entry), rehash);
             }
         }
-        let counters = &self.locked.counters;
-        counters.rebuilds.add_locked(1);
-        counters.entries_copied.add_locked(table.len() as u64);
-        counters.expunges.add_locked(expunged);
+        ctx.stripe.count(Event::Rebuilds, 1);
+        ctx.stripe.count(Event::Expunges, expunged);
+        ctx.copied(table.len() as u64);
         dirty.table = Some(table);
     }
 }

@@ -30,10 +30,9 @@
 use crate::shard::entry::Entry;
 use crate::sync::{Arc, Published};
 use equivalent::Equivalent;
-use hashbrown::HashTable;
 
 /// A shard's table: entries shared between the read view and dirty.
-pub(crate) type Table<K, V> = HashTable<Arc<Entry<K, V>>>;
+pub(crate) type Table<K, V> = hashbrown::HashTable<Arc<Entry<K, V>>>;
 
 /// The hash a table is given (see the module docs).
 #[inline]
@@ -69,9 +68,9 @@ impl<K, V> ReadView<K, V> {
         }))
     }
 
-    /// An empty view (a new shard, or after `clear`).
-    pub(crate) fn empty() -> *mut Self {
-        Self::boxed(HashTable::new())
+    /// Heap bytes of the view and its table (for retirement accounting).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        size_of::<Self>() + self.table().allocation_size()
     }
 
     /// The table (loom checks that this read follows the publication).

@@ -1,0 +1,344 @@
+//! Shard migration: split, merge, bounded work, no retention.
+//!
+//! Go's runtime map grows by evacuating old buckets a few per write and
+//! keeps `oldbuckets` alive while evacuation lags; it never shrinks
+//! (golang/go#20135). Go 1.24 caps each table and splits one table at a
+//! time under a directory. snapmap does the latter, one shard at a time,
+//! so that the `sync.Map` costs (dirty rebuild, promotion, the shard lock)
+//! stay O(shard), never O(n).
+//!
+//! # Split
+//!
+//! When a new key makes a shard's dirty table pass the capacity, the writer
+//! (after its insert returns from the shard) calls [`split`]. Under the
+//! shard's lock it re-checks that the shard is current and still over
+//! capacity, then builds two new shards from its content, divided by the
+//! next hash bit. Deleted entries are expunged and left out (as in a dirty
+//! rebuild), live entries are shared (`Arc`), and each new shard starts
+//! promoted: its read view holds everything, with no dirty table. Under the
+//! directory's `resize` lock it doubles the directory if the shard was at
+//! the global depth, then points the shard's slots at the new shards. Last,
+//! still under the shard lock, it marks the old shard retired and retires it
+//! through the epoch.
+//!
+//! # Merge
+//!
+//! When a removal leaves a shard sparse, [`merge_cascade`] calls
+//! [`try_merge`], which looks up its buddy
+//! (same depth, prefix differing in the last bit). If both are current and
+//! hold at most `capacity / 4` live entries together, it locks both (lower
+//! prefix first: the one lock order every merge uses), builds the merged
+//! shard the same way, points their slots at it, halves the directory while
+//! no shard is left at the global depth, and retires both. The cascade
+//! then tries the merged shard with its own buddy, within the operation's
+//! copy budget. Split at more
+//! than `capacity`, merge at no more than `capacity / 4`: a merged shard
+//! needs 4x its size in new keys before it splits again, and a split half
+//! must lose most of its entries before it merges, so the two cannot
+//! oscillate.
+//!
+//! # Why the handoff is safe
+//!
+//! - **Readers** that reach the old shard through an old directory or an
+//!   old slot still answer hits from its view: the entries are the same
+//!   objects the new shards hold, so a value stored through either is seen
+//!   through both. Misses go to the lock (the view is tagged amended on
+//!   retirement), see `retired`, and retry from the current directory.
+//! - **Lock-free writers** on the old view can only store into entries that
+//!   the new shards hold: deleted entries were expunged before the handoff,
+//!   and a store into an expunged entry takes the lock and retries.
+//! - **Locked writers** see `retired` right after locking and retry. The
+//!   slots were rewritten before `retired` was set, both under the lock they
+//!   just acquired, so the retry finds the new shards.
+//!
+//! # Bounded work and retention
+//!
+//! One operation copies at most one shard's dirty rebuild plus one split (or
+//! one merge of two sparse shards): `2 * capacity + 1` entries with the
+//! default settings, whatever the map's size; `Stats` records the largest
+//! such count. Doubling and halving copy only slot pointers. Readers never
+//! migrate anything. Retired shards, views and directory tables go to the
+//! epoch at once and are freed as soon as the readers pinned before them
+//! leave; `stats().retired` shows what is waiting.
+//!
+//! # Adversarial keys
+//!
+//! Keys whose hashes agree in many top bits (a weak or attacked hasher)
+//! would split shards deeper and deeper. The directory depth is capped (the
+//! builder's `max_shards`); a shard at the cap does not split and simply
+//! grows past the capacity, so its rebuilds cost O(shard) again, but the
+//! directory never grows beyond `max_shards` slots.
+
+use crate::directory::{DirTable, Directory};
+use crate::shard::read_view::{Table, rehash};
+use crate::shard::{Ctx, Shard};
+use crate::stats::{Event, RetiredKind};
+use crate::sync::Arc;
+use crate::sync::atomic::Ordering;
+use crate::sync::epoch::{Guard, retire};
+
+/// State kept under the directory's resize lock.
+pub(crate) struct Resize {
+    /// How many distinct shards sit at the global depth (the directory can
+    /// halve when none does).
+    pub(crate) at_global_depth: usize,
+}
+
+/// Allocates a shard for publication.
+fn boxed<K, V>(shard: Shard<K, V>) -> *mut Shard<K, V> {
+    Box::into_raw(Box::new(shard))
+}
+
+/// Points `len` slots from `start` at `shard`. The caller holds the resize
+/// lock.
+fn point_slots<K, V>(table: &DirTable<K, V>, start: usize, len: usize, shard: *mut Shard<K, V>) {
+    for slot in &table.slots[start..start + len] {
+        // Release: publishes the new shard (its view and entries) to
+        // `shard_at`'s Acquire load.
+        slot.store(shard, Ordering::Release);
+    }
+}
+
+/// Whether `shard` is the one the current table holds for its own range.
+/// Retirement already says so under the shard's lock; this cross-check under
+/// the resize lock keeps a stale shard from ever being migrated twice.
+fn is_current<K, V>(table: &DirTable<K, V>, shard: &Shard<K, V>, guard: &Guard) -> bool {
+    let (depth, prefix) = (shard.depth(), shard.prefix());
+    depth <= table.depth()
+        && core::ptr::eq(table.shard_at((prefix as usize) << (table.depth() - depth), guard), shard)
+}
+
+/// Frees shards that were built but never published.
+///
+/// # Safety
+///
+/// Each pointer came from [`boxed`] and was never stored in a slot.
+unsafe fn discard<K, V>(shards: &[*mut Shard<K, V>]) {
+    for &shard in shards {
+        // SAFETY: per the contract, no other thread has seen it.
+        drop(unsafe { Box::from_raw(shard) });
+    }
+}
+
+/// Retires a shard that has left every slot.
+///
+/// # Safety
+///
+/// `shard` was allocated by [`boxed`], is no longer in any slot of the
+/// current table, has been marked retired under its lock, and is retired
+/// only once.
+unsafe fn retire_shard<K, V>(shard: &Shard<K, V>, guard: &Guard)
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    let ptr = core::ptr::from_ref(shard).cast_mut();
+    // SAFETY: per the contract; readers pinned before now may still use it,
+    // and the epoch waits for them.
+    unsafe { retire(guard, ptr, RetiredKind::Shard, size_of::<Shard<K, V>>()) };
+}
+
+/// Splits `shard` if it is current and over capacity. See the module docs.
+pub(crate) fn split<K, V>(dir: &Directory<K, V>, shard: &Shard<K, V>, ctx: &Ctx<'_>, guard: &Guard)
+where
+    K: Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    let mut dirty = shard.lock();
+    if dirty.is_retired() || !shard.over_capacity_locked(&dirty, ctx.capacity) {
+        return;
+    }
+    let (depth, prefix) = (shard.depth(), shard.prefix());
+    if depth >= dir.max_depth {
+        return; // at the cap: the shard grows past capacity (module docs)
+    }
+    let bit = 63 - depth;
+    let mut halves = [Table::new(), Table::new()];
+    let mut live = [0usize; 2];
+    shard.drain_for_migration_locked(&mut dirty, ctx, guard, |entry| {
+        let half = ((entry.hash >> bit) & 1) as usize;
+        halves[half].insert_unique(rehash(entry), Arc::clone(entry), rehash);
+        live[half] += usize::from(entry.is_live());
+    });
+    let [low, high] = halves;
+    let new = [
+        boxed(Shard::with_table(depth + 1, prefix << 1, low, live[0])),
+        boxed(Shard::with_table(depth + 1, (prefix << 1) | 1, high, live[1])),
+    ];
+    {
+        let mut resize = dir.resize.lock();
+        let mut table = dir.table(guard);
+        if !is_current(table, shard, guard) {
+            // SAFETY: `new` was never published.
+            unsafe { discard(&new) };
+            return;
+        }
+        if table.depth() == depth {
+            table = double_locked(dir, &mut resize, table, ctx, guard);
+        }
+        let global = table.depth();
+        let span = 1usize << (global - depth - 1);
+        let start = (prefix as usize) << (global - depth);
+        point_slots(table, start, span, new[0]);
+        point_slots(table, start + span, span, new[1]);
+        if depth + 1 == global {
+            resize.at_global_depth += 2;
+        }
+    }
+    shard.retire_locked(&mut dirty, guard);
+    drop(dirty);
+    // SAFETY: the shard left its slots above and was marked retired under
+    // its lock; only the holder of that lock (now us) retires it, once.
+    unsafe { retire_shard(shard, guard) };
+    ctx.stripe.count(Event::Splits, 1);
+}
+
+/// Merges `shard` with its buddy if both are current and sparse enough.
+/// Returns the merged shard.
+pub(crate) fn try_merge<'g, K, V>(
+    dir: &Directory<K, V>,
+    shard: &Shard<K, V>,
+    ctx: &Ctx<'_>,
+    guard: &'g Guard,
+) -> Option<&'g Shard<K, V>>
+where
+    K: Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    let (depth, prefix) = (shard.depth(), shard.prefix());
+    let limit = ctx.merge_limit();
+    if depth <= dir.min_depth || shard.live() > limit {
+        return None;
+    }
+    let table = dir.table(guard);
+    let global = table.depth();
+    if depth > global {
+        return None;
+    }
+    let buddy = table.shard_at(((prefix ^ 1) as usize) << (global - depth), guard);
+    if buddy.depth() != depth || buddy.prefix() != prefix ^ 1 || shard.live() + buddy.live() > limit {
+        return None;
+    }
+    let (low, high) = if prefix & 1 == 0 { (shard, buddy) } else { (buddy, shard) };
+    let mut low_dirty = low.lock();
+    if low_dirty.is_retired() {
+        return None;
+    }
+    let mut high_dirty = high.lock();
+    if high_dirty.is_retired() {
+        return None;
+    }
+    let mut merged = Table::with_capacity(low.live() + high.live());
+    let mut live = 0usize;
+    let mut take = |entry: &Arc<_>| {
+        merged.insert_unique(rehash(entry), Arc::clone(entry), rehash);
+        live += usize::from(crate::shard::entry::Entry::is_live(entry));
+    };
+    low.drain_for_migration_locked(&mut low_dirty, ctx, guard, &mut take);
+    high.drain_for_migration_locked(&mut high_dirty, ctx, guard, &mut take);
+    let merged_shard = boxed(Shard::with_table(depth - 1, prefix >> 1, merged, live));
+    {
+        let mut resize = dir.resize.lock();
+        let mut table = dir.table(guard);
+        if !is_current(table, low, guard) || !is_current(table, high, guard) {
+            // SAFETY: `merged_shard` was never published.
+            unsafe { discard(&[merged_shard]) };
+            return None;
+        }
+        let global = table.depth();
+        let span = 1usize << (global - depth + 1);
+        point_slots(table, ((prefix >> 1) as usize) << (global - depth + 1), span, merged_shard);
+        if depth == global {
+            resize.at_global_depth -= 2;
+            while resize.at_global_depth == 0 && table.depth() > dir.min_depth {
+                table = halve_locked(dir, &mut resize, table, ctx, guard);
+            }
+        }
+    }
+    low.retire_locked(&mut low_dirty, guard);
+    high.retire_locked(&mut high_dirty, guard);
+    drop(high_dirty);
+    drop(low_dirty);
+    // SAFETY: both left their slots above and were marked retired under
+    // their locks, which we held; each is retired once, here.
+    unsafe {
+        retire_shard(low, guard);
+        retire_shard(high, guard);
+    }
+    ctx.stripe.count(Event::Merges, 1);
+    // SAFETY: the merged shard is in the current table and is retired only
+    // after leaving it; `guard` is pinned.
+    Some(unsafe { &*merged_shard })
+}
+
+/// Merges `shard` with its buddy, then the merged shard with its buddy, and
+/// so on while the result stays sparse and this operation has copied less
+/// than `2 * capacity` entries (the bound every operation keeps). Without
+/// the cascade, shards emptied by the last removals would never merge
+/// further, because nothing removes from an empty shard again.
+pub(crate) fn merge_cascade<K, V>(dir: &Directory<K, V>, shard: &Shard<K, V>, ctx: &Ctx<'_>, guard: &Guard)
+where
+    K: Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    let budget = 2 * ctx.capacity as u64;
+    let mut shard = try_merge(dir, shard, ctx, guard);
+    while let Some(merged) = shard {
+        if ctx.copied.get() >= budget {
+            break;
+        }
+        shard = try_merge(dir, merged, ctx, guard);
+    }
+}
+
+/// Doubles the directory: slot `i` of the old table becomes slots `2i` and
+/// `2i + 1`. Copies pointers only. The caller holds the resize lock.
+fn double_locked<'g, K, V>(
+    dir: &Directory<K, V>,
+    resize: &mut Resize,
+    old: &DirTable<K, V>,
+    ctx: &Ctx<'_>,
+    guard: &'g Guard,
+) -> &'g DirTable<K, V>
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    // Relaxed: slots are stored only under the resize lock we hold, whose
+    // acquisition ordered those stores before these loads.
+    let new = DirTable::boxed(old.depth() + 1, |i| old.slots[i >> 1].load(Ordering::Relaxed));
+    resize.at_global_depth = 0;
+    ctx.stripe.count(Event::DirectoryResizes, 1);
+    dir.publish_table(new, guard)
+}
+
+/// Halves the directory: no shard is at the global depth, so slots `2i`
+/// and `2i + 1` hold the same shard. The caller holds the resize lock.
+fn halve_locked<'g, K, V>(
+    dir: &Directory<K, V>,
+    resize: &mut Resize,
+    old: &DirTable<K, V>,
+    ctx: &Ctx<'_>,
+    guard: &'g Guard,
+) -> &'g DirTable<K, V>
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    // Relaxed: as in `double_locked`.
+    let new = DirTable::boxed(old.depth() - 1, |i| {
+        let shard = old.slots[2 * i].load(Ordering::Relaxed);
+        debug_assert_eq!(shard, old.slots[2 * i + 1].load(Ordering::Relaxed));
+        shard
+    });
+    ctx.stripe.count(Event::DirectoryResizes, 1);
+    let table = dir.publish_table(new, guard);
+    let global = table.depth();
+    resize.at_global_depth = table
+        .distinct()
+        // SAFETY: distinct pointers of the current table are live shards; we
+        // hold the resize lock and `guard` is pinned.
+        .filter(|&shard| unsafe { (*shard).depth() } == global)
+        .count();
+    table
+}
