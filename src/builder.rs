@@ -1,8 +1,8 @@
 //! Building a map with non-default options.
 
 use core::fmt;
-use core::marker::PhantomData;
 use core::hash::BuildHasher;
+use core::marker::PhantomData;
 
 use crate::directory::MAX_DEPTH_LIMIT;
 use crate::hash::DefaultHashBuilder;
@@ -200,7 +200,9 @@ impl fmt::Display for BuildError {
                 "max_shards must be a power of two between 1 and {}, got {requested}",
                 1usize << MAX_DEPTH_LIMIT
             ),
-            BuildError::ShardCapacity => f.write_str("shard capacity must be at least 1 entry, got 0"),
+            BuildError::ShardCapacity => {
+                f.write_str("shard capacity must be at least 1 entry, got 0")
+            }
             BuildError::PromotionThreshold => {
                 f.write_str("promotion threshold must be at least 1 slow-path lookup, got 0")
             }

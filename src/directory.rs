@@ -53,7 +53,9 @@ pub(crate) struct DirTable<K, V> {
 impl<K, V> DirTable<K, V> {
     /// A table of `2^depth` slots filled by `slot(i)`.
     pub(crate) fn boxed(depth: u32, mut slot: impl FnMut(usize) -> *mut Shard<K, V>) -> *mut Self {
-        let slots = (0..1usize << depth).map(|i| AtomicPtr::new(slot(i))).collect();
+        let slots = (0..1usize << depth)
+            .map(|i| AtomicPtr::new(slot(i)))
+            .collect();
         Box::into_raw(Box::new(DirTable {
             depth: Published::new(depth),
             slots,
@@ -126,7 +128,12 @@ impl<K, V> Directory<K, V> {
     pub(crate) fn new(depth: u32, max_depth: u32) -> Self {
         debug_assert!(depth <= max_depth && max_depth <= MAX_DEPTH_LIMIT);
         let table = DirTable::boxed(depth, |i| {
-            Box::into_raw(Box::new(Shard::with_table(depth, i as u64, Table::new(), 0)))
+            Box::into_raw(Box::new(Shard::with_table(
+                depth,
+                i as u64,
+                Table::new(),
+                0,
+            )))
         });
         Directory {
             table: CachePadded::new(AtomicPtr::new(table)),
@@ -184,7 +191,11 @@ where
 {
     /// Replaces the table with `new` and retires the old one. The caller
     /// holds the resize lock.
-    pub(crate) fn publish_table<'g>(&self, new: *mut DirTable<K, V>, guard: &'g Guard) -> &'g DirTable<K, V> {
+    pub(crate) fn publish_table<'g>(
+        &self,
+        new: *mut DirTable<K, V>,
+        guard: &'g Guard,
+    ) -> &'g DirTable<K, V> {
         // Release: publishes the new table's depth and slots (and, through
         // them, the shards) to `table`'s Acquire load. Swapped under the
         // resize lock, so the old pointer needs no Acquire.

@@ -20,8 +20,8 @@ use core::iter::FusedIterator;
 use hashbrown::hash_table;
 
 use crate::directory::Directory;
-use crate::shard::entry::Entry;
 use crate::shard::Ctx;
+use crate::shard::entry::Entry;
 use crate::sync::Arc;
 use crate::sync::epoch::Guard;
 

@@ -127,7 +127,9 @@ mod shard;
 mod stats;
 mod sync;
 
-pub use builder::{BuildError, Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS};
+pub use builder::{
+    BuildError, Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS,
+};
 pub use hash::DefaultHashBuilder;
 pub use iter::{Iter, Keys, Values};
 pub use map::SnapMap;

@@ -105,7 +105,10 @@ fn point_slots<K, V>(table: &DirTable<K, V>, start: usize, len: usize, shard: *m
 fn is_current<K, V>(table: &DirTable<K, V>, shard: &Shard<K, V>, guard: &Guard) -> bool {
     let (depth, prefix) = (shard.depth(), shard.prefix());
     depth <= table.depth()
-        && core::ptr::eq(table.shard_at((prefix as usize) << (table.depth() - depth), guard), shard)
+        && core::ptr::eq(
+            table.shard_at((prefix as usize) << (table.depth() - depth), guard),
+            shard,
+        )
 }
 
 /// Frees shards that were built but never published.
@@ -163,7 +166,12 @@ where
     let [low, high] = halves;
     let new = [
         boxed(Shard::with_table(depth + 1, prefix << 1, low, live[0])),
-        boxed(Shard::with_table(depth + 1, (prefix << 1) | 1, high, live[1])),
+        boxed(Shard::with_table(
+            depth + 1,
+            (prefix << 1) | 1,
+            high,
+            live[1],
+        )),
     ];
     {
         let mut resize = dir.resize.lock();
@@ -216,10 +224,15 @@ where
         return None;
     }
     let buddy = table.shard_at(((prefix ^ 1) as usize) << (global - depth), guard);
-    if buddy.depth() != depth || buddy.prefix() != prefix ^ 1 || shard.live() + buddy.live() > limit {
+    if buddy.depth() != depth || buddy.prefix() != prefix ^ 1 || shard.live() + buddy.live() > limit
+    {
         return None;
     }
-    let (low, high) = if prefix & 1 == 0 { (shard, buddy) } else { (buddy, shard) };
+    let (low, high) = if prefix & 1 == 0 {
+        (shard, buddy)
+    } else {
+        (buddy, shard)
+    };
     let mut low_dirty = low.lock();
     if low_dirty.is_retired() {
         return None;
@@ -247,7 +260,12 @@ where
         }
         let global = table.depth();
         let span = 1usize << (global - depth + 1);
-        point_slots(table, ((prefix >> 1) as usize) << (global - depth + 1), span, merged_shard);
+        point_slots(
+            table,
+            ((prefix >> 1) as usize) << (global - depth + 1),
+            span,
+            merged_shard,
+        );
         if depth == global {
             resize.at_global_depth -= 2;
             while resize.at_global_depth == 0 && table.depth() > dir.min_depth {
@@ -276,8 +294,12 @@ where
 /// than `2 * capacity` entries (the bound every operation keeps). Without
 /// the cascade, shards emptied by the last removals would never merge
 /// further, because nothing removes from an empty shard again.
-pub(crate) fn merge_cascade<K, V>(dir: &Directory<K, V>, shard: &Shard<K, V>, ctx: &Ctx<'_>, guard: &Guard)
-where
+pub(crate) fn merge_cascade<K, V>(
+    dir: &Directory<K, V>,
+    shard: &Shard<K, V>,
+    ctx: &Ctx<'_>,
+    guard: &Guard,
+) where
     K: Eq + Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
@@ -306,7 +328,9 @@ where
 {
     // Relaxed: slots are stored only under the resize lock we hold, whose
     // acquisition ordered those stores before these loads.
-    let new = DirTable::boxed(old.depth() + 1, |i| old.slots[i >> 1].load(Ordering::Relaxed));
+    let new = DirTable::boxed(old.depth() + 1, |i| {
+        old.slots[i >> 1].load(Ordering::Relaxed)
+    });
     resize.at_global_depth = 0;
     ctx.stripe.count(Event::DirectoryResizes, 1);
     dir.publish_table(new, guard)

@@ -333,7 +333,10 @@ where
         let ctx = self.ctx();
         let mut new = new;
         loop {
-            match self.shard(hash).compare_and_swap(hash, key, old, new, &ctx, &self.guard) {
+            match self
+                .shard(hash)
+                .compare_and_swap(hash, key, old, new, &ctx, &self.guard)
+            {
                 Ok(swapped) => return swapped,
                 Err(retry) => new = retry,
             }
@@ -379,7 +382,10 @@ where
         let hash = self.hash(key);
         let ctx = self.ctx();
         loop {
-            if let Ok(updated) = self.shard(hash).update(hash, key, &mut f, &ctx, &self.guard) {
+            if let Ok(updated) = self
+                .shard(hash)
+                .update(hash, key, &mut f, &ctx, &self.guard)
+            {
                 return updated;
             }
         }

@@ -81,7 +81,9 @@ impl Stripes {
         };
         let count = (threads * 2).next_power_of_two().clamp(2, 128);
         Stripes {
-            stripes: (0..count).map(|_| CachePadded::new(Stripe::default())).collect(),
+            stripes: (0..count)
+                .map(|_| CachePadded::new(Stripe::default()))
+                .collect(),
             max_copied: AtomicU64::new(0),
         }
     }
@@ -96,7 +98,11 @@ impl Stripes {
     /// The summed length (clamped at zero: stripes may be read mid-update).
     pub(crate) fn len(&self) -> usize {
         // Relaxed: a statistic, exact when quiescent.
-        let sum: isize = self.stripes.iter().map(|s| s.len.load(Ordering::Relaxed)).sum();
+        let sum: isize = self
+            .stripes
+            .iter()
+            .map(|s| s.len.load(Ordering::Relaxed))
+            .sum();
         sum.max(0) as usize
     }
 

@@ -100,11 +100,15 @@ impl<T> Mutex<T> {
     }
 
     pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
-        self.0.lock().expect("models do not panic while holding a shard lock")
+        self.0
+            .lock()
+            .expect("models do not panic while holding a shard lock")
     }
 
     pub(crate) fn get_mut(&mut self) -> &mut T {
-        self.0.get_mut().expect("models do not panic while holding a shard lock")
+        self.0
+            .get_mut()
+            .expect("models do not panic while holding a shard lock")
     }
 }
 
@@ -182,7 +186,12 @@ pub(crate) mod epoch {
     /// - it has already been unlinked: no thread that pins after this call
     ///   can reach it.
     #[inline]
-    pub(crate) unsafe fn retire<T: Send + 'static>(guard: &Guard, ptr: *mut T, kind: RetiredKind, bytes: usize) {
+    pub(crate) unsafe fn retire<T: Send + 'static>(
+        guard: &Guard,
+        ptr: *mut T,
+        kind: RetiredKind,
+        bytes: usize,
+    ) {
         if super::injected(super::Bug::FreeWithoutEpoch) {
             // SAFETY: none; this is the deliberately broken twin of the
             // reclamation model. It runs the destructor at once but keeps
@@ -256,7 +265,12 @@ pub(crate) mod epoch {
     ///
     /// As for the real `retire`: `ptr` came from `Box::into_raw`, is retired
     /// once and is already unlinked.
-    pub(crate) unsafe fn retire<T: Send + 'static>(_guard: &Guard, ptr: *mut T, kind: RetiredKind, bytes: usize) {
+    pub(crate) unsafe fn retire<T: Send + 'static>(
+        _guard: &Guard,
+        ptr: *mut T,
+        kind: RetiredKind,
+        bytes: usize,
+    ) {
         if super::injected(super::Bug::FreeWithoutEpoch) {
             // SAFETY: none; this is the deliberately broken twin of the
             // reclamation model. It runs the destructor at once but keeps
@@ -273,7 +287,11 @@ pub(crate) mod epoch {
             drop(unsafe { Box::from_raw(ptr) });
             count_retired(kind, -bytes);
         }));
-        GARBAGE.0.lock().unwrap_or_else(|e| e.into_inner()).push(free);
+        GARBAGE
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(free);
     }
 }
 

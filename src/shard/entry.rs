@@ -51,9 +51,9 @@
 use core::marker::PhantomData;
 use core::ptr;
 
+use crate::stats::RetiredKind;
 use crate::sync::atomic::{AtomicPtr, Ordering};
 use crate::sync::epoch::{Guard, retire};
-use crate::stats::RetiredKind;
 use crate::sync::{Bug, Published, injected};
 
 /// A heap cell holding one value. Its alignment is at least 2, so the
@@ -160,7 +160,6 @@ impl<K, V> Entry<K, V> {
         self.cell.load(Ordering::Relaxed) == expunged()
     }
 
-
     /// Takes the live value out without the epoch, for the map's `Drop`.
     ///
     /// # Safety
@@ -221,12 +220,10 @@ impl<K, V: Send + 'static> Entry<K, V> {
             // AcqRel on success: Release publishes `new`'s value; Acquire
             // makes the previous node's value readable (we return it).
             // Relaxed on failure: we only compare the fresh value again.
-            match self.cell.compare_exchange_weak(
-                current,
-                new,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            match self
+                .cell
+                .compare_exchange_weak(current, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 // SAFETY: `prev` just left the cell through our CAS.
                 Ok(prev) => return Ok(unsafe { Self::retire_previous(prev, guard) }),
                 Err(actual) => current = actual,
@@ -236,7 +233,11 @@ impl<K, V: Send + 'static> Entry<K, V> {
 
     /// Go: `entry.swapLocked`. The caller holds the shard lock and has made
     /// sure the cell is not expunged.
-    pub(crate) fn swap_locked<'g>(&self, node: Box<ValueNode<V>>, guard: &'g Guard) -> Option<&'g V> {
+    pub(crate) fn swap_locked<'g>(
+        &self,
+        node: Box<ValueNode<V>>,
+        guard: &'g Guard,
+    ) -> Option<&'g V> {
         // AcqRel: Release publishes the new node; Acquire makes the
         // previous node's value readable (we return it).
         let prev = self.cell.swap(Box::into_raw(node), Ordering::AcqRel);
@@ -252,7 +253,12 @@ impl<K, V: Send + 'static> Entry<K, V> {
         // Relaxed: neither state carries data, and the caller holds the
         // shard lock, which orders this against the rebuild that expunged it.
         self.cell
-            .compare_exchange(expunged(), ptr::null_mut(), Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(
+                expunged(),
+                ptr::null_mut(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
             .is_ok()
     }
 
@@ -380,7 +386,10 @@ impl<K, V: Send + 'static> Entry<K, V> {
             // AcqRel on success: Release publishes the new node; Acquire
             // orders the retired node's reads. Acquire on failure: we
             // dereference the fresh value to compare it again.
-            match self.cell.compare_exchange(p, raw, Ordering::AcqRel, Ordering::Acquire) {
+            match self
+                .cell
+                .compare_exchange(p, raw, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(prev) => {
                     // SAFETY: `prev` just left the cell through our CAS.
                     unsafe { Self::retire_previous(prev, guard) };
@@ -440,7 +449,10 @@ impl<K, V: Send + 'static> Entry<K, V> {
             let raw = Box::into_raw(ValueNode::boxed(next));
             // AcqRel on success: Release publishes the new node. Acquire on
             // failure: `f` reads the fresh value.
-            match self.cell.compare_exchange(p, raw, Ordering::AcqRel, Ordering::Acquire) {
+            match self
+                .cell
+                .compare_exchange(p, raw, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(prev) => {
                     // SAFETY: `prev` just left the cell through our CAS; `raw`
                     // is now in the cell and freed only through the epoch.
@@ -467,7 +479,6 @@ impl<K, V: Send + 'static> Entry<K, V> {
         // SAFETY: `prev` just left the cell through our swap.
         unsafe { Self::retire_previous(prev, guard) }.is_some()
     }
-
 }
 
 impl<K, V> Drop for Entry<K, V> {

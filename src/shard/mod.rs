@@ -320,7 +320,12 @@ where
     /// The lock-free half of `Load`: `Ok` if the view answered, `Err(())`
     /// if the caller must take [`Shard::get_slow`].
     #[inline]
-    pub(crate) fn get_fast<'g, Q>(&self, hash: u64, key: &Q, guard: &'g Guard) -> Result<Option<&'g V>, ()>
+    pub(crate) fn get_fast<'g, Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        guard: &'g Guard,
+    ) -> Result<Option<&'g V>, ()>
     where
         Q: ?Sized + Equivalent<K>,
     {
@@ -470,7 +475,14 @@ where
         } else if let Some(entry) = dirty.find(hash, &key) {
             entry.swap_locked(node, guard)
         } else {
-            self.insert_new_locked(&mut dirty, view, amended, Entry::new(hash, key, node), ctx, guard);
+            self.insert_new_locked(
+                &mut dirty,
+                view,
+                amended,
+                Entry::new(hash, key, node),
+                ctx,
+                guard,
+            );
             return Ok(None);
         };
         if previous.is_none() {
@@ -497,7 +509,10 @@ where
         }
         let entry = Arc::new(entry);
         let value = entry.load(guard).expect("a new entry is live");
-        let table = dirty.table.as_mut().expect("invariant 1: amended implies a dirty table");
+        let table = dirty
+            .table
+            .as_mut()
+            .expect("invariant 1: amended implies a dirty table");
         table.insert_unique(rehash(&entry), entry, rehash);
         if table.len() > ctx.capacity {
             ctx.wants_split.set(true);
@@ -560,7 +575,9 @@ where
             return Ok(outcome);
         }
         let entry = Entry::new(hash, key, ValueNode::boxed(value));
-        Ok(Ok(self.insert_new_locked(&mut dirty, view, amended, entry, ctx, guard)))
+        Ok(Ok(self.insert_new_locked(
+            &mut dirty, view, amended, entry, ctx, guard,
+        )))
     }
 
     fn load_or_store_locked<'g>(
@@ -629,7 +646,9 @@ where
             // `Arc` is dropped after the lock, so `K`'s destructor does not
             // run under it.
             let detached = dirty.table.as_mut().and_then(|table| {
-                let found = table.find_entry(table_hash(hash), |e| e.hash == hash && key.equivalent(e.key()));
+                let found = table.find_entry(table_hash(hash), |e| {
+                    e.hash == hash && key.equivalent(e.key())
+                });
                 found.ok().map(|occupied| occupied.remove().0)
             });
             self.miss_locked(&mut dirty, ctx, guard);
@@ -712,7 +731,11 @@ where
 
     /// Go's `Range` prologue: promotes an amended shard, then returns the
     /// view to walk. Every key in the shard when this returns is in it.
-    pub(crate) fn view_for_iter<'g>(&self, ctx: &Ctx<'_>, guard: &'g Guard) -> Retry<&'g ReadView<K, V>, Retired> {
+    pub(crate) fn view_for_iter<'g>(
+        &self,
+        ctx: &Ctx<'_>,
+        guard: &'g Guard,
+    ) -> Retry<&'g ReadView<K, V>, Retired> {
         let (view, amended) = self.view(guard);
         if !amended || injected(Bug::IterSkipsPromotion) {
             return Ok(view);

@@ -48,11 +48,17 @@ pub(crate) fn rehash<K, V>(entry: &Arc<Entry<K, V>>) -> u64 {
 
 /// Looks `key` up in `table`.
 #[inline]
-pub(crate) fn find<'t, K, V, Q>(table: &'t Table<K, V>, hash: u64, key: &Q) -> Option<&'t Arc<Entry<K, V>>>
+pub(crate) fn find<'t, K, V, Q>(
+    table: &'t Table<K, V>,
+    hash: u64,
+    key: &Q,
+) -> Option<&'t Arc<Entry<K, V>>>
 where
     Q: ?Sized + Equivalent<K>,
 {
-    table.find(table_hash(hash), |e| e.hash == hash && key.equivalent(e.key()))
+    table.find(table_hash(hash), |e| {
+        e.hash == hash && key.equivalent(e.key())
+    })
 }
 
 /// An immutable table published to lock-free readers.
@@ -95,7 +101,10 @@ const AMENDED: usize = 1;
 /// Splits a tagged view pointer into the view and the amended flag.
 #[inline]
 pub(crate) fn untag<K, V>(tagged: *mut ReadView<K, V>) -> (*mut ReadView<K, V>, bool) {
-    (tagged.map_addr(|a| a & !AMENDED), tagged.addr() & AMENDED != 0)
+    (
+        tagged.map_addr(|a| a & !AMENDED),
+        tagged.addr() & AMENDED != 0,
+    )
 }
 
 /// The same view pointer with the amended bit set.

@@ -1,0 +1,138 @@
+//! Memory comes back: retired memory is freed once readers leave (no
+//! `oldbuckets` retention), and deleting most keys gives the heap back.
+//!
+//! This binary installs a counting global allocator, so its tests run one
+//! at a time (a shared lock) and measure live heap bytes.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+
+use snapmap::SnapMap;
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator and only counts bytes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller upholds `alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller upholds `dealloc`'s contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Tests here measure the whole process's heap: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// Pins and flushes until the epoch has freed (nearly) everything retired.
+fn settle() -> usize {
+    let mut retired = snapmap::retired_bytes().total();
+    for _ in 0..1_000_000 {
+        if retired == 0 {
+            break;
+        }
+        crossbeam_epoch::pin().flush();
+        retired = snapmap::retired_bytes().total();
+    }
+    retired
+}
+
+#[test]
+fn retired_memory_returns_to_zero_after_growth_stops_and_readers_leave() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let map: SnapMap<u64, u64> = SnapMap::new();
+    let growing = AtomicBool::new(true);
+    let mut peak_retired = 0;
+    std::thread::scope(|scope| {
+        for reader in 0..2u64 {
+            let (map, growing) = (&map, &growing);
+            scope.spawn(move || {
+                // A reader that stays pinned across many lookups holds back
+                // reclamation while it is pinned, then leaves.
+                while growing.load(Ordering::Acquire) {
+                    let pinned = map.pin();
+                    for k in (reader..20_000).step_by(7) {
+                        std::hint::black_box(pinned.get(&k));
+                    }
+                }
+            });
+        }
+        for k in 0..300_000u64 {
+            map.insert(k, k);
+            if k % 1_000 == 0 {
+                map.insert(k / 2, k); // updates retire values too
+                peak_retired = peak_retired.max(snapmap::retired_bytes().total());
+            }
+        }
+        growing.store(false, Ordering::Release);
+    });
+    let stats = map.stats();
+    assert!(stats.splits > 100, "{stats}");
+    assert!(
+        peak_retired > 0,
+        "nothing was ever retired: the check below would be vacuous"
+    );
+    let left = settle();
+    assert!(
+        left <= 4 * 1024,
+        "{left} bytes still retired after growth stopped and readers left (peak {peak_retired})"
+    );
+    eprintln!("peak retired {peak_retired} B, after settling {left} B; {stats}");
+}
+
+#[test]
+fn deleting_99_percent_gives_the_heap_back() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const N: u64 = 1_000_000;
+    let survivor = |k: &u64| k % 100 == 0;
+
+    settle();
+    let before = live();
+    let map: SnapMap<u64, u64> = SnapMap::new();
+    for k in 0..N {
+        map.insert(k, k);
+    }
+    let full = live() - before;
+    for k in (0..N).filter(|k| !survivor(k)) {
+        assert_eq!(map.remove(&k), Some(k));
+    }
+    assert_eq!(map.len(), (N / 100) as usize);
+    settle();
+    let after_deletes = live() - before;
+    let stats = map.stats();
+    drop(map);
+    settle();
+
+    let before = live();
+    let fresh: SnapMap<u64, u64> = SnapMap::new();
+    for k in (0..N).filter(survivor) {
+        fresh.insert(k, k);
+    }
+    settle();
+    let fresh_bytes = live() - before;
+    let fresh_stats = fresh.stats();
+    drop(fresh);
+
+    eprintln!(
+        "1M entries: {full} B; after deleting 99%: {after_deletes} B ({stats}); \
+         fresh map of the survivors: {fresh_bytes} B ({fresh_stats})"
+    );
+    assert!(
+        after_deletes <= 2 * fresh_bytes,
+        "after deleting 99% the map holds {after_deletes} B, more than 2x a fresh map of the survivors ({fresh_bytes} B)"
+    );
+}

@@ -1,0 +1,364 @@
+//! Shard migration (split, merge, directory doubling and halving): nothing
+//! lost while the map grows and shrinks, bounded work per operation, and
+//! adversarial hashes that cannot grow the directory without bound.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, DefaultHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use snapmap::{DEFAULT_SHARD_CAPACITY, SnapMap};
+
+/// A map whose shards split past 4 entries.
+fn tiny(shards: usize) -> SnapMap<u64, u64> {
+    SnapMap::builder()
+        .shards(shards)
+        .shard_capacity(4)
+        .build()
+        .unwrap()
+}
+
+fn sorted_keys(map: &SnapMap<u64, u64>) -> Vec<u64> {
+    let mut keys: Vec<u64> = map.pin().keys().copied().collect();
+    keys.sort_unstable();
+    keys
+}
+
+#[test]
+fn tiny_capacity_grows_to_100k_and_shrinks_back() {
+    let map = tiny(1);
+    let n = 100_000u64;
+    for i in 0..n {
+        assert_eq!(map.insert(i, i * 3), None);
+    }
+    let grown = map.stats();
+    assert_eq!(map.len(), n as usize);
+    assert!(grown.splits > 10_000, "expected many splits: {grown}");
+    assert!(
+        grown.shards > 10_000 && grown.directory_slots >= grown.shards,
+        "{grown}"
+    );
+    for i in 0..n {
+        assert_eq!(map.get(&i), Some(i * 3), "key {i} after growth");
+    }
+    assert_eq!(
+        sorted_keys(&map),
+        (0..n).collect::<Vec<_>>(),
+        "iteration after growth"
+    );
+
+    // Remove all but every 100th key: shards merge back.
+    for i in (0..n).filter(|i| i % 100 != 0) {
+        assert_eq!(map.remove(&i), Some(i * 3));
+    }
+    let shrunk = map.stats();
+    assert_eq!(map.len(), 1_000);
+    assert!(shrunk.merges > 10_000, "expected many merges: {shrunk}");
+    assert!(
+        shrunk.shards < grown.shards / 10,
+        "shards did not come back: {shrunk}"
+    );
+    assert!(
+        shrunk.directory_slots < grown.directory_slots,
+        "the directory never halved: {shrunk}"
+    );
+    for i in 0..n {
+        let expected = (i % 100 == 0).then_some(i * 3);
+        assert_eq!(map.get(&i), expected, "key {i} after shrinking");
+    }
+    assert_eq!(sorted_keys(&map), (0..n).step_by(100).collect::<Vec<_>>());
+
+    // Remove the rest: back to the initial single shard.
+    for i in (0..n).step_by(100) {
+        assert_eq!(map.remove(&i), Some(i * 3));
+    }
+    let empty = map.stats();
+    assert!(map.is_empty());
+    assert_eq!((empty.shards, empty.directory_slots), (1, 1), "{empty}");
+    // And it still works.
+    map.insert(7, 7);
+    assert_eq!(map.get(&7), Some(7));
+}
+
+#[test]
+fn merges_never_go_below_the_initial_shard_count() {
+    let map = tiny(8);
+    for i in 0..10_000 {
+        map.insert(i, i);
+    }
+    for i in 0..10_000 {
+        map.remove(&i);
+    }
+    let stats = map.stats();
+    assert_eq!((stats.shards, stats.directory_slots), (8, 8), "{stats}");
+}
+
+#[test]
+fn clear_merges_emptied_shards() {
+    let map = tiny(1);
+    for i in 0..5_000 {
+        map.insert(i, i);
+    }
+    let before = map.stats();
+    map.clear();
+    assert!(map.is_empty());
+    assert_eq!(sorted_keys(&map), Vec::<u64>::new());
+    let after = map.stats();
+    assert!(
+        after.shards < before.shards,
+        "clear left every shard: {after}"
+    );
+    for i in 0..100 {
+        map.insert(i, i + 1);
+    }
+    assert_eq!(sorted_keys(&map), (0..100).collect::<Vec<_>>());
+}
+
+/// The bound on one operation's copying: a dirty rebuild (one shard) plus a
+/// split of that shard (the same entries and the new key). A split can be
+/// uneven, leaving a half a little over capacity until the next write
+/// splits it; the slack covers that, and is far below O(n).
+#[test]
+fn work_per_operation_stays_bounded_while_growing_to_1m() {
+    let map: SnapMap<u64, u64> = SnapMap::new();
+    let n = 1_000_000u64;
+    for i in 0..n {
+        map.insert(i, i);
+    }
+    let stats = map.stats();
+    let bound = 2 * DEFAULT_SHARD_CAPACITY as u64 + DEFAULT_SHARD_CAPACITY as u64 / 4;
+    assert!(
+        stats.max_entries_copied_by_one_operation <= bound,
+        "an operation copied {} entries (bound {bound}): {stats}",
+        stats.max_entries_copied_by_one_operation
+    );
+    assert!(stats.max_entries_copied_by_one_operation > 0);
+    assert!(
+        stats.shards >= (n as usize) / DEFAULT_SHARD_CAPACITY,
+        "{stats}"
+    );
+    assert_eq!(map.len(), n as usize);
+}
+
+/// A hasher that keeps only the low 16 bits of a `u64` key in the top of the
+/// hash: keys agreeing in those bits collide in every directory bit.
+#[derive(Default)]
+struct TopBitsCollide(u64);
+
+impl Hasher for TopBitsCollide {
+    fn finish(&self) -> u64 {
+        self.0 << 48
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n & 0xffff;
+    }
+}
+
+#[test]
+fn adversarial_hashes_cannot_grow_the_directory_past_its_cap() {
+    let map = SnapMap::<u64, u64>::builder()
+        .hasher(BuildHasherDefault::<TopBitsCollide>::default())
+        .shards(1)
+        .max_shards(64)
+        .shard_capacity(4)
+        .build()
+        .unwrap();
+    // 2_000 keys, all with the same hash: no split can separate them.
+    for i in 0..2_000u64 {
+        map.insert(i << 16, i);
+    }
+    let stats = map.stats();
+    assert!(stats.directory_slots <= 64, "{stats}");
+    assert!(stats.global_depth <= 6, "{stats}");
+    for i in 0..2_000u64 {
+        assert_eq!(map.get(&(i << 16)), Some(i));
+    }
+    assert_eq!(map.len(), 2_000);
+}
+
+/// A fixed-seed hasher for reproducible shard layouts.
+type Fixed = BuildHasherDefault<DefaultHasher>;
+
+/// Values that count their drops, to prove each is dropped exactly once.
+#[derive(Debug)]
+struct Counted {
+    value: u64,
+    drops: Arc<AtomicUsize>,
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        Counted {
+            value: self.value,
+            drops: self.drops.clone(),
+        }
+    }
+}
+
+impl PartialEq for Counted {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Flushes the epoch until `done()` or a bound of attempts.
+fn flush_until(done: impl Fn() -> bool) -> bool {
+    for _ in 0..200_000 {
+        if done() {
+            return true;
+        }
+        crossbeam_epoch::pin().flush();
+    }
+    done()
+}
+
+/// Threads grow and shrink a tiny-capacity map concurrently: each owns a key
+/// range it inserts, updates and removes, and all increment a shared
+/// counter key. Afterwards nothing is lost, the counter has every
+/// increment, and every value ever created is dropped exactly once.
+#[test]
+fn concurrent_growth_and_shrinking_with_tiny_capacity() {
+    const THREADS: u64 = 4;
+    const KEYS: u64 = 5_000;
+    const COUNTER: u64 = u64::MAX;
+    for shards in [1usize, 16] {
+        let created = Arc::new(AtomicUsize::new(0));
+        let drops = Arc::new(AtomicUsize::new(0));
+        let make = |value| {
+            created.fetch_add(1, Ordering::Relaxed);
+            Counted {
+                value,
+                drops: drops.clone(),
+            }
+        };
+        let map = SnapMap::<u64, Counted>::builder()
+            .hasher(Fixed::default())
+            .shards(shards)
+            .shard_capacity(4)
+            .build()
+            .unwrap();
+        map.pin().insert(COUNTER, make(0));
+        std::thread::scope(|scope| {
+            for t in 0..THREADS {
+                let (map, make) = (&map, &make);
+                scope.spawn(move || {
+                    let base = t * KEYS;
+                    let pinned_ops =
+                        |f: &dyn Fn(&snapmap::Pinned<'_, u64, Counted, Fixed>)| f(&map.pin());
+                    for k in base..base + KEYS {
+                        pinned_ops(&|p| assert!(p.insert(k, make(k)).is_none()));
+                    }
+                    for k in base..base + KEYS {
+                        pinned_ops(&|p| {
+                            let updated = p.update(&k, |v| make(v.value + 1));
+                            assert_eq!(updated.map(|v| v.value), Some(k + 1));
+                        });
+                        pinned_ops(&|p| {
+                            p.update(&COUNTER, |v| make(v.value + 1));
+                        });
+                    }
+                    for k in (base..base + KEYS).filter(|k| k % 10 != 0) {
+                        pinned_ops(&|p| assert_eq!(p.remove(&k).map(|v| v.value), Some(k + 1)));
+                    }
+                });
+            }
+        });
+        let pinned = map.pin();
+        assert_eq!(
+            pinned.get(&COUNTER).map(|v| v.value),
+            Some(THREADS * KEYS),
+            "lost counter updates"
+        );
+        let mut seen: HashMap<u64, u64> = HashMap::new();
+        for (k, v) in pinned.iter() {
+            assert!(seen.insert(*k, v.value).is_none(), "key {k} seen twice");
+        }
+        drop(pinned);
+        let expected: HashMap<u64, u64> = (0..THREADS * KEYS)
+            .filter(|k| k % 10 == 0)
+            .map(|k| (k, k + 1))
+            .chain([(COUNTER, THREADS * KEYS)])
+            .collect();
+        assert_eq!(
+            seen, expected,
+            "contents after concurrent growth and shrinking ({shards} shards)"
+        );
+        assert_eq!(map.len(), expected.len());
+        let stats = map.stats();
+        assert!(stats.splits > 0 && stats.merges > 0, "{stats}");
+        drop(map);
+        let all_dropped =
+            flush_until(|| drops.load(Ordering::Relaxed) == created.load(Ordering::Relaxed));
+        assert!(
+            all_dropped,
+            "created {} values, dropped {} ({shards} shards)",
+            created.load(Ordering::Relaxed),
+            drops.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// Readers keep reading and iterating while writers split and merge
+/// shards: a key present for the whole run is always found, and every
+/// iteration sees it exactly once.
+#[test]
+fn readers_during_splits_and_merges() {
+    let map = SnapMap::<u64, u64>::builder()
+        .hasher(Fixed::default())
+        .shards(1)
+        .shard_capacity(4)
+        .build()
+        .unwrap();
+    let stable: Vec<u64> = (0..200).map(|i| i * 1_000_003).collect();
+    for &k in &stable {
+        map.insert(k, k);
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for round in 0..20u64 {
+                for i in 0..2_000u64 {
+                    map.insert(round << 32 | i | 1 << 63, i);
+                }
+                for i in 0..2_000u64 {
+                    map.remove(&(round << 32 | i | 1 << 63));
+                }
+            }
+            done.store(true, Ordering::Release);
+        });
+        scope.spawn(|| {
+            while !done.load(Ordering::Acquire) {
+                let pinned = map.pin();
+                for &k in &stable {
+                    assert_eq!(pinned.get(&k), Some(&k), "stable key {k} missed");
+                }
+                let mut count = HashMap::new();
+                for (k, _) in pinned.iter() {
+                    *count.entry(*k).or_insert(0) += 1;
+                }
+                for &k in &stable {
+                    assert_eq!(
+                        count.get(&k),
+                        Some(&1),
+                        "stable key {k} not seen exactly once"
+                    );
+                }
+                assert!(count.values().all(|&c| c == 1), "a key was seen twice");
+            }
+        });
+    });
+    assert_eq!(map.len(), stable.len());
+    let stats = map.stats();
+    assert!(stats.splits > 0 && stats.merges > 0, "{stats}");
+}
