@@ -97,10 +97,9 @@ impl<K, V> DirTable<K, V> {
     pub(crate) fn distinct(&self) -> impl Iterator<Item = *mut Shard<K, V>> + '_ {
         let mut previous = core::ptr::null_mut();
         self.slots.iter().filter_map(move |slot| {
-            // Relaxed: callers are the resize-lock holder, `Drop` (exclusive)
-            // or statistics; none dereferences a shard it has not otherwise
-            // synchronised with.
-            let shard = slot.load(Ordering::Relaxed);
+            // Acquire: pairs with the Release store that put the shard in the
+            // slot; callers may dereference it.
+            let shard = slot.load(Ordering::Acquire);
             (shard != previous).then(|| {
                 previous = shard;
                 shard

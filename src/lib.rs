@@ -116,17 +116,21 @@
 //! assert_send::<snapmap::SnapMap<std::rc::Rc<u64>, u64>>();
 //! ```
 
+mod batch;
 mod builder;
 mod directory;
+mod gate;
 mod hash;
 mod iter;
 mod map;
 mod migrate;
 mod pinned;
 mod shard;
+mod snapshot;
 mod stats;
 mod sync;
 
+pub use batch::{Applied, Batch};
 pub use builder::{
     BuildError, Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS,
 };
@@ -134,6 +138,7 @@ pub use hash::DefaultHashBuilder;
 pub use iter::{Iter, Keys, Values};
 pub use map::SnapMap;
 pub use pinned::{OccupiedError, Pinned};
+pub use snapshot::{Snapshot, SnapshotIter};
 pub use stats::{RetiredBytes, Stats, retired_bytes};
 
 /// The trait for looking up a key by another type (re-exported from the

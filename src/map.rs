@@ -11,10 +11,13 @@ use core::hash::{BuildHasher, Hash};
 
 use equivalent::Equivalent;
 
+use crate::batch::{Applied, Batch, BatchOp};
 use crate::builder::{Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS};
 use crate::directory::Directory;
+use crate::gate::WriteGate;
 use crate::hash::DefaultHashBuilder;
 use crate::pinned::Pinned;
+use crate::snapshot::{Snapshot, Snapshots};
 use crate::stats::{Event, Stats, Stripes, retired_bytes};
 use crate::sync::epoch;
 
@@ -51,6 +54,9 @@ pub struct SnapMap<K, V, S = DefaultHashBuilder> {
     pub(crate) promote_after: usize,
     /// A shard whose dirty table passes this many entries splits.
     pub(crate) capacity: usize,
+    /// Every write runs inside it; snapshot builds close it briefly.
+    pub(crate) gate: WriteGate,
+    pub(crate) snapshots: Snapshots<K, V, S>,
 }
 
 impl<K, V> SnapMap<K, V, DefaultHashBuilder> {
@@ -109,6 +115,8 @@ impl<K, V, S> SnapMap<K, V, S> {
             stripes: Stripes::new(),
             promote_after,
             capacity,
+            gate: WriteGate::new(),
+            snapshots: Snapshots::new(),
         }
     }
 
@@ -185,6 +193,10 @@ impl<K, V, S> SnapMap<K, V, S> {
             directory_resizes: sum(Event::DirectoryResizes),
             max_entries_copied_by_one_operation: self.stripes.max_copied(),
             retired: retired_bytes(),
+            snapshot_builds: sum(Event::SnapshotBuilds),
+            snapshot_shards_copied: sum(Event::SnapshotPiecesCopied),
+            snapshot_shards_reused: sum(Event::SnapshotPiecesReused),
+            snapshot_bytes: self.snapshots.bytes.get(),
         }
     }
 }
@@ -383,6 +395,137 @@ where
     /// ```
     pub fn clear(&self) {
         self.pin().clear();
+    }
+}
+
+impl<K, V, S> SnapMap<K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Clone,
+{
+    /// A consistent, immutable copy of the map (the `atomic.Value` pattern).
+    ///
+    /// Every write, and every [batch](Self::apply), is wholly in it or
+    /// wholly absent. If nothing changed since the last snapshot it returns
+    /// that same snapshot in O(1), without allocating; otherwise it copies
+    /// only the shards that changed and shares the rest with the previous
+    /// snapshot. Writers wait only for the short final step, which re-copies
+    /// what changed while the copy was being made (see [`Snapshot`]).
+    ///
+    /// ```
+    /// use snapmap::{Snapshot, SnapMap};
+    ///
+    /// let map = SnapMap::new();
+    /// map.insert("mode", "fast");
+    /// let before = map.snapshot();
+    /// assert!(Snapshot::ptr_eq(&before, &map.snapshot())); // unchanged: same snapshot
+    /// map.insert("mode", "safe");
+    /// let after = map.snapshot();
+    /// assert_eq!((before.get("mode"), after.get("mode")), (Some(&"fast"), Some(&"safe")));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If called from inside a write (a [`batch`](Self::batch) closure),
+    /// which the snapshot would have to wait for: it panics rather than
+    /// deadlock.
+    pub fn snapshot(&self) -> Snapshot<K, V, S> {
+        let guard = epoch::pin();
+        self.snapshots.snapshot(
+            &self.directory,
+            &self.gate,
+            &self.hasher,
+            self.stripes.mine(),
+            &guard,
+        )
+    }
+}
+
+impl<K, V, S> SnapMap<K, V, S> {
+    /// Drops the map's own reference to its latest snapshot.
+    ///
+    /// The map keeps the last snapshot it built, so that an unchanged map
+    /// can return it again in O(1) and the next build can reuse its
+    /// unchanged shards. That snapshot's memory is therefore held until the
+    /// next build replaces it, the map is dropped, or this is called; the
+    /// next [`snapshot`](Self::snapshot) then copies every shard.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert(1, 1);
+    /// drop(map.snapshot());
+    /// assert!(map.stats().snapshot_bytes > 0); // the map's cached copy
+    /// map.forget_snapshot();
+    /// assert_eq!(map.stats().snapshot_bytes, 0);
+    /// ```
+    pub fn forget_snapshot(&self) {
+        self.snapshots.forget();
+    }
+}
+
+impl<K, V, S> SnapMap<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    S: BuildHasher,
+{
+    /// Applies every write of `batch` so that no snapshot contains part of
+    /// it: a configuration reload is all-or-nothing.
+    ///
+    /// Plain reads are not held back: a concurrent `get` or iteration sees
+    /// each write as it lands. Snapshot builds wait for the batch to finish
+    /// (and writers that arrive while a snapshot is waiting wait too), so
+    /// keep batches to what must be atomic.
+    ///
+    /// ```
+    /// use snapmap::{Batch, SnapMap};
+    ///
+    /// let map = SnapMap::new();
+    /// map.insert("a", 1);
+    /// let applied = map.apply([("a", 10), ("b", 20)].into_iter().collect::<Batch<_, _>>());
+    /// assert_eq!((applied.inserted, applied.replaced), (1, 1));
+    /// ```
+    pub fn apply(&self, batch: Batch<K, V>) -> Applied {
+        let _gate = self.gate.enter();
+        let pinned = self.pin();
+        let mut applied = Applied::default();
+        for op in batch.ops {
+            match op {
+                BatchOp::Insert(key, value) => match pinned.insert(key, value) {
+                    Some(_) => applied.replaced += 1,
+                    None => applied.inserted += 1,
+                },
+                BatchOp::Remove(key) => {
+                    if pinned.remove(&key).is_some() {
+                        applied.removed += 1;
+                    }
+                }
+            }
+        }
+        applied
+    }
+
+    /// Runs `f` as one batch: every write it makes through the handle (or
+    /// through the map, from this thread) is all-or-nothing for snapshots.
+    ///
+    /// If `f` panics, the writes it made so far stay applied and become
+    /// visible to snapshots together.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert("from", 100);
+    /// map.insert("to", 0);
+    /// map.batch(|m| {
+    ///     m.update("from", |v| v - 30);
+    ///     m.update("to", |v| v + 30);
+    /// });
+    /// let s = map.snapshot();
+    /// assert_eq!((s.get("from"), s.get("to")), (Some(&70), Some(&30)));
+    /// ```
+    pub fn batch<R>(&self, f: impl FnOnce(&Pinned<'_, K, V, S>) -> R) -> R {
+        let _gate = self.gate.enter();
+        f(&self.pin())
     }
 }
 

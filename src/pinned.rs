@@ -115,6 +115,14 @@ where
         Ctx::new(self.map.promote_after, self.map.capacity, self.stripe)
     }
 
+    /// Records that the content under `hash` changed: bumps the version of
+    /// the shard that holds it *now* (a lock-free write may have gone
+    /// through a retired shard; see `crate::snapshot`). Inside the gate.
+    #[inline]
+    fn changed(&self, hash: u64) {
+        self.shard(hash).bump_version();
+    }
+
     /// After a write: splits or merges the shard if the write asked for it,
     /// and records the work done.
     #[inline]
@@ -211,11 +219,13 @@ where
     pub fn insert(&self, key: K, value: V) -> Option<&V> {
         let hash = self.hash(&key);
         let ctx = self.ctx();
+        let _gate = self.map.gate.enter();
         let (mut key, mut node) = (key, ValueNode::boxed(value));
         loop {
             let shard = self.shard(hash);
             match shard.insert(hash, key, node, &ctx, &self.guard) {
                 Ok(previous) => {
+                    self.changed(hash);
                     self.after_write(shard, &ctx);
                     return previous;
                 }
@@ -273,11 +283,15 @@ where
     pub fn try_insert(&self, key: K, value: V) -> Result<&V, OccupiedError<'_, V>> {
         let hash = self.hash(&key);
         let ctx = self.ctx();
+        let _gate = self.map.gate.enter();
         let (mut key, mut value) = (key, value);
         loop {
             let shard = self.shard(hash);
             match shard.try_insert(hash, key, value, &ctx, &self.guard) {
                 Ok(outcome) => {
+                    if outcome.is_ok() {
+                        self.changed(hash);
+                    }
                     self.after_write(shard, &ctx);
                     return outcome.map_err(|(current, not_inserted)| OccupiedError {
                         current,
@@ -305,9 +319,13 @@ where
     {
         let hash = self.hash(key);
         let ctx = self.ctx();
+        let _gate = self.map.gate.enter();
         loop {
             let shard = self.shard(hash);
             if let Ok(removed) = shard.remove(hash, key, &ctx, &self.guard) {
+                if removed.is_some() {
+                    self.changed(hash);
+                }
                 self.after_write(shard, &ctx);
                 return removed;
             }
@@ -331,13 +349,19 @@ where
     {
         let hash = self.hash(key);
         let ctx = self.ctx();
+        let _gate = self.map.gate.enter();
         let mut new = new;
         loop {
             match self
                 .shard(hash)
                 .compare_and_swap(hash, key, old, new, &ctx, &self.guard)
             {
-                Ok(swapped) => return swapped,
+                Ok(swapped) => {
+                    if swapped {
+                        self.changed(hash);
+                    }
+                    return swapped;
+                }
                 Err(retry) => new = retry,
             }
         }
@@ -358,9 +382,13 @@ where
     {
         let hash = self.hash(key);
         let ctx = self.ctx();
+        let _gate = self.map.gate.enter();
         loop {
             let shard = self.shard(hash);
             if let Ok(deleted) = shard.compare_and_delete(hash, key, old, &ctx, &self.guard) {
+                if deleted {
+                    self.changed(hash);
+                }
                 self.after_write(shard, &ctx);
                 return deleted;
             }
@@ -381,11 +409,15 @@ where
     {
         let hash = self.hash(key);
         let ctx = self.ctx();
+        let _gate = self.map.gate.enter();
         loop {
             if let Ok(updated) = self
                 .shard(hash)
                 .update(hash, key, &mut f, &ctx, &self.guard)
             {
+                if updated.is_some() {
+                    self.changed(hash);
+                }
                 return updated;
             }
         }
@@ -401,6 +433,7 @@ where
     /// ```
     pub fn clear(&self) {
         let ctx = self.ctx();
+        let _gate = self.map.gate.enter();
         // Walk hash space shard by shard, as iteration does, so that splits
         // and merges meanwhile neither skip nor repeat a range.
         let mut cursor = Some(0u64);

@@ -36,9 +36,12 @@ pub(crate) enum Event {
     Splits,
     Merges,
     DirectoryResizes,
+    SnapshotBuilds,
+    SnapshotPiecesCopied,
+    SnapshotPiecesReused,
 }
 
-const EVENTS: usize = 9;
+const EVENTS: usize = 12;
 
 /// One thread's share of the map-wide counters.
 #[derive(Default)]
@@ -254,6 +257,15 @@ pub struct Stats {
     /// Memory retired and not yet freed, process-wide (see
     /// [`retired_bytes`]).
     pub retired: RetiredBytes,
+    /// Snapshots built (not counting cached ones returned again).
+    pub snapshot_builds: u64,
+    /// Shards copied into new snapshot pieces by those builds.
+    pub snapshot_shards_copied: u64,
+    /// Shards whose piece was reused from the previous snapshot.
+    pub snapshot_shards_reused: u64,
+    /// Bytes held by the pieces of live snapshots (freed when the last
+    /// snapshot holding a piece is dropped).
+    pub snapshot_bytes: usize,
 }
 
 impl core::fmt::Display for Stats {
@@ -263,7 +275,8 @@ impl core::fmt::Display for Stats {
             "len {} | shards {} (directory 2^{} = {} slots) | read hits {} | \
              slow-path lookups {} | promotions {} | dirty rebuilds {} | entries copied {} \
              (max {} in one operation) | expunges {} | splits {} | merges {} | \
-             directory resizes {} | retired bytes {} (views {}, shards {}, directories {}, values {})",
+             directory resizes {} | retired bytes {} (views {}, shards {}, directories {}, values {}) | \
+             snapshots built {} (shards copied {}, reused {}), holding {} bytes",
             self.len,
             self.shards,
             self.global_depth,
@@ -283,6 +296,10 @@ impl core::fmt::Display for Stats {
             self.retired.shards,
             self.retired.directories,
             self.retired.values,
+            self.snapshot_builds,
+            self.snapshot_shards_copied,
+            self.snapshot_shards_reused,
+            self.snapshot_bytes,
         )
     }
 }

@@ -51,10 +51,14 @@ pub(crate) use loom::sync::Arc;
 /// Atomics: std's in normal builds, loom's under `snapmap_loom`.
 pub(crate) mod atomic {
     #[cfg(not(snapmap_loom))]
-    pub(crate) use std::sync::atomic::{AtomicPtr, Ordering};
+    pub(crate) use std::sync::atomic::{
+        AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence,
+    };
 
     #[cfg(snapmap_loom)]
-    pub(crate) use loom::sync::atomic::{AtomicPtr, Ordering};
+    pub(crate) use loom::sync::atomic::{
+        AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence,
+    };
 }
 
 /// Atomics for statistics (lengths, hit and event counters).
@@ -295,6 +299,88 @@ pub(crate) mod epoch {
     }
 }
 
+// ----- Snapshot cell ----------------------------------------------------------------
+
+/// The cell that publishes the latest snapshot: `arc-swap` (lock-free loads
+/// and stores, each a total order with acquire/release semantics).
+#[cfg(not(snapmap_loom))]
+pub(crate) struct SnapshotCell<T>(arc_swap::ArcSwapOption<T>);
+
+#[cfg(not(snapmap_loom))]
+impl<T> SnapshotCell<T> {
+    pub(crate) fn new() -> Self {
+        SnapshotCell(arc_swap::ArcSwapOption::empty())
+    }
+
+    /// The latest published value.
+    #[inline]
+    pub(crate) fn load_full(&self) -> Option<Arc<T>> {
+        self.0.load_full()
+    }
+
+    /// Publishes `value`.
+    pub(crate) fn store(&self, value: Arc<T>) {
+        self.0.store(Some(value));
+    }
+
+    /// Empties the cell.
+    pub(crate) fn clear(&self) {
+        self.0.store(None);
+    }
+}
+
+/// Under loom: a loom mutex around the `Arc`, with arc-swap's contract (a
+/// total order of loads and stores, acquire/release).
+#[cfg(snapmap_loom)]
+pub(crate) struct SnapshotCell<T>(loom::sync::Mutex<Option<Arc<T>>>);
+
+#[cfg(snapmap_loom)]
+impl<T> SnapshotCell<T> {
+    pub(crate) fn new() -> Self {
+        SnapshotCell(loom::sync::Mutex::new(None))
+    }
+
+    pub(crate) fn load_full(&self) -> Option<Arc<T>> {
+        self.0.lock().expect("not poisoned").clone()
+    }
+
+    pub(crate) fn store(&self, value: Arc<T>) {
+        *self.0.lock().expect("not poisoned") = Some(value);
+    }
+
+    pub(crate) fn clear(&self) {
+        *self.0.lock().expect("not poisoned") = None;
+    }
+}
+
+// ----- Waiting and thread-local state ---------------------------------------------------
+
+/// Gives the processor away while waiting for another thread (loom needs
+/// to know a loop is waiting).
+#[inline]
+pub(crate) fn yield_now() {
+    #[cfg(not(snapmap_loom))]
+    std::thread::yield_now();
+    #[cfg(snapmap_loom)]
+    loom::thread::yield_now();
+}
+
+#[cfg(not(snapmap_loom))]
+std::thread_local! {
+    static GATE_DEPTH: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
+
+#[cfg(snapmap_loom)]
+loom::thread_local! {
+    static GATE_DEPTH: core::cell::Cell<usize> = core::cell::Cell::new(0);
+}
+
+/// Runs `f` on the calling thread's write-gate nesting depth.
+#[inline]
+pub(crate) fn with_gate_depth<R>(f: impl FnOnce(&core::cell::Cell<usize>) -> R) -> R {
+    GATE_DEPTH.with(f)
+}
+
 // ----- Broken twins -----------------------------------------------------------------
 
 /// Deliberate bugs a loom model can switch on to prove it catches them.
@@ -323,6 +409,12 @@ pub enum Bug {
     /// retired, so writers that reach it through an old directory keep
     /// writing into it.
     SplitWithoutRetire,
+    /// A snapshot build publishes without closing the write gate, so it
+    /// can copy one shard before a batch and another after it.
+    SnapshotWithoutGate,
+    /// A snapshot build reuses its optimistic copy of a shard without
+    /// checking, under the gate, that the shard's version is unchanged.
+    SnapshotSkipsRecheck,
 }
 
 /// Whether `bug` is switched on. Always `false` outside loom builds.
@@ -346,6 +438,17 @@ pub(crate) fn injected(bug: Bug) -> bool {
 #[cfg(snapmap_loom)]
 pub fn inject(bug: Option<Bug>) {
     *INJECTED.lock().unwrap_or_else(|e| e.into_inner()) = bug;
+}
+
+// ----- Unique ids -----------------------------------------------------------------------
+
+/// A number no earlier call returned (shard identities for snapshot reuse).
+/// Uniqueness is all that matters, so it uses std's atomics in every build.
+pub(crate) fn next_unique_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // Relaxed: only uniqueness of the number matters, not ordering.
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 // ----- Thread index -------------------------------------------------------------------

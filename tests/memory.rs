@@ -8,16 +8,27 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 
-use snapmap::SnapMap;
+use snapmap::{SnapMap, Snapshot};
 
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
+std::thread_local! {
+    /// Allocations made by this thread (other threads of the test harness
+    /// do not disturb a per-thread count).
+    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(|a| a.get())
+}
+
 // SAFETY: forwards to the system allocator and only counts bytes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        let _ = ALLOCATIONS.try_with(|a| a.set(a.get() + 1));
         // SAFETY: the caller upholds `alloc`'s contract.
         unsafe { System.alloc(layout) }
     }
@@ -134,5 +145,83 @@ fn deleting_99_percent_gives_the_heap_back() {
     assert!(
         after_deletes <= 2 * fresh_bytes,
         "after deleting 99% the map holds {after_deletes} B, more than 2x a fresh map of the survivors ({fresh_bytes} B)"
+    );
+}
+
+#[test]
+fn snapshot_of_an_unchanged_map_is_the_same_one_and_allocates_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let map: SnapMap<u64, u64> = (0..10_000).map(|i| (i, i)).collect();
+    let first = map.snapshot();
+    let _warm = map.snapshot(); // the first call on a thread may set up thread-locals
+    let before = allocations();
+    let again = map.snapshot();
+    let made = allocations() - before;
+    assert!(
+        Snapshot::ptr_eq(&first, &again),
+        "an unchanged map built a new snapshot"
+    );
+    assert_eq!(
+        made, 0,
+        "snapshot() of an unchanged map allocated {made} times"
+    );
+    // Iterating a snapshot allocates nothing either.
+    let before = allocations();
+    let sum: u64 = again.iter().map(|(_, v)| *v).sum();
+    assert_eq!(allocations() - before, 0, "iterating a snapshot allocated");
+    assert_eq!(sum, (0..10_000).sum::<u64>());
+    // The counter works: a changed map allocates a new snapshot.
+    map.insert(1, 2);
+    let before = allocations();
+    let changed = map.snapshot();
+    assert!(allocations() > before && !Snapshot::ptr_eq(&first, &changed));
+}
+
+#[test]
+fn dropping_the_last_holder_frees_a_snapshot() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let map: SnapMap<u64, u64> = (0..100_000).map(|i| (i, i)).collect();
+    settle();
+    let before = live();
+    let old = map.snapshot();
+    let held = live() - before;
+    let stats = map.stats();
+    assert!(
+        held > 100_000 * 16,
+        "a 100K-entry snapshot holds only {held} B"
+    );
+    assert!(
+        stats.snapshot_bytes as isize > held / 2 && stats.snapshot_bytes as isize <= held,
+        "stats report {} B held by snapshots, the allocator {held} B",
+        stats.snapshot_bytes
+    );
+    // Change every shard, take a new snapshot: the old one is still alive.
+    for i in (0..100_000).step_by(50) {
+        map.insert(i, 0);
+    }
+    let new = map.snapshot();
+    assert!(
+        map.stats().snapshot_bytes > stats.snapshot_bytes,
+        "both snapshots are held"
+    );
+    let with_both = live();
+    drop(old);
+    let freed = with_both - live();
+    assert!(
+        freed >= held * 9 / 10,
+        "dropping the old snapshot freed {freed} of {held} B"
+    );
+    assert!(map.stats().snapshot_bytes < stats.snapshot_bytes * 11 / 10);
+    drop(new);
+    // The map keeps its latest snapshot (for O(1) and structural sharing)...
+    let cached = map.stats().snapshot_bytes;
+    assert!(cached > 0, "the map's cached snapshot is not counted");
+    // ...until told to forget it.
+    let before = live();
+    map.forget_snapshot();
+    assert_eq!(map.stats().snapshot_bytes, 0, "no snapshot is held");
+    assert!(
+        before - live() >= cached as isize * 9 / 10,
+        "forgetting freed too little"
     );
 }

@@ -66,11 +66,19 @@ fn model() {
         // The remove came first; the store must survive the promotion.
         Some(100) => {
             assert_eq!(previous, None);
-            assert_eq!(map.get(&1), Some(111), "a stored key was lost at the promotion");
+            assert_eq!(
+                map.get(&1),
+                Some(111),
+                "a stored key was lost at the promotion"
+            );
         }
         other => panic!("impossible remove result {other:?}"),
     }
-    assert_eq!(map.len(), map.pin().iter().count(), "len disagrees with the entries");
+    assert_eq!(
+        map.len(),
+        map.pin().iter().count(),
+        "len disagrees with the entries"
+    );
 }
 
 #[test]
@@ -80,22 +88,32 @@ fn expunge() {
 
 #[test]
 fn expunge_twin_store_into_expunged_is_caught() {
-    assert_twin_caught("twin_store_into_expunged", "a stored key was lost at the promotion");
+    assert_twin_caught(
+        "twin_store_into_expunged",
+        "a stored key was lost at the promotion",
+    );
 }
 
 #[test]
 #[ignore = "broken twin: run by expunge_twin_store_into_expunged_is_caught"]
 fn twin_store_into_expunged() {
-    run_twin(Bug::StoreIntoExpunged, || check("twin_store_into_expunged", None, model));
+    run_twin(Bug::StoreIntoExpunged, || {
+        check("twin_store_into_expunged", None, model)
+    });
 }
 
 #[test]
 fn expunge_twin_skip_put_back_is_caught() {
-    assert_twin_caught("twin_skip_put_back", "a stored key was lost at the promotion");
+    assert_twin_caught(
+        "twin_skip_put_back",
+        "a stored key was lost at the promotion",
+    );
 }
 
 #[test]
 #[ignore = "broken twin: run by expunge_twin_skip_put_back_is_caught"]
 fn twin_skip_put_back() {
-    run_twin(Bug::SkipPutBack, || check("twin_skip_put_back", None, model));
+    run_twin(Bug::SkipPutBack, || {
+        check("twin_skip_put_back", None, model)
+    });
 }

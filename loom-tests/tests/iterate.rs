@@ -74,10 +74,16 @@ fn check_walk(map: &SnapMap<u64, u64>, stored: [bool; 2]) {
     let before = seen.len();
     seen.dedup();
     assert_eq!(before, seen.len(), "a key was seen twice");
-    assert!(seen.contains(&0), "a key present for the whole walk was missed");
+    assert!(
+        seen.contains(&0),
+        "a key present for the whole walk was missed"
+    );
     for key in [1u64, 2] {
         if stored[key as usize - 1] {
-            assert!(seen.contains(&key), "a key stored before the walk began was missed");
+            assert!(
+                seen.contains(&key),
+                "a key stored before the walk began was missed"
+            );
         }
     }
 }
@@ -89,11 +95,16 @@ fn iterate() {
 
 #[test]
 fn iterate_twin_skips_promotion_is_caught() {
-    assert_twin_caught("twin_iter_skips_promotion", "a key stored before the walk began was missed");
+    assert_twin_caught(
+        "twin_iter_skips_promotion",
+        "a key stored before the walk began was missed",
+    );
 }
 
 #[test]
 #[ignore = "broken twin: run by iterate_twin_skips_promotion_is_caught"]
 fn twin_iter_skips_promotion() {
-    run_twin(Bug::IterSkipsPromotion, || check("twin_iter_skips_promotion", Some(3), model));
+    run_twin(Bug::IterSkipsPromotion, || {
+        check("twin_iter_skips_promotion", Some(3), model)
+    });
 }

@@ -69,7 +69,11 @@ fn model() {
             let after_store = stored.load(Ordering::Acquire);
             let got = map.get(&1);
             if after_store {
-                assert_eq!(got, Some(10), "a load that began after the store returned missed it");
+                assert_eq!(
+                    got,
+                    Some(10),
+                    "a load that began after the store returned missed it"
+                );
             }
             if let Some(value) = got {
                 assert_eq!(value, 10, "torn value");
@@ -97,16 +101,23 @@ fn promotion_twin_relaxed_publish_is_caught() {
 #[test]
 #[ignore = "broken twin: run by promotion_twin_relaxed_publish_is_caught"]
 fn twin_relaxed_publish() {
-    run_twin(Bug::RelaxedViewPublish, || check("twin_relaxed_publish", None, model));
+    run_twin(Bug::RelaxedViewPublish, || {
+        check("twin_relaxed_publish", None, model)
+    });
 }
 
 #[test]
 fn promotion_twin_no_recheck_is_caught() {
-    assert_twin_caught("twin_no_recheck", "a load that began after the store returned missed it");
+    assert_twin_caught(
+        "twin_no_recheck",
+        "a load that began after the store returned missed it",
+    );
 }
 
 #[test]
 #[ignore = "broken twin: run by promotion_twin_no_recheck_is_caught"]
 fn twin_no_recheck() {
-    run_twin(Bug::NoRecheckUnderLock, || check("twin_no_recheck", None, model));
+    run_twin(Bug::NoRecheckUnderLock, || {
+        check("twin_no_recheck", None, model)
+    });
 }

@@ -61,8 +61,14 @@ const BOUND: Option<usize> = if cfg!(crossbeam_loom) { Some(2) } else { None };
 
 fn model() {
     let log = Arc::new(DropLog::default());
-    let tracked = |id| Tracked { id, log: log.clone() };
-    let map = SnapMap::<u64, Tracked>::builder().shards(1).build().unwrap();
+    let tracked = |id| Tracked {
+        id,
+        log: log.clone(),
+    };
+    let map = SnapMap::<u64, Tracked>::builder()
+        .shards(1)
+        .build()
+        .unwrap();
     map.pin().insert(0, tracked(0));
     assert!(map.pin().get(&0).is_some()); // promotes: key 0 is in the view
     let first_value = map.pin().get(&0).map(|v| v as *const Tracked as usize);
@@ -117,5 +123,7 @@ fn reclaim_twin_free_without_epoch_is_caught() {
 #[test]
 #[ignore = "broken twin: run by reclaim_twin_free_without_epoch_is_caught"]
 fn twin_free_without_epoch() {
-    run_twin(Bug::FreeWithoutEpoch, || check("twin_free_without_epoch", BOUND, model));
+    run_twin(Bug::FreeWithoutEpoch, || {
+        check("twin_free_without_epoch", BOUND, model)
+    });
 }

@@ -61,10 +61,18 @@ fn model() {
     let reader = {
         let (map, stored) = (map.clone(), stored.clone());
         thread::spawn(move || {
-            assert_eq!(map.get(&1), Some(10), "an old key was missed during a split");
+            assert_eq!(
+                map.get(&1),
+                Some(10),
+                "an old key was missed during a split"
+            );
             // Acquire: pairs with the writer's Release.
             if stored.load(Ordering::Acquire) {
-                assert_eq!(map.get(&3), Some(30), "a key stored before the load was missed");
+                assert_eq!(
+                    map.get(&3),
+                    Some(30),
+                    "a key stored before the load was missed"
+                );
             }
         })
     };
@@ -73,7 +81,11 @@ fn model() {
     reader.join().unwrap();
 
     for key in [1u64, 2, 3] {
-        assert_eq!(map.get(&key), Some(key * 10), "a key stored during a split was lost");
+        assert_eq!(
+            map.get(&key),
+            Some(key * 10),
+            "a key stored during a split was lost"
+        );
     }
     let mut keys: Vec<u64> = map.pin().keys().copied().collect();
     keys.sort_unstable();
@@ -88,11 +100,16 @@ fn split() {
 
 #[test]
 fn split_twin_without_retire_is_caught() {
-    assert_twin_caught("twin_split_without_retire", "a key stored during a split was lost");
+    assert_twin_caught(
+        "twin_split_without_retire",
+        "a key stored during a split was lost",
+    );
 }
 
 #[test]
 #[ignore = "broken twin: run by split_twin_without_retire_is_caught"]
 fn twin_split_without_retire() {
-    run_twin(Bug::SplitWithoutRetire, || check("twin_split_without_retire", Some(2), model));
+    run_twin(Bug::SplitWithoutRetire, || {
+        check("twin_split_without_retire", Some(2), model)
+    });
 }

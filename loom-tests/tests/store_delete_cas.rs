@@ -47,11 +47,17 @@ fn model() {
     let first_swapped = first.join().unwrap();
     let (second_swapped, second_deleted) = second.join().unwrap();
 
-    assert!(first_swapped != second_swapped, "both or neither compare-and-swap won");
+    assert!(
+        first_swapped != second_swapped,
+        "both or neither compare-and-swap won"
+    );
     if first_swapped {
         assert_eq!(map.get(&1), Some(1));
     } else {
-        assert!(second_deleted, "the winner's value was replaced behind its back");
+        assert!(
+            second_deleted,
+            "the winner's value was replaced behind its back"
+        );
         assert_eq!(map.get(&1), None);
     }
 }
@@ -63,11 +69,16 @@ fn store_delete_cas() {
 
 #[test]
 fn store_delete_cas_twin_cas_not_atomic_is_caught() {
-    assert_twin_caught("twin_cas_not_atomic", "both or neither compare-and-swap won");
+    assert_twin_caught(
+        "twin_cas_not_atomic",
+        "both or neither compare-and-swap won",
+    );
 }
 
 #[test]
 #[ignore = "broken twin: run by store_delete_cas_twin_cas_not_atomic_is_caught"]
 fn twin_cas_not_atomic() {
-    run_twin(Bug::CasNotAtomic, || check("twin_cas_not_atomic", None, model));
+    run_twin(Bug::CasNotAtomic, || {
+        check("twin_cas_not_atomic", None, model)
+    });
 }

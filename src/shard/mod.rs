@@ -71,7 +71,7 @@ use core::ptr;
 use equivalent::Equivalent;
 
 use crate::stats::{Event, RetiredKind, Stripe};
-use crate::sync::atomic::{AtomicPtr, Ordering};
+use crate::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use crate::sync::epoch::{Guard, retire};
 use crate::sync::stat_atomic::{AtomicIsize, Ordering as StatOrdering};
 use crate::sync::{Arc, Bug, CachePadded, Mutex, Published, injected};
@@ -158,9 +158,19 @@ impl<K, V> Dirty<K, V> {
 struct Head<K, V> {
     /// Tagged pointer to the current [`ReadView`]; never null.
     read: AtomicPtr<ReadView<K, V>>,
-    /// `(local depth, prefix)`: the shard holds every hash whose top `depth`
-    /// bits equal `prefix`. Fixed for the shard's life.
-    place: Published<(u32, u64)>,
+    /// Where the shard sits in hash space, and who it is. Fixed for the
+    /// shard's life.
+    place: Published<Place>,
+}
+
+/// A shard's fixed identity.
+struct Place {
+    /// The shard holds every hash whose top `depth` bits equal `prefix`.
+    depth: u32,
+    prefix: u64,
+    /// Unique for the life of the process (snapshots key their reusable
+    /// pieces by it; an address could be reused after a free).
+    id: u64,
 }
 
 /// The write side: the lock, and the live count merges look at.
@@ -168,6 +178,10 @@ struct Locked<K, V> {
     dirty: Mutex<Dirty<K, V>>,
     /// Live entries (approximate while operations are in flight).
     live: AtomicIsize,
+    /// Bumped after every change to the shard's content, so that a snapshot
+    /// can tell whether its copy of the shard is still current (see
+    /// `crate::snapshot`).
+    version: AtomicU64,
 }
 
 /// One shard. See the module docs.
@@ -201,7 +215,11 @@ impl<K, V> Shard<K, V> {
         Shard {
             head: CachePadded::new(Head {
                 read: AtomicPtr::new(ReadView::boxed(table)),
-                place: Published::new((depth, prefix)),
+                place: Published::new(Place {
+                    depth,
+                    prefix,
+                    id: crate::sync::next_unique_id(),
+                }),
             }),
             locked: CachePadded::new(Locked {
                 dirty: Mutex::new(Dirty {
@@ -210,6 +228,7 @@ impl<K, V> Shard<K, V> {
                     retired: false,
                 }),
                 live: AtomicIsize::new(live as isize),
+                version: AtomicU64::new(0),
             }),
         }
     }
@@ -217,18 +236,40 @@ impl<K, V> Shard<K, V> {
     /// The shard's local depth.
     #[inline]
     pub(crate) fn depth(&self) -> u32 {
-        self.head.place.get().0
+        self.head.place.get().depth
     }
 
     /// The shard's hash prefix (its top `depth()` bits).
     #[inline]
     pub(crate) fn prefix(&self) -> u64 {
-        self.head.place.get().1
+        self.head.place.get().prefix
+    }
+
+    /// The shard's unique id.
+    pub(crate) fn id(&self) -> u64 {
+        self.head.place.get().id
+    }
+
+    /// The content version (see [`Shard::bump_version`]).
+    pub(crate) fn version(&self) -> u64 {
+        // Acquire: pairs with the Release in `bump_version`: a copy made
+        // after reading version `v` sees every change counted in `v`.
+        self.locked.version.load(Ordering::Acquire)
+    }
+
+    /// Records that the shard's content changed. Called after the change,
+    /// inside the write gate.
+    #[inline]
+    pub(crate) fn bump_version(&self) {
+        // Release: a snapshot that reads the new version (Acquire) sees the
+        // change; one that read the old version sees the new one when it
+        // re-checks under the closed gate, and copies again.
+        self.locked.version.fetch_add(1, Ordering::Release);
     }
 
     /// The first and last hash this shard holds.
     pub(crate) fn hash_range(&self) -> (u64, u64) {
-        let (depth, prefix) = *self.head.place.get();
+        let Place { depth, prefix, .. } = *self.head.place.get();
         if depth == 0 {
             (0, u64::MAX)
         } else {
@@ -772,12 +813,39 @@ where
         }
         self.publish_locked(ReadView::boxed(Table::new()), guard);
         dirty.misses = 0;
+        self.bump_version();
         drop(dirty);
         ctx.stripe.adjust_len(-removed);
         // Relaxed: a size estimate.
         self.locked.live.fetch_sub(removed, StatOrdering::Relaxed);
         // Entries only in the old dirty table die here, after the unlock.
         drop(old_dirty);
+        Ok(())
+    }
+
+    // ----- Snapshot support (called by `crate::snapshot`) ---------------
+
+    /// Calls `f` with every live entry's hash, key and value, as of now.
+    /// Takes the lock, so that a promotion cannot move dirty under the walk.
+    /// Returns `Err(Retired)` if the shard has been replaced.
+    pub(crate) fn for_each_live(
+        &self,
+        guard: &Guard,
+        mut f: impl FnMut(u64, &K, &V),
+    ) -> Retry<(), Retired> {
+        let dirty = self.locked.dirty.lock();
+        if dirty.retired {
+            return Err(Retired);
+        }
+        let table = match &dirty.table {
+            Some(table) => table,
+            None => self.view(guard).0.table(),
+        };
+        for entry in table.iter() {
+            if let Some(value) = entry.load(guard) {
+                f(entry.hash, entry.key(), value);
+            }
+        }
         Ok(())
     }
 

@@ -63,7 +63,13 @@ pub fn assert_twin_caught(child: &str, expected: &str) {
     let start = Instant::now();
     let exe = std::env::current_exe().expect("the test binary's path");
     let output = Command::new(exe)
-        .args([child, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            child,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD, "1")
         .output()
         .expect("the child test process starts");
@@ -84,5 +90,8 @@ pub fn assert_twin_caught(child: &str, expected: &str) {
         text.contains(expected),
         "twin `{child}` failed, but not with `{expected}`:\n{text}"
     );
-    eprintln!("twin {child}: caught in {:.2?} ({expected:?})", start.elapsed());
+    eprintln!(
+        "twin {child}: caught in {:.2?} ({expected:?})",
+        start.elapsed()
+    );
 }

@@ -1,0 +1,182 @@
+//! The write gate: what keeps a snapshot at one point in time.
+//!
+//! Every write to the map (an insert, a removal, a compare-and-swap, a
+//! whole batch) runs *inside* the gate; a snapshot build *closes* the gate
+//! for the short moment in which it re-copies what changed and publishes.
+//! While the gate is closed no write is in progress, so everything the
+//! build reads is one state of the map: each write, and each batch, is
+//! wholly before it or wholly after it.
+//!
+//! # A distributed gate
+//!
+//! Writers must not meet on one cache line, so the gate is striped like the
+//! map's counters (percpu-rwsem style): a writer counts itself in and out of
+//! its own thread's stripe, and a closing snapshot sets one `pending` flag
+//! and waits until every stripe is empty.
+//!
+//! ```text
+//!   writer (enter)                         snapshot (close)
+//!   stripe.in_flight += 1                  pending = true
+//!   fence(SeqCst)                          fence(SeqCst)
+//!   if pending:                            for each stripe:
+//!       stripe.in_flight -= 1                  wait in_flight == 0 [Acquire]
+//!       wait !pending, retry               ... copy, publish ...
+//!   ... write ...                          pending = false         [Release]
+//!   stripe.writes += 1
+//!   stripe.in_flight -= 1   [Release]
+//! ```
+//!
+//! The enter/close pair is Dekker's: each side stores, then loads the other
+//! side's word, with a `SeqCst` fence between, so at least one of them sees
+//! the other: the writer backs off or the snapshot waits for it. The
+//! writer's final Release decrement, read by the snapshot's Acquire wait,
+//! orders the whole write before everything the snapshot then reads.
+//!
+//! Why fences rather than `SeqCst` operations: the C++ model also makes
+//! Dekker work with `SeqCst` RMW and load, but loom models `SeqCst` accesses
+//! as `AcqRel`, and with them the snapshot model in `loom-tests/` found the
+//! schedule in which both sides miss each other. Loom models `SeqCst`
+//! fences exactly (a total order), so the fenced form is the one the model
+//! checks, and the one we ship. On x86 it adds one `mfence` per write.
+//!
+//! The `writes` counters let `snapshot()` see in O(stripes) that nothing
+//! has changed since the cached snapshot: if every stripe is idle and the
+//! summed count equals the cached one, no write has completed since.
+//!
+//! # Nesting
+//!
+//! A thread already inside the gate (inside a batch, say) that writes again
+//! is simply part of the same gated section: a thread-local depth skips the
+//! stripe and the `pending` check, so a batch that calls `insert` cannot
+//! wait for a snapshot that waits for it. Building a snapshot from inside the
+//! gate would wait for itself; `snapshot()` panics instead (see its docs).
+
+use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use crate::sync::{CachePadded, with_gate_depth, yield_now};
+
+/// One thread's stripe of the gate.
+#[derive(Default)]
+struct GateStripe {
+    /// Writers of this stripe now inside the gate.
+    in_flight: AtomicUsize,
+    /// Gated sections this stripe has completed.
+    writes: AtomicU64,
+}
+
+/// The gate. See the module docs.
+pub(crate) struct WriteGate {
+    stripes: Box<[CachePadded<GateStripe>]>,
+    /// A snapshot is closing (or has closed) the gate.
+    pending: CachePadded<AtomicBool>,
+}
+
+impl WriteGate {
+    pub(crate) fn new() -> Self {
+        let count = if cfg!(snapmap_loom) { 2 } else { 64 };
+        WriteGate {
+            stripes: (0..count)
+                .map(|_| CachePadded::new(GateStripe::default()))
+                .collect(),
+            pending: CachePadded::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Enters the gate for one write (or batch); the guard leaves it.
+    #[inline]
+    pub(crate) fn enter(&self) -> GateGuard<'_> {
+        let stripe = &self.stripes[crate::sync::thread_index() % self.stripes.len()];
+        let nested = with_gate_depth(|depth| {
+            depth.set(depth.get() + 1);
+            depth.get() > 1
+        });
+        if !nested {
+            loop {
+                // Relaxed: ordered against the load below by the fence.
+                stripe.in_flight.fetch_add(1, Ordering::Relaxed);
+                // SeqCst fence: the writer's half of the Dekker pair (module
+                // docs); pairs with the fence in `close`.
+                fence(Ordering::SeqCst);
+                // Relaxed: ordered by the fence above.
+                if !self.pending.load(Ordering::Relaxed) {
+                    break;
+                }
+                // Release: nothing was written; lets the snapshot proceed.
+                stripe.in_flight.fetch_sub(1, Ordering::Release);
+                self.wait_open();
+            }
+        }
+        GateGuard {
+            stripe: (!nested).then_some(stripe),
+        }
+    }
+
+    #[cold]
+    fn wait_open(&self) {
+        // Acquire: pairs with the Release in `open`; the snapshot is done.
+        while self.pending.load(Ordering::Acquire) {
+            yield_now();
+        }
+    }
+
+    /// Whether the calling thread is inside the gate.
+    pub(crate) fn held_by_current_thread() -> bool {
+        with_gate_depth(|depth| depth.get() > 0)
+    }
+
+    /// The number of completed gated sections, or `None` if a writer is
+    /// inside the gate now (then the map may be changing).
+    pub(crate) fn quiet_writes(&self) -> Option<u64> {
+        let mut writes = 0;
+        for stripe in self.stripes.iter() {
+            // Acquire: a writer's Release decrement, if seen, orders its
+            // write and its `writes` increment before what follows.
+            if stripe.in_flight.load(Ordering::Acquire) != 0 {
+                return None;
+            }
+            // Relaxed: ordered by the load above.
+            writes += stripe.writes.load(Ordering::Relaxed);
+        }
+        Some(writes)
+    }
+
+    /// Closes the gate: waits until no writer is inside and keeps new ones
+    /// out until [`WriteGate::open`]. Returns the completed-section count.
+    pub(crate) fn close(&self) -> u64 {
+        // Relaxed: ordered against the loads in `quiet_writes` by the fence.
+        self.pending.store(true, Ordering::Relaxed);
+        // SeqCst fence: the snapshot's half of the Dekker pair; pairs with
+        // the fence in `enter`.
+        fence(Ordering::SeqCst);
+        loop {
+            match self.quiet_writes() {
+                Some(writes) => return writes,
+                None => yield_now(),
+            }
+        }
+    }
+
+    /// Opens the gate again.
+    pub(crate) fn open(&self) {
+        // Release: writers that waited see everything the snapshot did.
+        self.pending.store(false, Ordering::Release);
+    }
+}
+
+/// Leaves the gate when dropped (also when a write panics).
+pub(crate) struct GateGuard<'a> {
+    /// The stripe to leave, unless this was a nested entry.
+    stripe: Option<&'a CachePadded<GateStripe>>,
+}
+
+impl Drop for GateGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        with_gate_depth(|depth| depth.set(depth.get() - 1));
+        if let Some(stripe) = self.stripe {
+            // Relaxed: published by the Release decrement below.
+            stripe.writes.fetch_add(1, Ordering::Relaxed);
+            // Release: orders the whole write before a snapshot's wait.
+            stripe.in_flight.fetch_sub(1, Ordering::Release);
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Snapshots and batches: one point in time, all-or-nothing batches,
+//! structural sharing.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use snapmap::{Batch, SnapMap, Snapshot};
+
+const ACCOUNTS: u64 = 64;
+const START: i64 = 1_000;
+
+fn configs() -> Vec<(&'static str, SnapMap<u64, i64>)> {
+    vec![
+        ("1 shard", SnapMap::builder().shards(1).build().unwrap()),
+        ("16 shards", SnapMap::builder().shards(16).build().unwrap()),
+        (
+            "capacity 4 (splits and merges during the run)",
+            SnapMap::builder()
+                .shards(1)
+                .shard_capacity(4)
+                .build()
+                .unwrap(),
+        ),
+    ]
+}
+
+/// A tiny xorshift, so the test needs no random-number crate.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Writers move money between accounts, each transfer a batch of two
+/// updates; a churn thread inserts and removes unrelated keys (splitting and
+/// merging shards); snapshot takers check every snapshot: the accounts sum
+/// to the constant and all are present. A snapshot holding half a transfer
+/// would break the sum.
+#[test]
+fn bank_transfers_in_batches_are_never_half_seen_by_snapshots() {
+    for (name, map) in configs() {
+        for account in 0..ACCOUNTS {
+            map.insert(account, START);
+        }
+        let total = START * ACCOUNTS as i64;
+        let running = AtomicBool::new(true);
+        let snapshots_checked = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            let writers: Vec<_> = (0..2u64)
+                .map(|writer| {
+                    let map = &map;
+                    let checked = &snapshots_checked;
+                    scope.spawn(move || {
+                        let mut rng = 0x9E37_79B9_7F4A_7C15 ^ (writer + 1);
+                        let started = std::time::Instant::now();
+                        // Keep transferring until enough snapshots were taken
+                        // while transfers were running.
+                        let mut transfers = 0;
+                        while transfers < 2_000 || checked.load(Ordering::Relaxed) < 100 {
+                            assert!(
+                                started.elapsed().as_secs() < 60,
+                                "{name}: snapshots are starved: {} in 60 s",
+                                checked.load(Ordering::Relaxed)
+                            );
+                            transfers += 1;
+                            let from = next(&mut rng) % ACCOUNTS;
+                            let to = next(&mut rng) % ACCOUNTS;
+                            let amount = (next(&mut rng) % 50) as i64;
+                            map.batch(|m| {
+                                m.update(&from, |balance| balance - amount)
+                                    .expect("account present");
+                                m.update(&to, |balance| balance + amount)
+                                    .expect("account present");
+                            });
+                        }
+                    })
+                })
+                .collect();
+            {
+                let (map, running) = (&map, &running);
+                scope.spawn(move || {
+                    let mut round = 0u64;
+                    while running.load(Ordering::Relaxed) {
+                        for i in 0..200 {
+                            map.insert(1 << 40 | round << 20 | i, 0);
+                        }
+                        for i in 0..200 {
+                            map.remove(&(1 << 40 | round << 20 | i));
+                        }
+                        round += 1;
+                    }
+                });
+            }
+            for _ in 0..2 {
+                let (map, running, checked) = (&map, &running, &snapshots_checked);
+                scope.spawn(move || {
+                    while running.load(Ordering::Relaxed) {
+                        let snapshot = map.snapshot();
+                        let sum: i64 = (0..ACCOUNTS)
+                            .map(|a| {
+                                *snapshot
+                                    .get(&a)
+                                    .expect("every account is in every snapshot")
+                            })
+                            .sum();
+                        assert_eq!(sum, total, "{name}: a snapshot saw half a transfer");
+                        let iterated: i64 = snapshot
+                            .iter()
+                            .filter(|(k, _)| **k < ACCOUNTS)
+                            .map(|(_, v)| v)
+                            .sum();
+                        assert_eq!(iterated, total, "{name}: iteration disagrees with lookups");
+                        checked.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+            for writer in writers {
+                writer.join().unwrap();
+            }
+            running.store(false, Ordering::Relaxed);
+        });
+        let checked = snapshots_checked.load(Ordering::Relaxed);
+        assert!(
+            checked > 10,
+            "{name}: only {checked} snapshots were checked"
+        );
+        let stats = map.stats();
+        if name.starts_with("capacity") {
+            assert!(
+                stats.splits > 0 && stats.merges > 0,
+                "{name}: no migration during the run: {stats}"
+            );
+        }
+        let final_sum: i64 = (0..ACCOUNTS).map(|a| map.get(&a).unwrap()).sum();
+        assert_eq!(final_sum, total);
+    }
+}
+
+/// Single (unbatched) writes are ordered too: a writer sets `a` then `b`
+/// to the same round number; every snapshot has `b <= a <= b + 1`.
+#[test]
+fn snapshots_respect_the_order_of_single_writes() {
+    let map: SnapMap<&'static str, u64> = SnapMap::builder().shards(4).build().unwrap();
+    map.insert("a", 0);
+    map.insert("b", 0);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for round in 1..=20_000 {
+                map.insert("a", round);
+                map.insert("b", round);
+            }
+            done.store(true, Ordering::Release);
+        });
+        scope.spawn(|| {
+            let mut checked = 0;
+            while !done.load(Ordering::Acquire) || checked < 10 {
+                let s = map.snapshot();
+                let (a, b) = (*s.get("a").unwrap(), *s.get("b").unwrap());
+                assert!(b <= a && a <= b + 1, "snapshot saw a = {a}, b = {b}");
+                checked += 1;
+            }
+        });
+    });
+}
+
+#[test]
+fn unchanged_map_returns_the_same_snapshot() {
+    let map: SnapMap<u64, u64> = (0..1_000).map(|i| (i, i)).collect();
+    let first = map.snapshot();
+    for _ in 0..10 {
+        assert!(map.get(&5).is_some()); // reads do not change anything
+        assert!(Snapshot::ptr_eq(&first, &map.snapshot()));
+    }
+    assert_eq!(map.stats().snapshot_builds, 1);
+    map.insert(5, 50);
+    let second = map.snapshot();
+    assert!(!Snapshot::ptr_eq(&first, &second));
+    assert_eq!((first.get(&5), second.get(&5)), (Some(&5), Some(&50)));
+}
+
+/// The structural-sharing figure: after one write to a 1M-key map,
+/// the next snapshot copies one shard and reuses every other.
+#[test]
+fn one_write_to_a_1m_map_copies_one_shard() {
+    let map: SnapMap<u64, u64> = SnapMap::new();
+    for i in 0..1_000_000 {
+        map.insert(i, i);
+    }
+    let first = map.snapshot();
+    assert_eq!(first.len(), 1_000_000);
+    let before = map.stats();
+    map.insert(123_456, 0);
+    let second = map.snapshot();
+    let after = map.stats();
+    let copied = after.snapshot_shards_copied - before.snapshot_shards_copied;
+    let reused = after.snapshot_shards_reused - before.snapshot_shards_reused;
+    assert_eq!(
+        copied, 1,
+        "one write made the snapshot copy {copied} shards: {after}"
+    );
+    assert_eq!(reused as usize, after.shards - 1, "{after}");
+    assert_eq!(second.get(&123_456), Some(&0));
+    assert_eq!(first.get(&123_456), Some(&123_456));
+    assert_eq!(second.len(), 1_000_000);
+}
+
+#[test]
+fn snapshot_api() {
+    let map: SnapMap<String, u32> = SnapMap::new();
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        map.insert(name.to_string(), i as u32);
+    }
+    let s = map.snapshot();
+    assert_eq!(s.len(), 3);
+    assert!(!s.is_empty());
+    assert_eq!(s.get("b"), Some(&1));
+    assert!(s.contains_key("c") && !s.contains_key("z"));
+    assert_eq!(s.get_key_value("a"), Some((&"a".to_string(), &0)));
+    let mut keys: Vec<&String> = s.keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["a", "b", "c"]);
+    assert_eq!(s.values().sum::<u32>(), 3);
+    assert_eq!(s.iter().len(), 3);
+    let collected: HashMap<String, u32> = (&s).into_iter().map(|(k, v)| (k.clone(), *v)).collect();
+    assert_eq!(collected.len(), 3);
+    let debug = format!("{s:?}");
+    assert!(
+        debug.contains("\"a\": 0") && debug.starts_with('{'),
+        "{debug}"
+    );
+    let clone = s.clone();
+    assert!(Snapshot::ptr_eq(&s, &clone));
+    // A snapshot outlives its map.
+    drop(map);
+    assert_eq!(clone.get("a"), Some(&0));
+    // And moves to other threads.
+    std::thread::spawn(move || assert_eq!(clone.len(), 3))
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn apply_reports_and_is_visible_at_once() {
+    let map: SnapMap<u64, u64> = SnapMap::builder().shards(4).build().unwrap();
+    map.insert(1, 1);
+    map.insert(2, 2);
+    let mut batch = Batch::new();
+    batch.insert(1, 10).insert(3, 30).remove(2).remove(99);
+    let applied = map.apply(batch);
+    assert_eq!(
+        (applied.inserted, applied.replaced, applied.removed),
+        (1, 1, 1)
+    );
+    let s = map.snapshot();
+    let mut entries: Vec<(u64, u64)> = s.iter().map(|(k, v)| (*k, *v)).collect();
+    entries.sort();
+    assert_eq!(entries, [(1, 10), (3, 30)]);
+}
+
+#[test]
+#[should_panic(expected = "inside a batch")]
+fn snapshot_inside_a_batch_panics_instead_of_deadlocking() {
+    let map: SnapMap<u64, u64> = SnapMap::new();
+    map.batch(|_| {
+        let _ = map.snapshot();
+    });
+}
+
+#[test]
+fn writes_inside_a_batch_closure_through_the_map_join_the_batch() {
+    let map: SnapMap<u64, u64> = SnapMap::new();
+    map.batch(|m| {
+        m.insert(1, 1);
+        map.insert(2, 2); // same thread, nested: part of the batch
+    });
+    assert_eq!(map.snapshot().len(), 2);
+}
