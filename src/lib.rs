@@ -8,6 +8,20 @@
 //! `misses >= len(dirty)` rule). Replaced views and values are reclaimed
 //! through `crossbeam-epoch`.
 //!
+//! Around that core:
+//!
+//! - **Shards migrate one at a time.** A shard splits when its dirty table
+//!   passes a capacity, and merges with its buddy when both are sparse
+//!   (extendible hashing under a directory, as Go 1.24's maps do). No
+//!   operation copies more than about two shards' worth of entries, and
+//!   memory comes back after deletes. See [`Stats`] for what happened.
+//! - **Snapshots.** [`SnapMap::snapshot`] returns a consistent, immutable,
+//!   `'static` [`Snapshot`] (Go's `atomic.Value` copy-on-write pattern): the
+//!   same one in O(1) if nothing changed, otherwise a new one that copies
+//!   only the shards that changed. [`SnapMap::apply`] and [`SnapMap::batch`]
+//!   make many writes appear in snapshots all-or-nothing (a configuration
+//!   reload).
+//!
 //! ```
 //! use snapmap::SnapMap;
 //!
@@ -51,6 +65,10 @@
 //! - [`len`](SnapMap::len) is summed from per-thread counters: exact when no
 //!   operation is in flight.
 //! - [`clear`](SnapMap::clear) clears shard by shard.
+//! - A [`Snapshot`] is one point in time: every write, and every batch, is
+//!   wholly in it or wholly absent, and a snapshot taken after a write
+//!   returned contains it. Plain reads are not batched: a `get` during a
+//!   batch sees its writes as they land.
 //!
 //! # Locking
 //!
@@ -65,7 +83,17 @@
 //!   (it promotes the shard first).
 //! - **Costs O(shard):** the first new key after a promotion copies the
 //!   shard's read view into a fresh dirty table (Go's `dirtyLocked`). Go
-//!   pays this for the whole map; here it is one shard.
+//!   pays this for the whole map; here it is one shard, and shards are
+//!   capped ([`Builder::shard_capacity`]). A split or merge of one shard
+//!   also costs O(shard), and takes the directory's resize lock briefly;
+//!   doubling the directory copies slot pointers only.
+//! - **Writers and snapshots:** every write passes a striped *write gate*
+//!   (two atomic operations and a fence on its own thread's cache line).
+//!   While a snapshot build re-copies what changed during its copy, the gate
+//!   is closed and writers wait; readers never wait, and writers never wait
+//!   for threads *holding* snapshots. A batch keeps the gate open for its
+//!   whole length, so a snapshot build (and the writers arriving behind it)
+//!   waits for the batch.
 //! - User code runs under a shard lock only as `Eq` during a lookup; the
 //!   closures of `update` and `get_or_insert_with` run without locks.
 //!
@@ -82,6 +110,11 @@
 //! - **Large values updated often.** Each update allocates a new value
 //!   node and retires the old one; a `Mutex<V>` inside the value may be
 //!   cheaper.
+//! - **Memory-tight maps of small entries.** Each entry is a shared,
+//!   reference-counted cell plus a separately allocated value (so that
+//!   updates are one CAS and reads of replaced values stay safe): about
+//!   80 bytes per `u64 -> u64` entry at 1M entries, against about 18 for a
+//!   plain `hashbrown` map (measured by `tests/memory.rs`).
 //!
 //! # Panics in user code
 //!
