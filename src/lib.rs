@@ -73,9 +73,11 @@
 //! # Locking
 //!
 //! - **Never locks:** `get`/`contains_key` of a key in the read view, or of
-//!   an absent key in a shard with no new keys pending; updates, removals
-//!   and compare-and-swaps of keys in the read view; iteration of shards
-//!   with no new keys pending.
+//!   an absent key in a shard with no new keys pending; updates and
+//!   compare-and-swaps of keys in the read view; removals of keys in the
+//!   read view, unless the removal leaves the shard sparse enough to merge
+//!   with its buddy (then the merge locks both); iteration of shards with no
+//!   new keys pending.
 //! - **Takes one shard lock:** storing a key not in the read view; any
 //!   operation on a key still only in the dirty table (each such lookup
 //!   counts a miss, and after enough misses the shard is promoted and the
@@ -184,3 +186,8 @@ pub use equivalent::Equivalent;
 pub mod loom_hooks {
     pub use crate::sync::{Bug, inject};
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -225,3 +225,55 @@ fn dropping_the_last_holder_frees_a_snapshot() {
         "forgetting freed too little"
     );
 }
+
+/// Regression: a writer that replaces many values under one pin (a reload)
+/// retired memory faster than crossbeam's pin-driven collection freed it,
+/// and retired bytes grew without bound while readers kept pinning. Retiring
+/// now flushes every bag's worth, so retirement drives collection.
+#[test]
+fn reload_writer_under_one_pin_does_not_accumulate_retired_memory() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    settle();
+    let map: SnapMap<u64, u64> = SnapMap::builder().shards(4).build().unwrap();
+    for k in 0..10_000 {
+        map.insert(k, 0);
+    }
+    let done = AtomicBool::new(false);
+    let mut samples = Vec::new();
+    std::thread::scope(|scope| {
+        for reader in 0..2u64 {
+            let (map, done) = (&map, &done);
+            scope.spawn(move || {
+                while !done.load(Ordering::Acquire) {
+                    let pinned = map.pin();
+                    for k in (reader..10_000).step_by(10) {
+                        std::hint::black_box(pinned.get(&k));
+                    }
+                }
+            });
+        }
+        for reload in 0..3_000u64 {
+            let pinned = map.pin();
+            for k in (reload % 100..10_000).step_by(100) {
+                pinned.insert(k, reload);
+            }
+            // A new key and a removal per reload: promotions retire views.
+            pinned.insert(1_000_000 + reload, reload);
+            pinned.remove(&(1_000_000 + reload));
+            drop(pinned);
+            if reload % 100 == 99 {
+                samples.push(snapmap::retired_bytes().total());
+            }
+        }
+        done.store(true, Ordering::Release);
+    });
+    let (first, last) = (
+        samples[..5].iter().max().unwrap(),
+        samples[samples.len() - 5..].iter().max().unwrap(),
+    );
+    eprintln!("retired bytes sampled every 100 reloads: {samples:?}");
+    assert!(
+        *last <= 2 * 1024 * 1024 && *last <= first.saturating_mul(4).max(256 * 1024),
+        "retired memory accumulates during steady reloads: first samples up to {first} B, last up to {last} B"
+    );
+}

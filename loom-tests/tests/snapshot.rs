@@ -81,8 +81,15 @@ fn point_in_time() {
         thread::spawn(move || {
             let snapshot = map.snapshot();
             let (sa, sb) = (*snapshot.get(&a).unwrap(), *snapshot.get(&b).unwrap());
-            assert!(sb <= sa, "the snapshot is not one point in time: a = {sa}, b = {sb}");
-            assert_eq!(snapshot.iter().count(), snapshot.len(), "a partly built snapshot");
+            assert!(
+                sb <= sa,
+                "the snapshot is not one point in time: a = {sa}, b = {sb}"
+            );
+            assert_eq!(
+                snapshot.iter().count(),
+                snapshot.len(),
+                "a partly built snapshot"
+            );
         })
     };
     writer.join().unwrap();
@@ -112,7 +119,11 @@ fn batch() {
         thread::spawn(move || {
             let snapshot = map.snapshot();
             let (sa, sb) = (*snapshot.get(&a).unwrap(), *snapshot.get(&b).unwrap());
-            assert_eq!(sa + sb, 2, "a snapshot saw half a batch: a = {sa}, b = {sb}");
+            assert_eq!(
+                sa + sb,
+                2,
+                "a snapshot saw half a batch: a = {sa}, b = {sb}"
+            );
         })
     };
     writer.join().unwrap();
@@ -126,13 +137,18 @@ fn snapshot_point_in_time() {
 
 #[test]
 fn snapshot_point_in_time_twin_skips_recheck_is_caught() {
-    assert_twin_caught("twin_skips_recheck", "the snapshot is not one point in time");
+    assert_twin_caught(
+        "twin_skips_recheck",
+        "the snapshot is not one point in time",
+    );
 }
 
 #[test]
 #[ignore = "broken twin: run by snapshot_point_in_time_twin_skips_recheck_is_caught"]
 fn twin_skips_recheck() {
-    run_twin(Bug::SnapshotSkipsRecheck, || check("twin_skips_recheck", Some(3), point_in_time));
+    run_twin(Bug::SnapshotSkipsRecheck, || {
+        check("twin_skips_recheck", Some(3), point_in_time)
+    });
 }
 
 #[test]
@@ -148,5 +164,7 @@ fn snapshot_batch_twin_without_gate_is_caught() {
 #[test]
 #[ignore = "broken twin: run by snapshot_batch_twin_without_gate_is_caught"]
 fn twin_without_gate() {
-    run_twin(Bug::SnapshotWithoutGate, || check("twin_without_gate", Some(3), batch));
+    run_twin(Bug::SnapshotWithoutGate, || {
+        check("twin_without_gate", Some(3), batch)
+    });
 }
