@@ -212,16 +212,10 @@ pub(crate) mod epoch {
         kind: RetiredKind,
         bytes: usize,
     ) {
-        if super::injected(super::Bug::FreeWithoutEpoch) {
-            // SAFETY: none; this is the deliberately broken twin of the
-            // reclamation model. It runs the destructor at once but keeps
-            // the memory, so the model reports a value destroyed under a
-            // reader instead of crashing on freed memory.
-            unsafe { core::ptr::drop_in_place(ptr) };
+        // SAFETY: forwarded from our caller.
+        let Some(bytes) = (unsafe { super::begin_retire(ptr, kind, bytes) }) else {
             return;
-        }
-        let bytes = bytes as isize;
-        count_retired(kind, bytes);
+        };
         // SAFETY: the caller guarantees the pointer is unlinked and uniquely
         // owned by this retirement; `T: Send + 'static` lets it be dropped
         // later on any thread. `defer_unchecked` runs the closure after every
@@ -238,7 +232,12 @@ pub(crate) mod epoch {
             since.set(if n >= FLUSH_EVERY { 0 } else { n });
             n >= FLUSH_EVERY
         });
-        if flush {
+        // Not in tier 2 of the loom suite: there, crossbeam-epoch's own
+        // `Local::flush` crashed (SIGSEGV in `Queue::push`, loading a loom
+        // atomic) when called from a model. The flush only decides *when*
+        // garbage is collected; the reclamation model checks *that* nothing
+        // is freed early, which does not depend on it.
+        if flush && !cfg!(crossbeam_loom) {
             guard.flush();
         }
     }
@@ -299,16 +298,10 @@ pub(crate) mod epoch {
         kind: RetiredKind,
         bytes: usize,
     ) {
-        if super::injected(super::Bug::FreeWithoutEpoch) {
-            // SAFETY: none; this is the deliberately broken twin of the
-            // reclamation model. It runs the destructor at once but keeps
-            // the memory, so the model reports a value destroyed under a
-            // reader instead of crashing on freed memory.
-            unsafe { core::ptr::drop_in_place(ptr) };
+        // SAFETY: forwarded from our caller.
+        let Some(bytes) = (unsafe { super::begin_retire(ptr, kind, bytes) }) else {
             return;
-        }
-        let bytes = bytes as isize;
-        count_retired(kind, bytes);
+        };
         let free = Deferred(Box::new(move || {
             // SAFETY: `ptr` is uniquely owned by this retirement and freed
             // once, at the end of the execution, after every thread is done.
@@ -403,6 +396,26 @@ loom::thread_local! {
 #[inline]
 pub(crate) fn with_gate_depth<R>(f: impl FnOnce(&core::cell::Cell<usize>) -> R) -> R {
     GATE_DEPTH.with(f)
+}
+
+/// What both epoch implementations do first when retiring: count the bytes
+/// as retired, or, in the `FreeWithoutEpoch` twin, destroy at once. Returns
+/// the byte count to subtract when freed, or `None` if already destroyed.
+///
+/// # Safety
+///
+/// As for `epoch::retire`.
+unsafe fn begin_retire<T>(ptr: *mut T, kind: crate::stats::RetiredKind, bytes: usize) -> Option<isize> {
+    if injected(Bug::FreeWithoutEpoch) {
+        // SAFETY: none; this is the deliberately broken twin of the
+        // reclamation model. It runs the destructor at once but keeps the
+        // memory, so the model reports a value destroyed under a reader
+        // instead of crashing on freed memory.
+        unsafe { core::ptr::drop_in_place(ptr) };
+        return None;
+    }
+    crate::stats::count_retired(kind, bytes as isize);
+    Some(bytes as isize)
 }
 
 // ----- Broken twins -----------------------------------------------------------------

@@ -26,9 +26,8 @@
 
 mod common;
 
-use common::{Bug, assert_twin_caught, check, run_twin};
+use common::{Bug, assert_twin_caught, check, run_twin, spawn};
 use loom::sync::Arc;
-use loom::thread;
 use snapmap::SnapMap;
 
 fn model() {
@@ -43,7 +42,7 @@ fn model() {
 
     let remover = {
         let map = map.clone();
-        thread::spawn(move || {
+        spawn(move || {
             let removed = map.remove(&1);
             map.insert(2, 200); // a new key: rebuilds dirty, expunging key 1
             removed
@@ -51,7 +50,7 @@ fn model() {
     };
     let storer = {
         let map = map.clone();
-        thread::spawn(move || map.insert(1, 111))
+        spawn(move || map.insert(1, 111))
     };
     let removed = remover.join().unwrap();
     let previous = storer.join().unwrap();

@@ -21,10 +21,9 @@
 
 mod common;
 
-use common::{Bug, assert_twin_caught, check, run_twin};
+use common::{Bug, assert_twin_caught, check, run_twin, spawn};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
-use loom::thread;
 use snapmap::SnapMap;
 
 fn model() {
@@ -38,7 +37,7 @@ fn model() {
         .into_iter()
         .map(|key| {
             let (map, flags) = (map.clone(), flags.clone());
-            thread::spawn(move || {
+            spawn(move || {
                 map.insert(key, key * 10);
                 // Release: tells the reader this store has returned.
                 flags[key as usize - 1].store(true, Ordering::Release);
@@ -48,7 +47,7 @@ fn model() {
 
     let reader = {
         let (map, flags) = (map.clone(), flags.clone());
-        thread::spawn(move || {
+        spawn(move || {
             // Acquire: pairs with the writers' Release stores.
             let stored = [0, 1].map(|i| flags[i].load(Ordering::Acquire));
             check_walk(&map, stored);

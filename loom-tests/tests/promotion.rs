@@ -29,10 +29,9 @@
 
 mod common;
 
-use common::{Bug, assert_twin_caught, check, run_twin};
+use common::{Bug, assert_twin_caught, check, run_twin, spawn};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
-use loom::thread;
 use snapmap::SnapMap;
 
 fn model() {
@@ -47,7 +46,7 @@ fn model() {
 
     let writer = {
         let (map, stored) = (map.clone(), stored.clone());
-        thread::spawn(move || {
+        spawn(move || {
             map.insert(1, 10);
             // Release: the flag tells the reader the store has returned.
             stored.store(true, Ordering::Release);
@@ -55,7 +54,7 @@ fn model() {
     };
     let promoter = {
         let map = map.clone();
-        thread::spawn(move || {
+        spawn(move || {
             if let Some(value) = map.get(&1) {
                 assert_eq!(value, 10, "torn value");
             }
@@ -64,7 +63,7 @@ fn model() {
 
     let reader = {
         let (map, stored) = (map.clone(), stored.clone());
-        thread::spawn(move || {
+        spawn(move || {
             // Acquire: pairs with the writer's Release.
             let after_store = stored.load(Ordering::Acquire);
             let got = map.get(&1);

@@ -31,10 +31,9 @@
 
 mod common;
 
-use common::{Bug, assert_twin_caught, check, run_twin};
+use common::{Bug, assert_twin_caught, check, run_twin, spawn};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
-use loom::thread;
 use snapmap::SnapMap;
 
 /// Which values have been dropped.
@@ -76,7 +75,7 @@ fn model() {
 
     let writer = {
         let (map, replacement, new_key) = (map.clone(), tracked(1), tracked(2));
-        thread::spawn(move || {
+        spawn(move || {
             map.pin().insert(0, replacement); // retires value 0
             map.pin().insert(1, new_key); // amends the view
             assert!(map.pin().get(&1).is_some()); // promotes: retires the old view
@@ -85,7 +84,7 @@ fn model() {
 
     let reader = {
         let (map, log) = (map.clone(), log.clone());
-        thread::spawn(move || {
+        spawn(move || {
             let pinned = map.pin();
             let loaded = pinned.get(&0);
             if loaded.map(|v| v as *const Tracked as usize) == first_value {

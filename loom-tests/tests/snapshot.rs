@@ -41,9 +41,8 @@ mod common;
 
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
-use common::{Bug, assert_twin_caught, check, run_twin};
+use common::{Bug, assert_twin_caught, check, run_twin, spawn};
 use loom::sync::Arc;
-use loom::thread;
 use snapmap::SnapMap;
 
 /// Two keys of a two-shard map: the first in the lower shard (top hash bit
@@ -71,14 +70,14 @@ fn point_in_time() {
     let map = two_shard_map(a, b, 0);
     let writer = {
         let map = map.clone();
-        thread::spawn(move || {
+        spawn(move || {
             map.insert(a, 1);
             map.insert(b, 1);
         })
     };
     let taker = {
         let map = map.clone();
-        thread::spawn(move || {
+        spawn(move || {
             let snapshot = map.snapshot();
             let (sa, sb) = (*snapshot.get(&a).unwrap(), *snapshot.get(&b).unwrap());
             assert!(
@@ -107,7 +106,7 @@ fn batch() {
     let map = two_shard_map(a, b, 1);
     let writer = {
         let map = map.clone();
-        thread::spawn(move || {
+        spawn(move || {
             map.batch(|m| {
                 m.update(&a, |v| v - 1);
                 m.update(&b, |v| v + 1);
@@ -116,7 +115,7 @@ fn batch() {
     };
     let taker = {
         let map = map.clone();
-        thread::spawn(move || {
+        spawn(move || {
             let snapshot = map.snapshot();
             let (sa, sb) = (*snapshot.get(&a).unwrap(), *snapshot.get(&b).unwrap());
             assert_eq!(

@@ -29,10 +29,9 @@
 
 mod common;
 
-use common::{Bug, assert_twin_caught, check, run_twin};
+use common::{Bug, assert_twin_caught, check, run_twin, spawn};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
-use loom::thread;
 use snapmap::SnapMap;
 
 fn model() {
@@ -48,11 +47,11 @@ fn model() {
 
     let splitter = {
         let map = map.clone();
-        thread::spawn(move || assert_eq!(map.insert(2, 20), None))
+        spawn(move || assert_eq!(map.insert(2, 20), None))
     };
     let writer = {
         let (map, stored) = (map.clone(), stored.clone());
-        thread::spawn(move || {
+        spawn(move || {
             assert_eq!(map.insert(3, 30), None);
             // Release: tells the reader this store has returned.
             stored.store(true, Ordering::Release);
@@ -60,7 +59,7 @@ fn model() {
     };
     let reader = {
         let (map, stored) = (map.clone(), stored.clone());
-        thread::spawn(move || {
+        spawn(move || {
             assert_eq!(
                 map.get(&1),
                 Some(10),

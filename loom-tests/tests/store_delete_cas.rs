@@ -21,9 +21,8 @@
 
 mod common;
 
-use common::{Bug, assert_twin_caught, check, run_twin};
+use common::{Bug, assert_twin_caught, check, run_twin, spawn};
 use loom::sync::Arc;
-use loom::thread;
 use snapmap::SnapMap;
 
 fn model() {
@@ -34,11 +33,11 @@ fn model() {
 
     let first = {
         let map = map.clone();
-        thread::spawn(move || map.compare_and_swap(&1, &0, 1))
+        spawn(move || map.compare_and_swap(&1, &0, 1))
     };
     let second = {
         let map = map.clone();
-        thread::spawn(move || {
+        spawn(move || {
             let swapped = map.compare_and_swap(&1, &0, 2);
             let deleted = swapped && map.compare_and_delete(&1, &2);
             (swapped, deleted)

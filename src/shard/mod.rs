@@ -390,34 +390,12 @@ where
     where
         Q: ?Sized + Equivalent<K>,
     {
-        let mut dirty = self.locked.dirty.lock();
-        if dirty.retired {
-            return Err(Retired);
-        }
-        if injected(Bug::NoRecheckUnderLock) {
-            // The broken twin: trusts the view it saw before locking.
-            let value = dirty.find(hash, key).and_then(|e| e.load(guard));
-            if dirty.table.is_some() {
-                self.miss_locked(&mut dirty, ctx, guard);
-            }
-            return Ok(value);
-        }
-        // Re-check: a promotion may have moved the key into the view while
-        // we waited for the lock.
-        let (view, amended) = self.view(guard);
-        if let Some(entry) = view.find(hash, key) {
-            return Ok(entry.load(guard));
-        }
-        if !amended {
-            return Ok(None);
-        }
-        let value = dirty.find(hash, key).and_then(|e| e.load(guard));
-        self.miss_locked(&mut dirty, ctx, guard);
-        Ok(value)
+        self.lookup_locked(hash, key, ctx, guard, |e| e.load(guard), |e| e.load(guard))
     }
 
-    /// Finds `key` on a slow path, counting a miss if it had to look in
-    /// dirty. Used by the operations that may run user code on the entry.
+    /// Finds `key` on a slow path. Used by the operations that may run user
+    /// code on the entry: an entry found in dirty has its `Arc` cloned, so
+    /// it can be used after the lock is released.
     #[cold]
     fn find_slow<'g, Q>(
         &self,
@@ -429,19 +407,53 @@ where
     where
         Q: ?Sized + Equivalent<K>,
     {
+        self.lookup_locked(
+            hash,
+            key,
+            ctx,
+            guard,
+            |e| Some(Found::InView(e)),
+            |e| Some(Found::InDirty(Arc::clone(e))),
+        )
+    }
+
+    /// Go's `Load` after `m.mu.Lock()`: re-check the view (a promotion may
+    /// have moved the key there while we waited for the lock), then look in
+    /// dirty and count a miss. `in_view` and `in_dirty` turn the entry found
+    /// into the caller's result (`in_dirty` runs under the lock).
+    fn lookup_locked<'g, Q, R>(
+        &self,
+        hash: u64,
+        key: &Q,
+        ctx: &Ctx<'_>,
+        guard: &'g Guard,
+        in_view: impl FnOnce(&'g Arc<Entry<K, V>>) -> Option<R>,
+        in_dirty: impl FnOnce(&Arc<Entry<K, V>>) -> Option<R>,
+    ) -> Retry<Option<R>, Retired>
+    where
+        Q: ?Sized + Equivalent<K>,
+    {
         let mut dirty = self.locked.dirty.lock();
         if dirty.retired {
             return Err(Retired);
         }
-        let (view, amended) = self.view(guard);
-        if let Some(entry) = view.find(hash, key) {
-            return Ok(Some(Found::InView(entry)));
+        // The broken twin `NoRecheckUnderLock` trusts the view it saw before
+        // locking.
+        if !injected(Bug::NoRecheckUnderLock) {
+            let (view, amended) = self.view(guard);
+            if let Some(entry) = view.find(hash, key) {
+                return Ok(in_view(entry));
+            }
+            if !amended {
+                return Ok(None);
+            }
         }
-        if !amended {
-            return Ok(None);
+        let found = dirty.find(hash, key).and_then(in_dirty);
+        // Always true when the view is amended (invariant 1); only the twin
+        // can get here without a dirty table.
+        if dirty.table.is_some() {
+            self.miss_locked(&mut dirty, ctx, guard);
         }
-        let found = dirty.find(hash, key).cloned().map(Found::InDirty);
-        self.miss_locked(&mut dirty, ctx, guard);
         Ok(found)
     }
 

@@ -16,6 +16,24 @@ pub use snapmap::loom_hooks::Bug;
 /// The environment variable that marks a twin's child process.
 const CHILD: &str = "SNAPMAP_TWIN_CHILD";
 
+/// Stack size of model threads, in machine words (loom's threads are
+/// generators with a 32 KiB default stack, without a guard page: the real
+/// crossbeam-epoch's collection, run when a thread flushes its garbage,
+/// overflowed it and crashed with SIGSEGV).
+const STACK_WORDS: usize = 1 << 16;
+
+/// Spawns a model thread with a stack large enough for the real epoch.
+pub fn spawn<T, F>(f: F) -> loom::thread::JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    loom::thread::Builder::new()
+        .stack_size(STACK_WORDS)
+        .spawn(f)
+        .expect("a model thread starts")
+}
+
 /// Runs `model` under loom, exploring every interleaving up to
 /// `default_bound` preemptions (`LOOM_MAX_PREEMPTIONS` overrides it;
 /// `None` is unbounded), and prints how long it took.
@@ -32,9 +50,12 @@ where
     let executions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = executions.clone();
     let start = Instant::now();
+    let model = std::sync::Arc::new(model);
     builder.check(move || {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        model();
+        // The model's own thread gets the large stack too.
+        let model = model.clone();
+        spawn(move || model()).join().expect("the model thread");
     });
     eprintln!(
         "model {name}: {} interleavings in {:.2?} (preemption bound {})",
