@@ -140,8 +140,15 @@ impl WriteGate {
     }
 
     /// Closes the gate: waits until no writer is inside and keeps new ones
-    /// out until [`WriteGate::open`]. Returns the completed-section count.
-    pub(crate) fn close(&self) -> u64 {
+    /// out until the returned guard is dropped (also on a panic: user
+    /// `Clone` runs while the gate is closed, and a gate left closed would
+    /// stall every writer). Returns the completed-section count.
+    pub(crate) fn close(&self) -> (u64, ClosedGate<'_>) {
+        let writes = self.close_raw();
+        (writes, ClosedGate(self))
+    }
+
+    fn close_raw(&self) -> u64 {
         // Relaxed: ordered against the loads in `quiet_writes` by the fence.
         self.pending.store(true, Ordering::Relaxed);
         // SeqCst fence: the snapshot's half of the Dekker pair; pairs with
@@ -156,9 +163,18 @@ impl WriteGate {
     }
 
     /// Opens the gate again.
-    pub(crate) fn open(&self) {
+    fn open(&self) {
         // Release: writers that waited see everything the snapshot did.
         self.pending.store(false, Ordering::Release);
+    }
+}
+
+/// Reopens a closed gate when dropped.
+pub(crate) struct ClosedGate<'a>(&'a WriteGate);
+
+impl Drop for ClosedGate<'_> {
+    fn drop(&mut self) {
+        self.0.open();
     }
 }
 

@@ -129,8 +129,9 @@
 //!
 //! # Thread safety
 //!
-//! `SnapMap<K, V, S>` is `Send` and `Sync` when `K` and `V` are `Send + Sync`
-//! (and `S` is `Send`/`Sync`):
+//! `SnapMap<K, V, S>` is `Send` and `Sync` when `K`, `V` and the hasher `S`
+//! are `Send + Sync` (the map keeps a copy of `S` in its cached snapshot,
+//! which may be read from any thread):
 //!
 //! ```
 //! fn assert_send_sync<T: Send + Sync>() {}

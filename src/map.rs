@@ -367,7 +367,10 @@ where
     ///
     /// Lock-free: `f` may be called more than once if another thread changes
     /// the value meanwhile, so it should be a pure function of its input.
-    /// If `f` panics the map is unchanged.
+    /// If `f` panics the map is unchanged. Like every write, `f` runs inside
+    /// the write gate: it must not call [`snapshot`](Self::snapshot) (which
+    /// panics there rather than wait for itself), and a slow `f` delays
+    /// snapshot builds, and the writers queued behind a waiting build.
     ///
     /// ```
     /// let map = snapmap::SnapMap::new();

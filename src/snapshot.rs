@@ -499,10 +499,11 @@ where
         }
 
         // Step 3: close the gate; re-copy only what changed meanwhile.
-        let writes = if injected(Bug::SnapshotWithoutGate) {
-            gate.quiet_writes().unwrap_or(u64::MAX)
+        let (writes, closed) = if injected(Bug::SnapshotWithoutGate) {
+            (gate.quiet_writes().unwrap_or(u64::MAX), None)
         } else {
-            gate.close()
+            let (writes, closed) = gate.close();
+            (writes, Some(closed))
         };
         let table = directory.table(guard);
         let (mut pieces, mut starts, mut len) = (Vec::new(), Vec::new(), 0);
@@ -541,9 +542,7 @@ where
             hasher: hasher.clone(),
         });
         self.cell.store(frozen.clone());
-        if !injected(Bug::SnapshotWithoutGate) {
-            gate.open();
-        }
+        drop(closed); // reopens the gate (also if a `Clone` above panicked)
         stripe.count(Event::SnapshotBuilds, 1);
         stripe.count(Event::SnapshotPiecesCopied, copied);
         stripe.count(Event::SnapshotPiecesReused, reused);

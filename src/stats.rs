@@ -80,7 +80,7 @@ impl Stripes {
         let threads = if cfg!(snapmap_loom) {
             2
         } else {
-            std::thread::available_parallelism().map_or(4, |n| n.get())
+            crate::sync::cpu_count()
         };
         let count = (threads * 2).next_power_of_two().clamp(2, 128);
         Stripes {

@@ -477,6 +477,15 @@ pub fn inject(bug: Option<Bug>) {
     *INJECTED.lock().unwrap_or_else(|e| e.into_inner()) = bug;
 }
 
+// ----- Machine facts ----------------------------------------------------------------
+
+/// The number of hardware threads, asked once per process (asking reads
+/// cgroup files and allocates; maps are built often in some programs).
+pub(crate) fn cpu_count() -> usize {
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(|| std::thread::available_parallelism().map_or(4, |n| n.get()))
+}
+
 // ----- Unique ids -----------------------------------------------------------------------
 
 /// A number no earlier call returned (shard identities for snapshot reuse).

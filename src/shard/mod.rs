@@ -838,8 +838,12 @@ where
     // ----- Snapshot support (called by `crate::snapshot`) ---------------
 
     /// Calls `f` with every live entry's hash, key and value, as of now.
-    /// Takes the lock, so that a promotion cannot move dirty under the walk.
     /// Returns `Err(Retired)` if the shard has been replaced.
+    ///
+    /// `f` is user code (a snapshot clones keys and values), so it runs
+    /// without the lock: the lock is held only to find the complete table
+    /// (dirty if new keys are pending, else the view) and, for dirty, to
+    /// take the entries' `Arc`s so they stay alive outside it.
     pub(crate) fn for_each_live(
         &self,
         guard: &Guard,
@@ -849,13 +853,23 @@ where
         if dirty.retired {
             return Err(Retired);
         }
-        let table = match &dirty.table {
-            Some(table) => table,
-            None => self.view(guard).0.table(),
-        };
-        for entry in table.iter() {
+        let mut visit = |entry: &Entry<K, V>| {
             if let Some(value) = entry.load(guard) {
                 f(entry.hash, entry.key(), value);
+            }
+        };
+        match &dirty.table {
+            // Promoted: the view holds every entry, is immutable, and stays
+            // alive for `guard`'s life.
+            None => {
+                let (view, _) = self.view(guard);
+                drop(dirty);
+                view.table().iter().for_each(|entry| visit(entry));
+            }
+            Some(table) => {
+                let entries: Vec<Arc<Entry<K, V>>> = table.iter().cloned().collect();
+                drop(dirty);
+                entries.iter().for_each(|entry| visit(entry));
             }
         }
         Ok(())

@@ -1,0 +1,209 @@
+//! Allocation counts on the read path, with a counting global allocator.
+//!
+//! The allocator counts per thread (a const-initialised thread-local, which
+//! itself never allocates), so tests running in parallel in this binary do
+//! not see each other's allocations.
+//!
+//! After warm-up (keys inserted and promoted, the shards walked once, the
+//! thread pinned once so crossbeam-epoch has registered it), a read hit
+//! through `Pinned::get`, a `SnapMap::get` of a `Copy` value and a full
+//! `Pinned::iter` walk must allocate nothing. An update of an existing key
+//! must allocate (one value node): that proves the counter works.
+//!
+//! The checks that pin run one after another in a single test: when a
+//! thread that used the epoch exits, another thread's later pin may unlink
+//! its registration and record that as garbage, which can allocate. With
+//! one pinning thread in the binary, nothing but the code under test runs
+//! inside a measured section.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::hint::black_box;
+
+use snapmap::SnapMap;
+
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count_one() {
+    // `try_with`: the slot may be gone while the thread is being torn down.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments,
+// so `System`'s guarantees carry over; counting touches only a
+// thread-local `Cell` and never allocates.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: forwarded unchanged (see the impl's comment).
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: forwarded unchanged.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_one();
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// Allocations made by this thread while running `f`.
+fn allocations_in<R>(f: impl FnOnce() -> R) -> (R, u64) {
+    let before = ALLOCATIONS.with(Cell::get);
+    let result = f();
+    let after = ALLOCATIONS.with(Cell::get);
+    (result, after - before)
+}
+
+const KEYS: u64 = 1000;
+
+/// A map with `KEYS` entries, every shard promoted, the calling thread
+/// registered with the epoch collector, and reads already exercised.
+fn warmed_up(shards: usize) -> SnapMap<u64, u64> {
+    let map = SnapMap::builder().shards(shards).build().unwrap();
+    for k in 0..KEYS {
+        map.insert(k, k * 2);
+    }
+    // Walking promotes every amended shard; reads then hit the views.
+    assert_eq!(map.pin().iter().count(), KEYS as usize);
+    for k in 0..KEYS {
+        assert_eq!(map.get(&k), Some(k * 2));
+    }
+    let pinned = map.pin();
+    assert_eq!(pinned.iter().count(), KEYS as usize);
+    drop(pinned);
+    assert_eq!(map.stats().slow_path_lookups, 0, "every read was a hit");
+    map
+}
+
+#[test]
+fn counter_sees_allocations() {
+    let (boxed, n) = allocations_in(|| black_box(Box::new(black_box(7u64))));
+    assert_eq!(*boxed, 7);
+    assert!(n >= 1, "the counting allocator missed a Box");
+}
+
+fn pinned_read_hit_does_not_allocate() {
+    for shards in [1, 64] {
+        let map = warmed_up(shards);
+        let pinned = map.pin();
+        let (sum, n) = allocations_in(|| {
+            let mut sum = 0u64;
+            for k in 0..KEYS {
+                sum += *pinned.get(&k).expect("present");
+            }
+            // Misses in an un-amended shard are answered by the view too.
+            assert!(pinned.get(&(KEYS + 1)).is_none());
+            assert!(pinned.contains_key(&3));
+            sum
+        });
+        assert_eq!(sum, (0..KEYS).map(|k| k * 2).sum::<u64>());
+        assert_eq!(n, 0, "{shards} shards: Pinned::get allocated {n} times");
+        // Dropping the handle (flushing its hit count) does not allocate.
+        let ((), n) = allocations_in(|| drop(pinned));
+        assert_eq!(n, 0, "{shards} shards: dropping a Pinned allocated");
+    }
+}
+
+fn map_get_of_copy_value_does_not_allocate() {
+    for shards in [1, 64] {
+        let map = warmed_up(shards);
+        let (sum, n) = allocations_in(|| {
+            let mut sum = 0u64;
+            // More than crossbeam-epoch's collection interval of pins.
+            for round in 0..3 {
+                for k in 0..KEYS {
+                    sum += map.get(&k).expect("present") * round;
+                }
+            }
+            assert!(map.contains_key(&1));
+            assert_eq!(map.get(&(KEYS + 5)), None);
+            sum
+        });
+        assert_eq!(sum, 3 * (0..KEYS).map(|k| k * 2).sum::<u64>());
+        assert_eq!(n, 0, "{shards} shards: SnapMap::get allocated {n} times");
+    }
+}
+
+fn full_iteration_does_not_allocate() {
+    for shards in [1, 64] {
+        let map = warmed_up(shards);
+        let pinned = map.pin();
+        let ((count, sum), n) = allocations_in(|| {
+            let mut count = 0;
+            let mut sum = 0;
+            for (k, v) in pinned.iter() {
+                count += 1;
+                sum += k + v;
+            }
+            let keys = pinned.keys().count();
+            let values: u64 = pinned.values().sum();
+            assert_eq!(keys, count);
+            assert_eq!(values * 3, sum * 2);
+            (count, sum)
+        });
+        assert_eq!(count, KEYS as usize);
+        assert_eq!(sum, 3 * (0..KEYS).sum::<u64>());
+        assert_eq!(n, 0, "{shards} shards: a full walk allocated {n} times");
+    }
+}
+
+fn stats_and_len_do_not_allocate() {
+    let map = warmed_up(64);
+    let ((len, stats), n) = allocations_in(|| (map.len(), map.stats()));
+    assert_eq!(len, KEYS as usize);
+    assert_eq!(stats.len, KEYS as usize);
+    assert_eq!(n, 0, "len/stats allocated {n} times");
+}
+
+fn update_of_existing_key_allocates_a_value_node() {
+    let map = warmed_up(1);
+    let pinned = map.pin();
+    // Documents the cost of a write: each update allocates a new value node
+    // (and may allocate epoch bookkeeping when a garbage bag fills).
+    let (previous, n) = allocations_in(|| pinned.insert(5, 55).copied());
+    assert_eq!(previous, Some(10));
+    assert!(n >= 1, "insert over an existing key allocated nothing");
+    let (updated, n) = allocations_in(|| pinned.update(&5, |v| v + 1).copied());
+    assert_eq!(updated, Some(56));
+    assert!(n >= 1, "update allocated nothing");
+    let (swapped, n) = allocations_in(|| pinned.compare_and_swap(&5, &56, 57));
+    assert!(swapped);
+    assert!(n >= 1, "compare_and_swap allocated nothing");
+    // A failed compare-and-swap allocates nothing: the node is made only
+    // once the current value matches.
+    let (swapped, n) = allocations_in(|| pinned.compare_and_swap(&5, &0, 58));
+    assert!(!swapped);
+    assert_eq!(n, 0, "a failed compare_and_swap allocated");
+    // Neither does a LoadOrStore that loads.
+    let (current, n) = allocations_in(|| pinned.get_or_insert(5, 0).to_owned());
+    assert_eq!(current, 57);
+    assert_eq!(n, 0, "get_or_insert of a present key allocated");
+}
+
+/// The measured checks, in one thread (see the module docs).
+#[test]
+fn read_paths_do_not_allocate_and_writes_do() {
+    pinned_read_hit_does_not_allocate();
+    map_get_of_copy_value_does_not_allocate();
+    full_iteration_does_not_allocate();
+    stats_and_len_do_not_allocate();
+    update_of_existing_key_allocates_a_value_node();
+}

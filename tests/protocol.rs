@@ -1,0 +1,748 @@
+//! The per-shard `sync.Map` protocol, step by step, proven with `stats()`.
+//!
+//! Every map here has one shard, so every key shares the same read view,
+//! dirty table and miss counter, and the counters say exactly which path
+//! each operation took:
+//!
+//! - a new key goes to the dirty table; the first new key after a promotion
+//!   rebuilds dirty by copying the view (`dirty_rebuilds`,
+//!   `entries_copied`), expunging deleted entries (`expunges`);
+//! - lookups of keys only in dirty take the lock (`slow_path_lookups`, Go's
+//!   misses) until `misses >= min(len(dirty), threshold)` promotes dirty to
+//!   the view (`promotions`);
+//! - lookups answered by the view count as `read_hits` (flushed when the
+//!   pinned handle drops).
+
+mod common;
+
+use snapmap::{SnapMap, Stats};
+
+type Map = SnapMap<&'static str, u64>;
+
+fn one_shard() -> Map {
+    SnapMap::builder().shards(1).build().unwrap()
+}
+
+fn one_shard_threshold(threshold: usize) -> Map {
+    SnapMap::builder()
+        .shards(1)
+        .promotion_threshold(threshold)
+        .build()
+        .unwrap()
+}
+
+/// The protocol counters, for compact comparisons.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+struct Counters {
+    slow: u64,
+    promotions: u64,
+    rebuilds: u64,
+    copied: u64,
+    expunges: u64,
+}
+
+fn counters(map: &Map) -> Counters {
+    let stats = map.stats();
+    // Every map here stays one shard: nothing in these tests comes near the
+    // shard capacity, so no split or merge muddles the counts.
+    assert_eq!(
+        (stats.shards, stats.splits, stats.merges),
+        (1, 0, 0),
+        "the map left its single shard: {stats}"
+    );
+    Counters {
+        slow: stats.slow_path_lookups,
+        promotions: stats.promotions,
+        rebuilds: stats.dirty_rebuilds,
+        copied: stats.entries_copied,
+        expunges: stats.expunges,
+    }
+}
+
+fn c(slow: u64, promotions: u64, rebuilds: u64, copied: u64, expunges: u64) -> Counters {
+    Counters {
+        slow,
+        promotions,
+        rebuilds,
+        copied,
+        expunges,
+    }
+}
+
+fn sorted_contents(map: &Map) -> Vec<(&'static str, u64)> {
+    let mut pairs: Vec<_> = map.pin().iter().map(|(k, v)| (*k, *v)).collect();
+    pairs.sort_unstable();
+    pairs
+}
+
+#[test]
+fn new_key_is_served_from_dirty_then_promoted() {
+    let map = one_shard();
+    map.insert("a", 1);
+    map.insert("b", 2);
+    map.insert("c", 3);
+    // The first new key rebuilt the (empty) dirty table and amended the view.
+    assert_eq!(counters(&map), c(0, 0, 1, 0, 0));
+    assert_eq!(map.stats().len, 3);
+
+    // Each lookup of a dirty-only key takes the lock and counts a miss; with
+    // three keys in dirty, two misses do not promote.
+    assert_eq!(map.get("a"), Some(1));
+    assert_eq!(counters(&map), c(1, 0, 1, 0, 0));
+    assert_eq!(map.get("b"), Some(2));
+    assert_eq!(counters(&map), c(2, 0, 1, 0, 0));
+    // The third reaches len(dirty): promoted.
+    assert_eq!(map.get("c"), Some(3));
+    assert_eq!(counters(&map), c(3, 1, 1, 0, 0));
+    assert_eq!(map.stats().read_hits, 0, "no lookup has hit the view yet");
+
+    // From now on every lookup is a lock-free read hit.
+    for key in ["a", "b", "c", "a"] {
+        assert!(map.get(key).is_some());
+    }
+    assert!(map.contains_key("b"));
+    let stats = map.stats();
+    assert_eq!(stats.read_hits, 5);
+    assert_eq!(stats.slow_path_lookups, 3, "no further slow-path lookups");
+    assert_eq!(stats.promotions, 1);
+    assert_eq!(stats.len, 3);
+}
+
+#[test]
+fn go_rule_promotes_when_misses_reach_dirty_len() {
+    for n in 1..=8u64 {
+        let map = one_shard();
+        let keys: Vec<&'static str> = (0..n)
+            .map(|i| &*Box::leak(format!("k{i}").into_boxed_str()))
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            map.insert(*key, i as u64);
+        }
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(map.get(key), Some(i as u64));
+            let expected = u64::from(i as u64 + 1 == n);
+            assert_eq!(
+                map.stats().promotions,
+                expected,
+                "{n} keys in dirty: after {} misses",
+                i + 1
+            );
+        }
+        assert_eq!(map.stats().slow_path_lookups, n);
+    }
+}
+
+#[test]
+fn lookups_of_absent_keys_count_as_misses_while_amended() {
+    let map = one_shard();
+    map.insert("a", 1);
+    map.insert("b", 2);
+    map.insert("c", 3);
+    // Go's Load misses for an absent key too when the view is amended.
+    assert_eq!(map.get("x"), None);
+    assert!(!map.contains_key("y"));
+    assert_eq!(counters(&map), c(2, 0, 1, 0, 0));
+    assert_eq!(map.get("z"), None);
+    assert_eq!(counters(&map), c(3, 1, 1, 0, 0));
+    // Un-amended now: an absent key is answered by the view, lock-free.
+    assert_eq!(map.get("x"), None);
+    assert_eq!(counters(&map), c(3, 1, 1, 0, 0));
+    assert_eq!(map.stats().read_hits, 1);
+}
+
+#[test]
+fn dirty_len_includes_entries_copied_from_the_view() {
+    let map = one_shard();
+    for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
+        map.insert(key, i as u64);
+    }
+    let _ = map.pin().iter().count(); // promote
+    assert_eq!(counters(&map), c(0, 1, 1, 0, 0));
+
+    // The first new key after a promotion copies the view into a new dirty
+    // table: 3 entries copied, dirty now holds 4.
+    map.insert("d", 3);
+    assert_eq!(counters(&map), c(0, 1, 2, 3, 0));
+    // A second new key does not rebuild again.
+    map.insert("e", 4);
+    assert_eq!(counters(&map), c(0, 1, 2, 3, 0));
+
+    // len(dirty) = 5: four misses do not promote, the fifth does.
+    for i in 0..4 {
+        assert_eq!(map.get("d"), Some(3));
+        assert_eq!(map.stats().promotions, 1, "after {} misses", i + 1);
+    }
+    assert_eq!(map.get("e"), Some(4));
+    assert_eq!(counters(&map), c(5, 2, 2, 3, 0));
+    assert_eq!(
+        sorted_contents(&map),
+        [("a", 0), ("b", 1), ("c", 2), ("d", 3), ("e", 4)]
+    );
+}
+
+#[test]
+fn threshold_promotes_before_dirty_len() {
+    let map = one_shard_threshold(2);
+    for (i, key) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+        map.insert(key, i as u64);
+    }
+    assert_eq!(map.get("a"), Some(0));
+    assert_eq!(counters(&map), c(1, 0, 1, 0, 0));
+    assert_eq!(map.get("b"), Some(1));
+    assert_eq!(counters(&map), c(2, 1, 1, 0, 0), "2 misses >= threshold 2");
+
+    // Threshold 1: every first miss promotes.
+    let map = one_shard_threshold(1);
+    map.insert("a", 1);
+    map.insert("b", 2);
+    assert_eq!(map.get("b"), Some(2));
+    assert_eq!(counters(&map), c(1, 1, 1, 0, 0));
+    map.insert("c", 3); // rebuild: copies a, b
+    assert_eq!(counters(&map), c(1, 1, 2, 2, 0));
+    assert_eq!(map.get("c"), Some(3));
+    assert_eq!(counters(&map), c(2, 2, 2, 2, 0));
+
+    // A threshold above len(dirty) leaves Go's rule in charge.
+    let map = one_shard_threshold(10);
+    map.insert("a", 1);
+    map.insert("b", 2);
+    map.insert("c", 3);
+    map.get("a");
+    map.get("a");
+    assert_eq!(map.stats().promotions, 0);
+    map.get("a");
+    assert_eq!(map.stats().promotions, 1);
+}
+
+#[test]
+fn deleted_key_is_expunged_then_revived() {
+    let map = one_shard();
+    map.insert("a", 1);
+    map.insert("b", 2);
+    map.insert("c", 3);
+    let _ = map.pin().iter().count(); // promote: a, b, c in the view
+    assert_eq!(counters(&map), c(0, 1, 1, 0, 0));
+
+    // Removing a key in the view is lock-free: the entry becomes "deleted".
+    assert_eq!(map.remove("b"), Some(2));
+    assert_eq!(counters(&map), c(0, 1, 1, 0, 0));
+    assert_eq!(map.len(), 2);
+
+    // The next new key rebuilds dirty: a and c are copied, b is expunged.
+    map.insert("d", 4);
+    assert_eq!(counters(&map), c(0, 1, 2, 2, 1));
+    assert_eq!(map.get("b"), None);
+
+    // Re-inserting b finds the expunged entry in the view, takes the lock,
+    // un-expunges it, puts it back into dirty and stores the value.
+    assert_eq!(map.insert("b", 20), None);
+    assert_eq!(map.len(), 4);
+    assert_eq!(map.get("b"), Some(20), "read through the view's entry");
+    assert_eq!(
+        counters(&map),
+        c(0, 1, 2, 2, 1),
+        "no slow lookup, no extra rebuild"
+    );
+
+    // Dirty holds a, c, d, b: four misses promote it, and b must be in the
+    // new view with its new value.
+    for _ in 0..4 {
+        assert_eq!(map.get("d"), Some(4));
+    }
+    assert_eq!(counters(&map), c(4, 2, 2, 2, 1));
+    let hits = map.stats().read_hits;
+    assert_eq!(map.get("b"), Some(20));
+    assert_eq!(map.get("d"), Some(4));
+    assert_eq!(
+        map.stats().read_hits,
+        hits + 2,
+        "both answered by the new view"
+    );
+    assert_eq!(map.len(), 4);
+    assert_eq!(
+        sorted_contents(&map),
+        [("a", 1), ("b", 20), ("c", 3), ("d", 4)]
+    );
+
+    // And b survives the next rebuild (it is live, so it is copied).
+    map.insert("e", 5);
+    assert_eq!(counters(&map), c(4, 2, 3, 6, 1));
+    assert_eq!(map.get("b"), Some(20));
+}
+
+#[test]
+fn expunged_key_revived_by_try_insert_and_get_or_insert() {
+    let map = one_shard();
+    map.insert("a", 1);
+    map.insert("b", 2);
+    let _ = map.pin().iter().count();
+    map.remove("a");
+    map.remove("b");
+    map.insert("c", 3); // rebuild: a and b expunged
+    assert_eq!(counters(&map), c(0, 1, 2, 0, 2));
+    assert_eq!(map.len(), 1);
+
+    assert_eq!(map.try_insert("a", 10), Ok(()));
+    assert_eq!(map.try_insert("a", 11), Err(11));
+    assert_eq!(map.get_or_insert("b", 20), 20);
+    assert_eq!(map.get_or_insert("b", 21), 20);
+    assert_eq!(map.len(), 3);
+    assert_eq!(map.stats().expunges, 2);
+
+    let _ = map.pin().iter().count(); // promote dirty {a, b, c}
+    assert_eq!(map.stats().promotions, 2);
+    assert_eq!(sorted_contents(&map), [("a", 10), ("b", 20), ("c", 3)]);
+    assert_eq!(map.get("a"), Some(10));
+    assert_eq!(map.get("b"), Some(20));
+}
+
+#[test]
+fn deleted_key_in_view_is_revived_without_the_lock() {
+    let map = one_shard();
+    map.insert("a", 1);
+    map.insert("b", 2);
+    let _ = map.pin().iter().count();
+    let before = counters(&map);
+
+    assert_eq!(map.remove("a"), Some(1));
+    // No rebuild happened since: the entry is "deleted", not expunged, and
+    // storing into it is a lock-free swap.
+    assert_eq!(map.insert("a", 10), None);
+    assert!(map.compare_and_delete("b", &2));
+    assert_eq!(map.try_insert("b", 20), Ok(()));
+    assert_eq!(counters(&map), before);
+    assert_eq!(map.len(), 2);
+    assert_eq!(sorted_contents(&map), [("a", 10), ("b", 20)]);
+}
+
+#[test]
+fn removed_dirty_only_key_is_not_promoted() {
+    let map = one_shard();
+    map.insert("a", 1);
+    map.insert("b", 2);
+    map.insert("c", 3);
+    // Removing a key only in dirty takes the lock, unlinks it and counts a
+    // miss; dirty keeps a and c.
+    assert_eq!(map.remove("b"), Some(2));
+    assert_eq!(counters(&map), c(1, 0, 1, 0, 0));
+    assert_eq!(map.remove("b"), None);
+    assert_eq!(
+        counters(&map),
+        c(2, 1, 1, 0, 0),
+        "2 misses >= len(dirty) = 2"
+    );
+    assert_eq!(map.len(), 2);
+    assert_eq!(sorted_contents(&map), [("a", 1), ("c", 3)]);
+    assert_eq!(map.get("b"), None);
+}
+
+#[test]
+fn which_operations_count_misses_on_dirty_keys() {
+    // Go: Swap (insert) of a key found in dirty does not miss; LoadOrStore
+    // (try_insert), LoadAndDelete, CompareAndSwap, CompareAndDelete and
+    // Load do. `update` behaves like CompareAndSwap.
+    type Op = fn(&Map);
+    let cases: [(&str, Op, u64); 8] = [
+        ("insert", |m| assert_eq!(m.insert("a", 5), Some(1)), 0),
+        (
+            "try_insert",
+            |m| assert_eq!(m.try_insert("a", 5), Err(5)),
+            1,
+        ),
+        (
+            "get_or_insert",
+            |m| assert_eq!(m.get_or_insert("a", 5), 1),
+            1,
+        ),
+        ("get", |m| assert_eq!(m.get("a"), Some(1)), 1),
+        (
+            "compare_and_swap",
+            |m| assert!(m.compare_and_swap("a", &1, 5)),
+            1,
+        ),
+        (
+            "compare_and_delete",
+            |m| assert!(m.compare_and_delete("a", &1)),
+            1,
+        ),
+        (
+            "update",
+            |m| assert_eq!(m.update("a", |v| v + 1), Some(2)),
+            1,
+        ),
+        ("remove", |m| assert_eq!(m.remove("a"), Some(1)), 1),
+    ];
+    for (name, op, misses) in cases {
+        let map = one_shard();
+        for key in ["a", "b", "c", "d"] {
+            map.insert(key, 1);
+        }
+        op(&map);
+        let stats = map.stats();
+        assert_eq!(stats.slow_path_lookups, misses, "{name}");
+        assert_eq!(stats.promotions, 0, "{name}");
+        assert_eq!(stats.dirty_rebuilds, 1, "{name}");
+    }
+}
+
+#[test]
+fn operations_on_view_keys_take_no_lock() {
+    let map = one_shard();
+    for key in ["a", "b", "c", "d"] {
+        map.insert(key, 1);
+    }
+    let _ = map.pin().iter().count();
+    let before = counters(&map);
+
+    assert_eq!(map.insert("a", 2), Some(1));
+    assert_eq!(map.try_insert("a", 3), Err(3));
+    assert_eq!(map.get_or_insert("a", 3), 2);
+    assert!(map.compare_and_swap("b", &1, 2));
+    assert!(!map.compare_and_swap("b", &1, 2));
+    assert_eq!(map.update("c", |v| v + 1), Some(2));
+    assert!(map.compare_and_delete("d", &1));
+    assert!(!map.compare_and_delete("d", &1));
+    assert_eq!(map.remove("a"), Some(2));
+    assert_eq!(map.get("a"), None);
+    assert_eq!(map.remove("absent"), None);
+    assert!(!map.compare_and_swap("absent", &1, 2));
+    assert_eq!(map.update("absent", |v| v + 1), None);
+
+    assert_eq!(
+        counters(&map),
+        before,
+        "every operation stayed on the fast path"
+    );
+    assert_eq!(sorted_contents(&map), [("b", 2), ("c", 2)]);
+    assert_eq!(map.len(), 2);
+}
+
+#[test]
+fn iteration_promotes_an_amended_shard_first() {
+    let map = one_shard();
+    map.insert("a", 1);
+    map.insert("b", 2);
+    map.insert("c", 3);
+    assert_eq!(map.stats().promotions, 0);
+    assert_eq!(sorted_contents(&map), [("a", 1), ("b", 2), ("c", 3)]);
+    assert_eq!(counters(&map), c(0, 1, 1, 0, 0), "promoted, without a miss");
+    // An un-amended shard is walked as is.
+    assert_eq!(sorted_contents(&map), [("a", 1), ("b", 2), ("c", 3)]);
+    assert_eq!(map.stats().promotions, 1);
+    // A new key amends it again; the next walk promotes again and sees it.
+    map.insert("d", 4);
+    assert_eq!(map.pin().keys().count(), 4);
+    assert_eq!(counters(&map), c(0, 2, 2, 3, 0));
+
+    // The default shards: each shard that received keys was rebuilt once
+    // and is promoted once by the walk.
+    let map: SnapMap<u32, u32> = SnapMap::new();
+    for i in 0..500 {
+        map.insert(i, i);
+    }
+    let stats = map.stats();
+    assert_eq!(stats.promotions, 0);
+    assert!(stats.dirty_rebuilds > 1 && stats.dirty_rebuilds <= snapmap::DEFAULT_SHARDS as u64);
+    assert_eq!(stats.splits, 0, "500 keys fit the default shards");
+    assert_eq!(map.pin().iter().count(), 500);
+    let after = map.stats();
+    assert_eq!(after.promotions, stats.dirty_rebuilds);
+    assert_eq!(map.pin().values().count(), 500);
+    assert_eq!(
+        map.stats().promotions,
+        after.promotions,
+        "nothing left to promote"
+    );
+    // All keys are now in views: lookups are read hits.
+    let hits = map.stats().read_hits;
+    for i in 0..500 {
+        assert_eq!(map.get(&i), Some(i));
+    }
+    assert_eq!(map.stats().read_hits, hits + 500);
+    assert_eq!(map.stats().slow_path_lookups, 0);
+}
+
+#[test]
+fn clear_resets_the_shard() {
+    let map = one_shard();
+    map.insert("a", 1);
+    map.insert("b", 2);
+    let _ = map.pin().iter().count();
+    map.insert("c", 3); // amended: dirty {a, b, c}
+    map.get("c"); // one miss
+    assert_eq!(counters(&map), c(1, 1, 2, 2, 0));
+
+    map.clear();
+    assert_eq!(map.len(), 0);
+    assert_eq!(counters(&map), c(1, 1, 2, 2, 0), "clear moves no counter");
+    // The shard is un-amended and empty: an absent lookup is lock-free.
+    assert_eq!(map.get("a"), None);
+    assert_eq!(map.stats().slow_path_lookups, 1);
+
+    // The first new key rebuilds from the empty view; the old (expunged)
+    // entries are gone, not revived.
+    map.insert("a", 10);
+    assert_eq!(counters(&map), c(1, 1, 3, 2, 0));
+    // A single key in dirty: the first miss promotes (the miss count was
+    // reset by clear).
+    assert_eq!(map.get("a"), Some(10));
+    assert_eq!(counters(&map), c(2, 2, 3, 2, 0));
+    assert_eq!(sorted_contents(&map), [("a", 10)]);
+}
+
+#[test]
+fn read_hits_are_flushed_when_the_handle_drops() {
+    let map = one_shard();
+    map.insert("a", 1);
+    map.get("a"); // promotes
+    let base = map.stats().read_hits;
+    let pinned = map.pin();
+    for _ in 0..10 {
+        assert_eq!(pinned.get("a"), Some(&1));
+    }
+    assert!(pinned.contains_key("a"));
+    assert_eq!(map.stats().read_hits, base, "counted in the handle");
+    drop(pinned);
+    assert_eq!(map.stats().read_hits, base + 11);
+}
+
+#[test]
+fn stats_display_and_default() {
+    let map = one_shard();
+    map.insert("a", 1);
+    map.get("a");
+    map.get("a");
+    let shown = map.stats().to_string();
+    // The retired-bytes tail is process-wide (other tests move it).
+    let (protocol, retired) = shown
+        .split_once(" | retired bytes ")
+        .unwrap_or_else(|| panic!("no retired bytes in {shown:?}"));
+    assert_eq!(
+        protocol,
+        "len 1 | shards 1 (directory 2^0 = 1 slots) | read hits 1 | slow-path lookups 1 | \
+         promotions 1 | dirty rebuilds 1 | entries copied 0 (max 0 in one operation) | \
+         expunges 0 | splits 0 | merges 0 | directory resizes 0"
+    );
+    assert!(retired.contains("(views "), "{shown}");
+
+    let empty = Stats::default();
+    assert_eq!((empty.len, empty.shards, empty.read_hits), (0, 0, 0));
+    assert_eq!(empty.retired.total(), 0);
+
+    let fresh: SnapMap<u8, u8> = SnapMap::builder().shards(8).build().unwrap();
+    let stats = fresh.stats();
+    assert_eq!(
+        (
+            stats.len,
+            stats.shards,
+            stats.directory_slots,
+            stats.global_depth
+        ),
+        (0, 8, 8, 3)
+    );
+    assert_eq!(
+        (
+            stats.read_hits,
+            stats.slow_path_lookups,
+            stats.promotions,
+            stats.dirty_rebuilds,
+            stats.entries_copied,
+            stats.expunges,
+        ),
+        (0, 0, 0, 0, 0, 0)
+    );
+    assert_eq!(
+        (
+            stats.splits,
+            stats.merges,
+            stats.directory_resizes,
+            stats.max_entries_copied_by_one_operation,
+        ),
+        (0, 0, 0, 0)
+    );
+}
+
+#[test]
+fn a_split_hands_over_a_promoted_table_without_deleted_entries() {
+    // Capacity 4: the dirty table splits the shard when it passes 4 entries.
+    let map: Map = SnapMap::builder()
+        .shards(1)
+        .shard_capacity(4)
+        .build()
+        .unwrap();
+    for (i, key) in ["a", "b", "c", "d"].into_iter().enumerate() {
+        map.insert(key, i as u64);
+    }
+    let _ = map.pin().iter().count(); // promote
+    assert_eq!(map.remove("b"), Some(1));
+    map.insert("e", 4); // rebuild: b expunged, a c d copied; dirty holds 4
+    assert_eq!(counters(&map), c(0, 1, 2, 3, 1));
+    assert_eq!(map.remove("c"), Some(2)); // deleted in the view, still in dirty
+
+    // The fifth entry in dirty passes the capacity: the shard splits. The
+    // split expunges c and hands the four live entries to two new shards.
+    map.insert("f", 5);
+    let stats = map.stats();
+    assert_eq!(
+        (stats.splits, stats.shards, stats.directory_slots),
+        (1, 2, 2),
+        "{stats}"
+    );
+    assert_eq!(stats.directory_resizes, 1, "{stats}");
+    assert_eq!(stats.expunges, 2, "{stats}");
+    assert_eq!(stats.entries_copied, 3 + 4, "{stats}");
+    assert_eq!(stats.max_entries_copied_by_one_operation, 4, "{stats}");
+    assert_eq!(stats.len, 4);
+
+    // The new shards start promoted: every lookup is a lock-free hit.
+    let before = map.stats();
+    for (key, value) in [("a", 0), ("d", 3), ("e", 4), ("f", 5)] {
+        assert_eq!(map.get(key), Some(value), "{key}");
+    }
+    assert_eq!(map.get("b"), None);
+    assert_eq!(map.get("c"), None);
+    let after = map.stats();
+    assert_eq!(after.slow_path_lookups, before.slow_path_lookups, "{after}");
+    assert_eq!(after.read_hits, before.read_hits + 6, "{after}");
+    assert_eq!(after.dirty_rebuilds, before.dirty_rebuilds, "{after}");
+    assert_eq!(
+        sorted_contents(&map),
+        [("a", 0), ("d", 3), ("e", 4), ("f", 5)]
+    );
+
+    // c was expunged and left behind: storing it again makes a new key.
+    assert_eq!(map.insert("c", 20), None);
+    assert_eq!(map.get("c"), Some(20));
+    assert_eq!(map.len(), 5);
+}
+
+#[test]
+fn closures_run_without_the_shard_lock() {
+    // The crate docs: the closures of `update` and `get_or_insert_with` run
+    // without locks, so they may use the map, even the same shard, even for
+    // a key still in the dirty table (found under the lock, but the closure
+    // runs after unlocking). Under the lock this would deadlock.
+    for threshold in [None, Some(1)] {
+        let mut builder = SnapMap::<u64, u64>::builder().shards(1);
+        if let Some(threshold) = threshold {
+            builder = builder.promotion_threshold(threshold);
+        }
+        let map = std::sync::Arc::new(builder.build().unwrap());
+        map.insert(1, 10);
+        let _ = map.pin().iter().count(); // 1 in the view
+        map.insert(2, 20); // 2 in dirty only
+        map.insert(3, 30);
+        let shared = std::sync::Arc::clone(&map);
+        common::without_deadlock("re-entrant closures", move || {
+            let map = &*shared;
+            // A dirty-only key first: found on the slow path.
+            let updated = map.update(&2, |v| {
+                map.insert(100, 1); // a new key: takes the shard lock
+                assert_eq!(map.get(&3), Some(30));
+                v + 1
+            });
+            assert_eq!(updated, Some(21));
+            let updated = map.update(&1, |v| {
+                map.insert(101, 1);
+                v + 1
+            });
+            assert_eq!(updated, Some(11));
+            let pinned = map.pin();
+            let made = pinned.get_or_insert_with(200, || {
+                map.insert(102, 1);
+                assert_eq!(map.remove(&100), Some(1));
+                7
+            });
+            assert_eq!(*made, 7);
+        });
+        let mut contents: Vec<_> = map.pin().iter().map(|(k, v)| (*k, *v)).collect();
+        contents.sort_unstable();
+        assert_eq!(
+            contents,
+            [(1, 11), (2, 21), (3, 30), (101, 1), (102, 1), (200, 7)],
+            "threshold {threshold:?}"
+        );
+        assert_eq!(map.len(), 6);
+    }
+}
+
+#[test]
+fn the_map_can_be_changed_while_iterating() {
+    // A walk holds no lock: the walking thread itself may insert (amending
+    // the shard, even the one being walked) and remove. Keys present for
+    // the whole walk are yielded exactly once.
+    for shards in [1, 64] {
+        let map: SnapMap<u64, u64> = SnapMap::builder().shards(shards).build().unwrap();
+        for k in 0..100 {
+            map.insert(k, k);
+        }
+        let pinned = map.pin();
+        let mut seen = std::collections::HashSet::new();
+        let mut order = Vec::new();
+        for (i, (k, _)) in pinned.iter().enumerate() {
+            assert!(seen.insert(*k), "{shards} shards: {k} yielded twice");
+            order.push(*k);
+            map.insert(1000 + i as u64, 0); // new keys
+            map.insert(*k, 1); // overwrite the current key
+            if order.len() > 50 {
+                map.remove(&order[order.len() - 51]); // a key already walked
+            }
+        }
+        drop(pinned);
+        for k in 0..100 {
+            assert!(seen.contains(&k), "{shards} shards: {k} missed");
+        }
+        assert_eq!(map.len(), map.pin().iter().count());
+    }
+}
+
+thread_local! {
+    /// Code that `Hooked::clone` runs (per thread).
+    static CLONE_HOOK: std::cell::RefCell<Option<Box<dyn Fn()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A value whose `Clone` runs `CLONE_HOOK`.
+#[derive(Debug, PartialEq)]
+struct Hooked(u64);
+
+impl Clone for Hooked {
+    fn clone(&self) -> Self {
+        CLONE_HOOK.with(|hook| {
+            if let Some(hook) = &*hook.borrow() {
+                hook();
+            }
+        });
+        Hooked(self.0)
+    }
+}
+
+/// The crate docs: "User code runs under a shard lock only as `Eq` during a
+/// lookup". A snapshot clones keys and values; if it did so under the
+/// shard lock, a `Clone` that touches the same shard (or takes a lock that
+/// a writer of that shard holds) would deadlock.
+#[test]
+fn snapshot_clones_run_without_the_shard_lock() {
+    let map = std::sync::Arc::new(
+        SnapMap::<&'static str, Hooked>::builder()
+            .shards(1)
+            .build()
+            .unwrap(),
+    );
+    map.insert("a", Hooked(1));
+    let _ = map.pin().iter().count(); // a in the view
+    map.insert("b", Hooked(2)); // b in dirty only: looking it up takes the lock
+    let shared = std::sync::Arc::clone(&map);
+    let len = common::without_deadlock("a snapshot whose Clone reads the map", move || {
+        let hook_map = std::sync::Arc::clone(&shared);
+        CLONE_HOOK.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move || {
+                assert!(hook_map.contains_key("b"));
+            }))
+        });
+        let len = shared.snapshot().len();
+        CLONE_HOOK.with(|hook| hook.borrow_mut().take());
+        len
+    });
+    assert_eq!(len, 2);
+}
