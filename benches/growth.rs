@@ -1,0 +1,529 @@
+//! The non-criterion harness: memory, allocations and tail latency.
+//!
+//! 1. **Heap bytes per entry** at 1M entries: bytes live after building
+//!    the map (and settling it: one read pass, one iteration, epoch
+//!    flushed) minus bytes live before, divided by the entry count.
+//! 2. **Allocations per operation** for every map: per read (batched
+//!    handle and per-operation pinning), per full iteration pass, per
+//!    update of an existing key, per insert of a new key.
+//! 3. **Per-insert latency during rapid growth** to 5M keys with 2
+//!    threads: `Instant` around every insert, then p50 / p99 / p99.9 /
+//!    p99.99 / max, for an insert-only growth and for conc-map-bench's
+//!    RapidGrow mix (5/80/5/10, latency of its inserts). Three repetitions;
+//!    the report takes the median of each percentile.
+//!
+//! Allocations are counted by a global allocator that forwards to the
+//! system allocator and, only while a measurement window is open, adds to
+//! relaxed atomic counters (one relaxed load per allocation otherwise).
+//! It lives in this binary only, so the criterion benches run on the plain
+//! system allocator. Byte counts are requested sizes (`Layout::size`), not
+//! the allocator's size classes.
+//!
+//! Results are printed and written as JSON to
+//! `$SNAPMAP_BENCH_OUT/growth.json` (default `target/snapmap-bench`).
+//! `SNAPMAP_BENCH_QUICK=1` shrinks everything (50K keys, one repetition).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use common::*;
+
+// ----- The counting allocator ------------------------------------------------------
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static ALLOC_BYTES: AtomicU64 = AtomicU64::new(0);
+static FREED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+#[inline]
+fn on_alloc(size: usize) {
+    if COUNTING.load(Relaxed) {
+        ALLOCS.fetch_add(1, Relaxed);
+        ALLOC_BYTES.fetch_add(size as u64, Relaxed);
+    }
+}
+
+#[inline]
+fn on_free(size: usize) {
+    if COUNTING.load(Relaxed) {
+        FREED_BYTES.fetch_add(size as u64, Relaxed);
+    }
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments
+// unchanged, so `System`'s guarantees are ours; the counters have no
+// effect on the memory returned.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        on_alloc(layout.size());
+        // SAFETY: forwarded unchanged (the caller upholds `alloc`'s contract).
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        on_alloc(layout.size());
+        // SAFETY: forwarded unchanged.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        on_free(layout.size());
+        // SAFETY: forwarded unchanged.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        on_free(layout.size());
+        on_alloc(new_size);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// What happened in one counting window.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    allocs: u64,
+    alloc_bytes: u64,
+    freed_bytes: u64,
+}
+
+impl Counts {
+    fn live_delta(&self) -> i64 {
+        self.alloc_bytes as i64 - self.freed_bytes as i64
+    }
+}
+
+/// Runs `f` with counting on and returns what it allocated and freed (on
+/// every thread).
+fn counted<R>(f: impl FnOnce() -> R) -> (R, Counts) {
+    ALLOCS.store(0, Relaxed);
+    ALLOC_BYTES.store(0, Relaxed);
+    FREED_BYTES.store(0, Relaxed);
+    COUNTING.store(true, Relaxed);
+    let r = f();
+    COUNTING.store(false, Relaxed);
+    let counts = Counts {
+        allocs: ALLOCS.load(Relaxed),
+        alloc_bytes: ALLOC_BYTES.load(Relaxed),
+        freed_bytes: FREED_BYTES.load(Relaxed),
+    };
+    (r, counts)
+}
+
+// ----- JSON, by hand (no serde in this crate) ---------------------------------------
+
+#[derive(Default)]
+struct Json {
+    heap: Vec<String>,
+    allocs: Vec<String>,
+    growth: Vec<String>,
+}
+
+static OUT: Mutex<Json> = Mutex::new(Json {
+    heap: Vec::new(),
+    allocs: Vec::new(),
+    growth: Vec::new(),
+});
+
+fn js(s: &str) -> String {
+    format!("{s:?}")
+}
+
+fn write_json() {
+    let out = OUT.lock().unwrap();
+    let mut s = String::new();
+    let mode = if quick() { "quick" } else { "full" };
+    let _ = writeln!(s, "{{\n  \"mode\": {},", js(mode));
+    for (name, rows, last) in [
+        ("heap", &out.heap, false),
+        ("allocs", &out.allocs, false),
+        ("growth", &out.growth, true),
+    ] {
+        let _ = writeln!(
+            s,
+            "  \"{name}\": [\n    {}\n  ]{}",
+            rows.join(",\n    "),
+            if last { "" } else { "," }
+        );
+    }
+    s.push_str("}\n");
+    let dir = std::env::var("SNAPMAP_BENCH_OUT").unwrap_or_else(|_| "target/snapmap-bench".into());
+    std::fs::create_dir_all(&dir).expect("create the output directory");
+    std::fs::write(format!("{dir}/growth.json"), s).expect("write growth.json");
+    println!("wrote {dir}/growth.json");
+}
+
+// ----- 1 + 2: heap bytes and allocations ----------------------------------------------
+
+fn alloc_row(map: &str, op: &str, ops: usize, c: Counts) {
+    let per = |x: u64| x as f64 / ops as f64;
+    println!(
+        "  {map:<34} {op:<22} {:>10.4} allocs/op {:>12.1} bytes/op  ({ops} ops)",
+        per(c.allocs),
+        per(c.alloc_bytes)
+    );
+    OUT.lock().unwrap().allocs.push(format!(
+        "{{\"map\": {}, \"op\": {}, \"ops\": {ops}, \"allocs_per_op\": {}, \"bytes_per_op\": {}}}",
+        js(map),
+        js(op),
+        per(c.allocs),
+        per(c.alloc_bytes)
+    ));
+}
+
+/// Builds `M` with `n` keys, measuring its heap, then counts allocations of
+/// each operation kind on it.
+fn memory<M: BenchMap>(n: usize, ops: usize) {
+    let name = M::name();
+    let keys = keys(n);
+    flush_epoch();
+    let (map, c) = counted(|| {
+        let map: M = build(&keys);
+        flush_epoch();
+        map
+    });
+    let per_entry = c.live_delta() as f64 / n as f64;
+    let pending = map.stats().map(|_| snapmap::retired_bytes().total());
+    println!(
+        "{name}: {per_entry:.1} heap bytes/entry at {n} entries ({} allocations while building{})",
+        c.allocs,
+        pending.map_or(String::new(), |p| format!(
+            ", {p} bytes retired and not yet freed"
+        ))
+    );
+    OUT.lock().unwrap().heap.push(format!(
+        "{{\"map\": {}, \"entries\": {n}, \"bytes_per_entry\": {per_entry}, \"build_allocs\": {}, \"retired_pending\": {}}}",
+        js(&name),
+        c.allocs,
+        pending.map_or("null".into(), |p| p.to_string())
+    ));
+
+    // Reads: the criterion workload's loop, batched handles.
+    let stream = lookup_stream(&keys, ops.next_power_of_two(), 0);
+    let (_, c) = counted(|| black_box(lookups(&map, &stream, ops as u64)));
+    alloc_row(&name, "read", ops, c);
+
+    let (_, c) = counted(|| black_box(map.handle().iter_sum()));
+    alloc_row(&name, "iteration pass", 1, c);
+
+    let write_ops = match M::writes() {
+        Writes::Concurrent => ops,
+        Writes::CopyOnWrite => 10.min(ops),
+        Writes::ReadOnly => 0,
+    };
+    if write_ops > 0 {
+        let (_, c) = counted(|| {
+            for chunk in stream[..write_ops].chunks(BATCH) {
+                let h = map.handle();
+                for &k in chunk {
+                    assert!(h.update(k));
+                }
+            }
+        });
+        alloc_row(&name, "update (existing key)", write_ops, c);
+        let fresh: Vec<u64> = (0..write_ops as u64).map(|i| key(1, i)).collect();
+        let (_, c) = counted(|| {
+            for chunk in fresh.chunks(BATCH) {
+                let h = map.handle();
+                for &k in chunk {
+                    h.insert(k, k);
+                }
+            }
+        });
+        alloc_row(&name, "insert (new key)", write_ops, c);
+    }
+    drop(map);
+    flush_epoch();
+}
+
+fn vec_memory(n: usize) {
+    let (v, c) = counted(|| {
+        keys(n)
+            .into_iter()
+            .map(|k| (k, k))
+            .collect::<Vec<(u64, u64)>>()
+    });
+    let per_entry = (c.live_delta() as f64 - (n * 8) as f64) / n as f64; // minus the keys Vec
+    let name = "Vec<(u64, u64)>";
+    println!("{name}: {per_entry:.1} heap bytes/entry");
+    OUT.lock().unwrap().heap.push(format!(
+        "{{\"map\": {}, \"entries\": {n}, \"bytes_per_entry\": {per_entry}, \"build_allocs\": null, \"retired_pending\": null}}",
+        js(name)
+    ));
+    let (_, c) = counted(|| black_box(vec_sum(&v)));
+    alloc_row(name, "iteration pass", 1, c);
+}
+
+/// What taking a snapshot allocates: the first one (every shard copied),
+/// one of an unchanged map (the cached snapshot), one after a single update
+/// (one shard copied).
+fn snapshot_allocs(n: usize) {
+    let keys = keys(n);
+    let map: Snap<Fast> = build(&keys);
+    let name = "snapmap snapshot";
+    let (first, c) = counted(|| map.0.snapshot());
+    alloc_row(name, "snapshot (first: full copy)", 1, c);
+    println!(
+        "  {name}: the first snapshot allocated {:.1} bytes per entry",
+        c.alloc_bytes as f64 / n as f64
+    );
+    OUT.lock().unwrap().heap.push(format!(
+        "{{\"map\": {}, \"entries\": {n}, \"bytes_per_entry\": {}, \"build_allocs\": {}, \"retired_pending\": null}}",
+        js("snapshot (pieces, on top of the map)"),
+        c.live_delta() as f64 / n as f64,
+        c.allocs
+    ));
+    let (_, c) = counted(|| black_box(map.0.snapshot()));
+    alloc_row(name, "snapshot (unchanged)", 1, c);
+    map.0.update(&keys[0], |v| v + 1);
+    let (_, c) = counted(|| black_box(map.0.snapshot()));
+    alloc_row(name, "snapshot (after 1 update)", 1, c);
+    drop(first);
+    drop(map);
+    flush_epoch();
+}
+
+// ----- 3: latency during rapid growth ---------------------------------------------------
+
+/// The calling thread's CPU time in nanoseconds (Linux: one
+/// `clock_gettime(CLOCK_THREAD_CPUTIME_ID)` system call), or 0 elsewhere.
+/// Unlike wall time it stops while the thread is descheduled (preempted,
+/// or parked on a lock), so the largest CPU time of one insert is the
+/// largest piece of work the map did inside it.
+#[cfg(target_os = "linux")]
+fn thread_cpu_ns() -> u64 {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
+    }
+    unsafe extern "C" {
+        fn clock_gettime(clock: i32, out: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut t = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: `clock_gettime` writes one `struct timespec` (two 64-bit
+    // fields on 64-bit Linux, as declared) to the pointer, which is valid.
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    if rc == 0 {
+        t.sec as u64 * 1_000_000_000 + t.nsec as u64
+    } else {
+        0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_ns() -> u64 {
+    0
+}
+
+#[derive(Clone, Copy)]
+enum Growth {
+    InsertOnly,
+    RapidGrow,
+}
+
+impl Growth {
+    fn name(self) -> &'static str {
+        match self {
+            Growth::InsertOnly => "insert-only",
+            Growth::RapidGrow => "RapidGrow 5/80/5/10",
+        }
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// One growth run; returns (sorted latencies in ns, wall time, stats).
+/// With `cpu`, the latencies are each insert's thread CPU time instead
+/// (two system calls per insert: slower, so in a separate run).
+fn growth_run<M: BenchMap>(streams: &[Vec<Op>], cpu: bool) -> (Vec<u32>, f64, Option<String>) {
+    let threads = streams.len();
+    let map = M::new();
+    let lats: Vec<Mutex<Vec<u32>>> = streams
+        .iter()
+        .map(|s| {
+            Mutex::new(Vec::with_capacity(
+                s.iter().filter(|o| o.kind == Kind::Insert).count(),
+            ))
+        })
+        .collect();
+    let wall = run_threads(
+        threads,
+        |_| drop(black_box(map.handle())),
+        |t| {
+            let mut lat = lats[t].lock().unwrap();
+            let mut acc = 0u64;
+            for chunk in streams[t].chunks(BATCH) {
+                let h = map.handle();
+                for op in chunk {
+                    match op.kind {
+                        Kind::Insert if cpu => {
+                            let start = thread_cpu_ns();
+                            h.insert(op.key, op.key);
+                            let ns = thread_cpu_ns() - start;
+                            lat.push(ns.min(u64::from(u32::MAX)) as u32);
+                        }
+                        Kind::Insert => {
+                            let start = Instant::now();
+                            h.insert(op.key, op.key);
+                            let ns = start.elapsed().as_nanos();
+                            lat.push(ns.min(u128::from(u32::MAX)) as u32);
+                        }
+                        Kind::Read => acc = acc.wrapping_add(h.get(op.key).unwrap_or(0)),
+                        Kind::Remove => acc += u64::from(h.remove(op.key)),
+                        Kind::Update => acc += u64::from(h.update(op.key)),
+                    }
+                }
+            }
+            black_box(acc);
+        },
+    );
+    let stats = map.stats();
+    drop(map);
+    flush_epoch();
+    let mut all: Vec<u32> = lats
+        .into_iter()
+        .flat_map(|m| m.into_inner().unwrap())
+        .collect();
+    all.sort_unstable();
+    (all, wall.as_secs_f64(), stats)
+}
+
+fn growth<M: BenchMap>(kind: Growth, streams: &[Vec<Op>], reps: usize) {
+    let name = M::name();
+    let mut rows = Vec::new();
+    let (cpu_lat, _, _) = growth_run::<M>(streams, true);
+    let cpu_p999 = percentile(&cpu_lat, 0.999);
+    let cpu_max = *cpu_lat.last().expect("some inserts");
+    println!(
+        "  {name:<34} {:<20} CPU time per insert (separate run): p99.9 {cpu_p999} ns, max {cpu_max} ns",
+        kind.name()
+    );
+    for _ in 0..reps {
+        let (lat, wall, stats) = growth_run::<M>(streams, false);
+        let pct = [0.5, 0.99, 0.999, 0.9999].map(|p| percentile(&lat, p));
+        let max = *lat.last().expect("some inserts");
+        println!(
+            "  {name:<34} {:<20} inserts {:>8}  p50 {:>6} ns  p99 {:>7} ns  p99.9 {:>8} ns  p99.99 {:>9} ns  max {:>10} ns  wall {:>7.1} ms{}",
+            kind.name(),
+            lat.len(),
+            pct[0],
+            pct[1],
+            pct[2],
+            pct[3],
+            max,
+            wall * 1e3,
+            stats
+                .as_ref()
+                .map_or(String::new(), |s| format!("\n      stats: {s}"))
+        );
+        rows.push(format!(
+            "{{\"p50\": {}, \"p99\": {}, \"p999\": {}, \"p9999\": {}, \"max\": {max}, \"wall_s\": {wall}, \"inserts\": {}, \"stats\": {}}}",
+            pct[0],
+            pct[1],
+            pct[2],
+            pct[3],
+            lat.len(),
+            stats.map_or("null".into(), |s| js(&s))
+        ));
+    }
+    OUT.lock().unwrap().growth.push(format!(
+        "{{\"map\": {}, \"workload\": {}, \"threads\": {}, \"cpu_p999\": {cpu_p999}, \"cpu_max\": {cpu_max}, \"reps\": [{}]}}",
+        js(&name),
+        js(kind.name()),
+        streams.len(),
+        rows.join(", ")
+    ));
+}
+
+fn growth_all(kind: Growth, n: usize, threads: usize, reps: usize) {
+    let streams: Vec<Vec<Op>> = match kind {
+        Growth::InsertOnly => (0..threads)
+            .map(|t| {
+                (0..(n / threads) as u64)
+                    .map(|i| Op {
+                        key: key(t, i),
+                        kind: Kind::Insert,
+                    })
+                    .collect()
+            })
+            .collect(),
+        // 80 % inserts: a capacity of n / 0.8 operations inserts about n keys.
+        Growth::RapidGrow => (0..threads)
+            .map(|t| mix_stream(RAPID_GROW, n * 5 / 4, threads, t).ops)
+            .collect(),
+    };
+    println!(
+        "\n{} to {} keys, {threads} threads, {reps} repetition(s):",
+        kind.name(),
+        label(n)
+    );
+    growth::<Snap<Fast>>(kind, &streams, reps);
+    growth::<SnapBig<Fast>>(kind, &streams, reps);
+    growth::<Dash<Fast>>(kind, &streams, reps);
+    growth::<Papaya<Fast>>(kind, &streams, reps);
+    growth::<SccMap<Fast>>(kind, &streams, reps);
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a name filter (any other argument)
+    // selects sections: "memory", "growth".
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wants =
+        |section: &str| filter.is_empty() || filter.iter().any(|f| section.contains(f.as_str()));
+    let sizes = Sizes::get();
+    let started = Instant::now();
+
+    if wants("memory") {
+        let n = sizes.big;
+        let ops = sizes.alloc_ops;
+        println!(
+            "Heap bytes per entry and allocations per operation ({} entries):",
+            label(n)
+        );
+        memory::<Snap<Fast>>(n, ops);
+        memory::<SnapPerOp<Fast>>(n, ops);
+        memory::<SnapBig<Fast>>(n, ops);
+        memory::<Dash<Fast>>(n, ops);
+        memory::<Papaya<Fast>>(n, ops);
+        memory::<PapayaPerOp<Fast>>(n, ops);
+        memory::<SccMap<Fast>>(n, ops);
+        memory::<SccIndex<Fast>>(n, ops);
+        memory::<Locked<Fast>>(n, ops);
+        memory::<Cow<Fast>>(n, ops);
+        memory::<SnapSnapshot<Fast>>(n, ops);
+        memory::<Ceiling<Fast>>(n, ops);
+        vec_memory(n);
+        snapshot_allocs(n);
+    }
+    if wants("growth") {
+        let reps = if quick() { 1 } else { 3 };
+        growth_all(Growth::InsertOnly, sizes.growth, 2, reps);
+        growth_all(Growth::RapidGrow, sizes.growth, 2, reps);
+    }
+    write_json();
+    println!(
+        "growth harness done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
