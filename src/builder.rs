@@ -12,9 +12,10 @@ use crate::map::SnapMap;
 pub const DEFAULT_SHARDS: usize = 16;
 
 /// The number of entries past which a shard's dirty table splits the shard,
-/// unless the builder says otherwise. Chosen by measurement (see
-/// `BENCHMARKS.md`): large enough that splits are rare, small enough that a
-/// dirty rebuild (one shard's copy) stays in the microseconds.
+/// unless the builder says otherwise. Chosen by measurement (`cargo bench
+/// --bench capacity`; the figures are in the `migrate` module's docs): the
+/// smallest capacity at which read hits are as fast as with larger shards,
+/// so that the work one operation can do stays small.
 pub const DEFAULT_SHARD_CAPACITY: usize = 512;
 
 /// The most shards (directory slots) a map may use unless the builder says

@@ -9,8 +9,16 @@
 //!
 //! ```text
 //!   Snapshot ── Arc<Frozen> ── pieces: [Arc<Piece>, Arc<Piece>, ...]   (hash order)
-//!                               starts: [0, 2^62, 2^63, ...]            (first hash of each)
-//!   Piece { shard id, version, entries: [(K, V)], hashes: [u64], index }
+//!                               slots:  [piece index; 2^G]              (top G hash bits)
+//!   Piece { shard id, version, entries: [(K, V)], index: {(hash, position)} }
+//! ```
+//!
+//! A lookup indexes `slots` by the top bits of the hash (as the map's
+//! directory does), probes the piece's index, whose buckets hold the full
+//! hash beside the position so that only a matching hash touches the entry,
+//! and compares the key.
+//!
+//! ```text
 //! ```
 //!
 //! # Building one: O(1) if nothing changed, O(changed shards) otherwise
@@ -59,7 +67,7 @@
 //! replaces it or `SnapMap::forget_snapshot` drops it.
 
 use core::fmt;
-use core::hash::{BuildHasher, Hash};
+use core::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use core::iter::FusedIterator;
 use std::collections::HashMap;
 
@@ -75,6 +83,28 @@ use crate::stats::{Event, Stripe};
 use crate::sync::epoch::Guard;
 use crate::sync::stat_atomic::{AtomicIsize, Ordering as StatOrdering};
 use crate::sync::{Arc, Bug, SnapshotCell, injected};
+
+/// Pieces by shard id, for one build.
+type PieceMap<K, V> = HashMap<u64, Arc<Piece<K, V>>, BuildHasherDefault<IdHasher>>;
+
+/// Shard ids are unique counters: one multiply (Fibonacci hashing) spreads
+/// them over the table, far cheaper than SipHash.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 << 8) | u64::from(byte);
+        }
+    }
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id;
+    }
+}
 
 /// Bytes held by the live pieces of one map's snapshots.
 #[derive(Default)]
@@ -98,9 +128,8 @@ pub(crate) struct Piece<K, V> {
     shard_id: u64,
     version: u64,
     entries: Box<[(K, V)]>,
-    hashes: Box<[u64]>,
-    /// Positions in `entries`, hashed by `table_hash`.
-    index: HashTable<u32>,
+    /// `(hash, position in entries)`, hashed by `table_hash`.
+    index: HashTable<(u64, u32)>,
     bytes: usize,
     account: Arc<PieceBytes>,
 }
@@ -126,22 +155,19 @@ impl<K, V> Piece<K, V> {
                 hashes.push(hash);
             })
             .ok()?;
-        let (entries, hashes) = (entries.into_boxed_slice(), hashes.into_boxed_slice());
+        let entries = entries.into_boxed_slice();
         let mut index = HashTable::with_capacity(entries.len());
-        for (i, &hash) in hashes.iter().enumerate() {
-            index.insert_unique(table_hash(hash), i as u32, |&j| {
-                table_hash(hashes[j as usize])
-            });
+        for (i, hash) in hashes.into_iter().enumerate() {
+            index.insert_unique(table_hash(hash), (hash, i as u32), |&(h, _)| table_hash(h));
         }
         let bytes = size_of::<Self>()
-            + entries.len() * (size_of::<(K, V)>() + size_of::<u64>())
+            + entries.len() * size_of::<(K, V)>()
             + index.allocation_size();
         account.add(bytes as isize);
         Some(Piece {
             shard_id: shard.id(),
             version,
             entries,
-            hashes,
             index,
             bytes,
             account: account.clone(),
@@ -149,8 +175,8 @@ impl<K, V> Piece<K, V> {
     }
 
     fn get<Q: ?Sized + Equivalent<K>>(&self, hash: u64, key: &Q) -> Option<&(K, V)> {
-        let i = self.index.find(table_hash(hash), |&i| {
-            self.hashes[i as usize] == hash && key.equivalent(&self.entries[i as usize].0)
+        let (_, i) = self.index.find(table_hash(hash), |&(h, i)| {
+            h == hash && key.equivalent(&self.entries[i as usize].0)
         })?;
         Some(&self.entries[*i as usize])
     }
@@ -165,8 +191,11 @@ impl<K, V> Drop for Piece<K, V> {
 /// The shared body of a snapshot.
 pub(crate) struct Frozen<K, V, S> {
     pieces: Box<[Arc<Piece<K, V>>]>,
-    /// The first hash each piece covers (ascending; `starts[0] == 0`).
-    starts: Box<[u64]>,
+    /// The piece holding each `2^depth` slice of hash space.
+    slots: Box<[u32]>,
+    /// How many top hash bits index `slots` (the directory's depth when the
+    /// snapshot was built).
+    depth: u32,
     len: usize,
     /// The write gate's completed-write count when this was built.
     writes: u64,
@@ -321,7 +350,8 @@ impl<K, V, S: BuildHasher> Snapshot<K, V, S> {
         Q: ?Sized + Hash + Equivalent<K>,
     {
         let hash = self.frozen.hasher.hash_one(key);
-        let piece = self.frozen.starts.partition_point(|&start| start <= hash) - 1;
+        let slot = ((hash >> (63 - self.frozen.depth)) >> 1) as usize;
+        let piece = self.frozen.slots[slot] as usize;
         self.frozen.pieces[piece]
             .get(hash, key)
             .map(|(k, v)| (k, v))
@@ -464,7 +494,7 @@ where
         if let Some(snapshot) = self.unchanged(gate) {
             return snapshot;
         }
-        let previous: HashMap<u64, Arc<Piece<K, V>>> = self
+        let previous: PieceMap<K, V> = self
             .cell
             .load_full()
             .map(|frozen| {
@@ -476,7 +506,7 @@ where
             })
             .unwrap_or_default();
         let reusable =
-            |shard: &Shard<K, V>, version: u64, pieces: &HashMap<u64, Arc<Piece<K, V>>>| {
+            |shard: &Shard<K, V>, version: u64, pieces: &PieceMap<K, V>| {
                 pieces
                     .get(&shard.id())
                     .filter(|piece| piece.version == version)
@@ -484,7 +514,7 @@ where
             };
 
         // Step 2: copy changed shards while writers run.
-        let mut optimistic: HashMap<u64, Arc<Piece<K, V>>> = HashMap::new();
+        let mut optimistic: PieceMap<K, V> = PieceMap::default();
         let table = directory.table(guard);
         for shard in table.distinct() {
             // SAFETY: a distinct slot value of a table loaded under `guard`
@@ -506,7 +536,9 @@ where
             (writes, Some(closed))
         };
         let table = directory.table(guard);
-        let (mut pieces, mut starts, mut len) = (Vec::new(), Vec::new(), 0);
+        let depth = table.depth();
+        let mut slots = vec![0u32; 1 << depth];
+        let (mut pieces, mut len) = (Vec::new(), 0);
         let (mut copied, mut reused) = (0, 0);
         for shard in table.distinct() {
             // SAFETY: as above.
@@ -531,12 +563,15 @@ where
                 }
             };
             len += piece.entries.len();
-            starts.push(shard.hash_range().0);
+            let span = 1usize << (depth - shard.depth());
+            let first = (shard.prefix() as usize) << (depth - shard.depth());
+            slots[first..first + span].fill(pieces.len() as u32);
             pieces.push(piece);
         }
         let frozen = Arc::new(Frozen {
             pieces: pieces.into_boxed_slice(),
-            starts: starts.into_boxed_slice(),
+            slots: slots.into_boxed_slice(),
+            depth,
             len,
             writes,
             hasher: hasher.clone(),
