@@ -130,12 +130,14 @@ struct Json {
     heap: Vec<String>,
     allocs: Vec<String>,
     growth: Vec<String>,
+    storm: Vec<String>,
 }
 
 static OUT: Mutex<Json> = Mutex::new(Json {
     heap: Vec::new(),
     allocs: Vec::new(),
     growth: Vec::new(),
+    storm: Vec::new(),
 });
 
 fn js(s: &str) -> String {
@@ -150,7 +152,8 @@ fn write_json() {
     for (name, rows, last) in [
         ("heap", &out.heap, false),
         ("allocs", &out.allocs, false),
-        ("growth", &out.growth, true),
+        ("growth", &out.growth, false),
+        ("storm", &out.storm, true),
     ] {
         let _ = writeln!(
             s,
@@ -482,9 +485,80 @@ fn growth_all(kind: Growth, n: usize, threads: usize, reps: usize) {
     growth::<SccMap<Fast>>(kind, &streams, reps);
 }
 
+/// 4: how long a writer waits while snapshots are taken back to back.
+///
+/// One writer updates existing keys of an `n`-key map, timing every update;
+/// in the second case another thread takes snapshots in a loop (each after
+/// the writer's latest update, so each rebuild re-copies a changed shard and
+/// closes the write gate). Both cases in the same run.
+fn storm(n: usize, updates: usize) {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    println!(
+        "Writers during a storm of snapshots ({} keys, {} updates):",
+        label(n),
+        updates
+    );
+    for with_storm in [false, true] {
+        let map = snapmap::SnapMap::<u64, u64>::builder()
+            .hasher(Fast::with_seed(0))
+            .build()
+            .unwrap();
+        let keys: Vec<u64> = (0..n as u64).map(|i| mix(i)).collect();
+        for &k in &keys {
+            map.insert(k, 0);
+        }
+        for &k in &keys {
+            std::hint::black_box(map.get(&k)); // promote, as readers would
+        }
+        drop(map.snapshot());
+        let stop = AtomicBool::new(false);
+        let snapshots = AtomicU64::new(0);
+        let mut latencies: Vec<u64> = Vec::with_capacity(updates);
+        std::thread::scope(|scope| {
+            if with_storm {
+                scope.spawn(|| {
+                    while !stop.load(Relaxed) {
+                        std::hint::black_box(map.snapshot());
+                        snapshots.fetch_add(1, Relaxed);
+                    }
+                });
+            }
+            // Time nothing until the storm is under way.
+            while with_storm && snapshots.load(Relaxed) == 0 {
+                std::thread::yield_now();
+            }
+            for i in 0..updates {
+                let k = keys[(mix(i as u64 + 17) % n as u64) as usize];
+                let t = Instant::now();
+                map.insert(k, i as u64);
+                latencies.push(t.elapsed().as_nanos() as u64);
+            }
+            stop.store(true, Relaxed);
+        });
+        latencies.sort_unstable();
+        let at =
+            |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+        let case = if with_storm {
+            "during a storm of snapshots"
+        } else {
+            "no snapshots"
+        };
+        let (p50, p99, p999, max) = (at(0.5), at(0.99), at(0.999), *latencies.last().unwrap());
+        println!(
+            "  {case:<28} p50 {p50} ns  p99 {p99} ns  p99.9 {p999} ns  max {max} ns  ({} snapshots)",
+            snapshots.load(Relaxed)
+        );
+        OUT.lock().unwrap().storm.push(format!(
+            "{{\"case\": {}, \"updates\": {updates}, \"snapshots\": {}, \"p50_ns\": {p50}, \"p99_ns\": {p99}, \"p999_ns\": {p999}, \"max_ns\": {max}}}",
+            js(case),
+            snapshots.load(Relaxed)
+        ));
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a name filter (any other argument)
-    // selects sections: "memory", "growth".
+    // selects sections: "memory", "growth", "storm".
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -520,6 +594,9 @@ fn main() {
         let reps = if quick() { 1 } else { 3 };
         growth_all(Growth::InsertOnly, sizes.growth, 2, reps);
         growth_all(Growth::RapidGrow, sizes.growth, 2, reps);
+    }
+    if wants("storm") {
+        storm(sizes.big, if quick() { 2_000 } else { 200_000 });
     }
     write_json();
     println!(
