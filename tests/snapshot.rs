@@ -277,3 +277,15 @@ fn writes_inside_a_batch_closure_through_the_map_join_the_batch() {
     });
     assert_eq!(map.snapshot().len(), 2);
 }
+
+/// `Snapshot` serialises as a map (feature `serde`).
+#[cfg(feature = "serde")]
+#[test]
+fn snapshot_serializes_as_a_map() {
+    let map: SnapMap<String, u32> = SnapMap::new();
+    map.insert("a".into(), 1);
+    map.insert("b".into(), 2);
+    let json = serde_json::to_string(&map.snapshot()).unwrap();
+    let back: HashMap<String, u32> = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, HashMap::from([("a".to_string(), 1), ("b".to_string(), 2)]));
+}
