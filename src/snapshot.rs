@@ -160,9 +160,8 @@ impl<K, V> Piece<K, V> {
         for (i, hash) in hashes.into_iter().enumerate() {
             index.insert_unique(table_hash(hash), (hash, i as u32), |&(h, _)| table_hash(h));
         }
-        let bytes = size_of::<Self>()
-            + entries.len() * size_of::<(K, V)>()
-            + index.allocation_size();
+        let bytes =
+            size_of::<Self>() + entries.len() * size_of::<(K, V)>() + index.allocation_size();
         account.add(bytes as isize);
         Some(Piece {
             shard_id: shard.id(),
@@ -505,13 +504,12 @@ where
                     .collect()
             })
             .unwrap_or_default();
-        let reusable =
-            |shard: &Shard<K, V>, version: u64, pieces: &PieceMap<K, V>| {
-                pieces
-                    .get(&shard.id())
-                    .filter(|piece| piece.version == version)
-                    .cloned()
-            };
+        let reusable = |shard: &Shard<K, V>, version: u64, pieces: &PieceMap<K, V>| {
+            pieces
+                .get(&shard.id())
+                .filter(|piece| piece.version == version)
+                .cloned()
+        };
 
         // Step 2: copy changed shards while writers run.
         let mut optimistic: PieceMap<K, V> = PieceMap::default();

@@ -405,7 +405,11 @@ pub(crate) fn with_gate_depth<R>(f: impl FnOnce(&core::cell::Cell<usize>) -> R) 
 /// # Safety
 ///
 /// As for `epoch::retire`.
-unsafe fn begin_retire<T>(ptr: *mut T, kind: crate::stats::RetiredKind, bytes: usize) -> Option<isize> {
+unsafe fn begin_retire<T>(
+    ptr: *mut T,
+    kind: crate::stats::RetiredKind,
+    bytes: usize,
+) -> Option<isize> {
     if injected(Bug::FreeWithoutEpoch) {
         // SAFETY: none; this is the deliberately broken twin of the
         // reclamation model. It runs the destructor at once but keeps the

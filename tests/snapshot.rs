@@ -287,5 +287,8 @@ fn snapshot_serializes_as_a_map() {
     map.insert("b".into(), 2);
     let json = serde_json::to_string(&map.snapshot()).unwrap();
     let back: HashMap<String, u32> = serde_json::from_str(&json).unwrap();
-    assert_eq!(back, HashMap::from([("a".to_string(), 1), ("b".to_string(), 2)]));
+    assert_eq!(
+        back,
+        HashMap::from([("a".to_string(), 1), ("b".to_string(), 2)])
+    );
 }
