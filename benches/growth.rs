@@ -503,7 +503,7 @@ fn storm(n: usize, updates: usize) {
             .hasher(Fast::with_seed(0))
             .build()
             .unwrap();
-        let keys: Vec<u64> = (0..n as u64).map(|i| mix(i)).collect();
+        let keys: Vec<u64> = (0..n as u64).map(mix).collect();
         for &k in &keys {
             map.insert(k, 0);
         }
