@@ -31,6 +31,9 @@
 //! 2. **Optimistic copy, writers running.** For each current shard, read its
 //!    version; if the cached snapshot has a piece for the same shard id at
 //!    the same version, it will be reused; otherwise copy the shard now.
+//!    Repeat (up to three passes) while a pass still had many shards to
+//!    copy: each pass copies what writers changed during the previous one,
+//!    so the step below, which runs with writers stopped, has less to do.
 //! 3. **Close the gate, briefly.** With no write in progress, walk the
 //!    current shards again: a piece whose shard id and version still match
 //!    is used as is; a shard that changed meanwhile (or appeared through a
@@ -83,6 +86,13 @@ use crate::stats::{Event, Stripe};
 use crate::sync::epoch::Guard;
 use crate::sync::stat_atomic::{AtomicIsize, Ordering as StatOrdering};
 use crate::sync::{Arc, Bug, SnapshotCell, injected};
+
+/// Optimistic copy passes before the gate closes (see step 2).
+const OPTIMISTIC_ROUNDS: usize = 3;
+
+/// A pass that copies at most this many shards ends the optimistic rounds:
+/// re-copying that many with the gate closed is short.
+const SMALL_DELTA: usize = 4;
 
 /// Pieces by shard id, for one build.
 type PieceMap<K, V> = HashMap<u64, Arc<Piece<K, V>>, BuildHasherDefault<IdHasher>>;
@@ -511,18 +521,33 @@ where
                 .cloned()
         };
 
-        // Step 2: copy changed shards while writers run.
+        // Step 2: copy changed shards while writers run. A writer that keeps
+        // updating dirties shards while we copy, and whatever it dirtied is
+        // re-copied with the gate closed; so repeat the pass (each round
+        // copies only what changed during the previous one) until a round
+        // copies few shards, at most `OPTIMISTIC_ROUNDS` times.
         let mut optimistic: PieceMap<K, V> = PieceMap::default();
-        let table = directory.table(guard);
-        for shard in table.distinct() {
-            // SAFETY: a distinct slot value of a table loaded under `guard`
-            // is a shard kept alive by the epoch for `guard`'s life.
-            let shard = unsafe { &*shard };
-            let version = shard.version();
-            if reusable(shard, version, &previous).is_none()
-                && let Some(piece) = Piece::copy(shard, version, &self.bytes, guard)
-            {
-                optimistic.insert(shard.id(), Arc::new(piece));
+        for _ in 0..OPTIMISTIC_ROUNDS {
+            let mut copied = 0;
+            for shard in directory.table(guard).distinct() {
+                // SAFETY: a distinct slot value of a table loaded under
+                // `guard` is a shard kept alive by the epoch for `guard`'s
+                // life.
+                let shard = unsafe { &*shard };
+                let version = shard.version();
+                let current = |p: &Arc<Piece<K, V>>| p.version == version;
+                if reusable(shard, version, &previous).is_some()
+                    || optimistic.get(&shard.id()).is_some_and(current)
+                {
+                    continue;
+                }
+                if let Some(piece) = Piece::copy(shard, version, &self.bytes, guard) {
+                    optimistic.insert(shard.id(), Arc::new(piece));
+                    copied += 1;
+                }
+            }
+            if copied <= SMALL_DELTA {
+                break;
             }
         }
 
