@@ -427,7 +427,6 @@ unsafe fn begin_retire<T>(
 /// Deliberate bugs a loom model can switch on to prove it catches them.
 /// Each names the protocol step it breaks; see `loom-tests/README.md`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(dead_code)] // constructed only by loom models
 pub enum Bug {
     /// A promotion publishes the new read view with a Relaxed store.
     RelaxedViewPublish,

@@ -437,9 +437,13 @@ where
         if dirty.retired {
             return Err(Retired);
         }
-        // The broken twin `NoRecheckUnderLock` trusts the view it saw before
-        // locking.
-        if !injected(Bug::NoRecheckUnderLock) {
+        if injected(Bug::NoRecheckUnderLock) {
+            // The broken twin trusts the view it saw before locking; after a
+            // promotion there is no dirty table left to look in.
+            if dirty.table.is_none() {
+                return Ok(None);
+            }
+        } else {
             let (view, amended) = self.view(guard);
             if let Some(entry) = view.find(hash, key) {
                 return Ok(in_view(entry));
@@ -449,11 +453,7 @@ where
             }
         }
         let found = dirty.find(hash, key).and_then(in_dirty);
-        // Always true when the view is amended (invariant 1); only the twin
-        // can get here without a dirty table.
-        if dirty.table.is_some() {
-            self.miss_locked(&mut dirty, ctx, guard);
-        }
+        self.miss_locked(&mut dirty, ctx, guard);
         Ok(found)
     }
 
