@@ -21,8 +21,7 @@ use hashbrown::hash_table;
 
 use crate::directory::Directory;
 use crate::shard::Ctx;
-use crate::shard::entry::Entry;
-use crate::sync::Arc;
+use crate::shard::entry::EntryRef;
 use crate::sync::epoch::Guard;
 
 /// An iterator over `(&K, &V)`, from [`Pinned::iter`](crate::Pinned::iter).
@@ -34,7 +33,7 @@ pub struct Iter<'p, K, V> {
     cursor: Option<u64>,
     /// Entries of `current` below this hash were walked already.
     from: u64,
-    current: hash_table::Iter<'p, Arc<Entry<K, V>>>,
+    current: hash_table::Iter<'p, EntryRef<K, V>>,
 }
 
 impl<'p, K, V> Iter<'p, K, V> {

@@ -537,10 +537,11 @@ impl<K, V, S> Drop for SnapMap<K, V, S> {
         self.directory.for_each_shard_exclusive(|shard| {
             // SAFETY: `&mut self`: no operation is in flight, and every
             // reference the map handed out borrowed it (through a `Pinned`),
-            // so none is alive. Values are dropped now instead of through the
-            // epoch; retired views and shards still in the epoch then hold
-            // entries whose cells are empty.
-            unsafe { shard.drop_values_exclusive() };
+            // so none is alive. Entries, keys and values are freed now
+            // instead of through the epoch; the directory's `Drop` then frees
+            // the shards. Retired views and shards still in the epoch point
+            // to these entries but never touch them when freed.
+            unsafe { shard.free_entries_exclusive() };
         });
     }
 }

@@ -14,7 +14,8 @@
 //! shard's lock it re-checks that the shard is current and still over
 //! capacity, then builds two new shards from its content, divided by the
 //! next hash bit. Deleted entries are expunged and left out (as in a dirty
-//! rebuild), live entries are shared (`Arc`), and each new shard starts
+//! rebuild; they are retired with the old shard), live entries are shared
+//! (the new tables point to the same entries), and each new shard starts
 //! promoted: its read view holds everything, with no dirty table. Under the
 //! directory's `resize` lock it doubles the directory if the shard was at
 //! the global depth, then points the shard's slots at the new shards. Last,
@@ -97,7 +98,6 @@ use crate::directory::{DirTable, Directory};
 use crate::shard::read_view::{Table, rehash};
 use crate::shard::{Ctx, Shard};
 use crate::stats::{Event, RetiredKind};
-use crate::sync::Arc;
 use crate::sync::atomic::Ordering;
 use crate::sync::epoch::{Guard, retire};
 
@@ -154,7 +154,7 @@ unsafe fn discard<K, V>(shards: &[*mut Shard<K, V>]) {
 /// `shard` was allocated by [`boxed`], is no longer in any slot of the
 /// current table, has been marked retired under its lock, and is retired
 /// only once.
-unsafe fn retire_shard<K, V>(shard: &Shard<K, V>, guard: &Guard)
+unsafe fn retire_shard<K, V>(shard: &Shard<K, V>, bytes: usize, guard: &Guard)
 where
     K: Send + Sync + 'static,
     V: Send + Sync + 'static,
@@ -162,7 +162,7 @@ where
     let ptr = core::ptr::from_ref(shard).cast_mut();
     // SAFETY: per the contract; readers pinned before now may still use it,
     // and the epoch waits for them.
-    unsafe { retire(guard, ptr, RetiredKind::Shard, size_of::<Shard<K, V>>()) };
+    unsafe { retire(guard, ptr, RetiredKind::Shard, bytes) };
 }
 
 /// Splits `shard` if it is current and over capacity. See the module docs.
@@ -180,11 +180,15 @@ where
         return; // at the cap: the shard grows past capacity (module docs)
     }
     let bit = 63 - depth;
-    let mut halves = [Table::new(), Table::new()];
+    // Each half gets about half the entries: room for 5/8 of them means
+    // one allocation per half (growing from empty would allocate and
+    // rehash eight times), with slack for an uneven split.
+    let half = shard.migration_len_locked(&dirty, guard) * 5 / 8 + 8;
+    let mut halves = [Table::with_capacity(half), Table::with_capacity(half)];
     let mut live = [0usize; 2];
     shard.drain_for_migration_locked(&mut dirty, ctx, guard, |entry| {
         let half = ((entry.hash >> bit) & 1) as usize;
-        halves[half].insert_unique(rehash(entry), Arc::clone(entry), rehash);
+        halves[half].insert_unique(rehash(&entry), entry, rehash);
         live[half] += usize::from(entry.is_live());
     });
     let [low, high] = halves;
@@ -218,10 +222,11 @@ where
         }
     }
     shard.retire_locked(&mut dirty, guard);
+    let bytes = shard.heap_bytes_locked(&dirty, guard);
     drop(dirty);
     // SAFETY: the shard left its slots above and was marked retired under
     // its lock; only the holder of that lock (now us) retires it, once.
-    unsafe { retire_shard(shard, guard) };
+    unsafe { retire_shard(shard, bytes, guard) };
     ctx.stripe.count(Event::Splits, 1);
 }
 
@@ -267,9 +272,9 @@ where
     }
     let mut merged = Table::with_capacity(low.live() + high.live());
     let mut live = 0usize;
-    let mut take = |entry: &Arc<_>| {
-        merged.insert_unique(rehash(entry), Arc::clone(entry), rehash);
-        live += usize::from(crate::shard::entry::Entry::is_live(entry));
+    let mut take = |entry: crate::shard::entry::EntryRef<K, V>| {
+        merged.insert_unique(rehash(&entry), entry, rehash);
+        live += usize::from(entry.is_live());
     };
     low.drain_for_migration_locked(&mut low_dirty, ctx, guard, &mut take);
     high.drain_for_migration_locked(&mut high_dirty, ctx, guard, &mut take);
@@ -299,13 +304,15 @@ where
     }
     low.retire_locked(&mut low_dirty, guard);
     high.retire_locked(&mut high_dirty, guard);
+    let low_bytes = low.heap_bytes_locked(&low_dirty, guard);
+    let high_bytes = high.heap_bytes_locked(&high_dirty, guard);
     drop(high_dirty);
     drop(low_dirty);
     // SAFETY: both left their slots above and were marked retired under
     // their locks, which we held; each is retired once, here.
     unsafe {
-        retire_shard(low, guard);
-        retire_shard(high, guard);
+        retire_shard(low, low_bytes, guard);
+        retire_shard(high, high_bytes, guard);
     }
     ctx.stripe.count(Event::Merges, 1);
     // SAFETY: the merged shard is in the current table and is retired only

@@ -145,12 +145,14 @@ pub(crate) enum RetiredKind {
     Shard,
     Directory,
     Value,
+    Entry,
 }
 
+const RETIRED_KINDS: usize = 5;
 const RETIRED_STRIPES: usize = 16;
 
-static RETIRED: [CachePadded<[AtomicIsize; 4]>; RETIRED_STRIPES] =
-    [const { CachePadded::new([const { AtomicIsize::new(0) }; 4]) }; RETIRED_STRIPES];
+static RETIRED: [CachePadded<[AtomicIsize; RETIRED_KINDS]>; RETIRED_STRIPES] =
+    [const { CachePadded::new([const { AtomicIsize::new(0) }; RETIRED_KINDS]) }; RETIRED_STRIPES];
 
 /// Adds `bytes` (negative when freed) to the retired count of `kind`.
 #[inline]
@@ -172,19 +174,20 @@ pub(crate) fn count_retired(kind: RetiredKind, bytes: isize) {
 /// assert!(snapmap::retired_bytes().values >= 0);
 /// ```
 pub fn retired_bytes() -> RetiredBytes {
-    let mut sums = [0isize; 4];
+    let mut sums = [0isize; RETIRED_KINDS];
     for stripe in &RETIRED {
         for (sum, counter) in sums.iter_mut().zip(stripe.iter()) {
             // Relaxed: a statistic.
             *sum += counter.load(Ordering::Relaxed);
         }
     }
-    let [views, shards, directories, values] = sums.map(|s| s.max(0) as usize);
+    let [views, shards, directories, values, entries] = sums.map(|s| s.max(0) as usize);
     RetiredBytes {
         views,
         shards,
         directories,
         values,
+        entries,
     }
 }
 
@@ -200,6 +203,9 @@ pub struct RetiredBytes {
     pub directories: usize,
     /// Replaced or removed value nodes.
     pub values: usize,
+    /// Entries (key, hash and value cell) of removed keys, once the last
+    /// table that held them is replaced.
+    pub entries: usize,
 }
 
 impl RetiredBytes {
@@ -207,10 +213,13 @@ impl RetiredBytes {
     ///
     /// ```
     /// let r = snapmap::retired_bytes();
-    /// assert_eq!(r.total(), r.views + r.shards + r.directories + r.values);
+    /// assert_eq!(
+    ///     r.total(),
+    ///     r.views + r.shards + r.directories + r.values + r.entries
+    /// );
     /// ```
     pub fn total(&self) -> usize {
-        self.views + self.shards + self.directories + self.values
+        self.views + self.shards + self.directories + self.values + self.entries
     }
 }
 
@@ -275,7 +284,7 @@ impl core::fmt::Display for Stats {
             "len {} | shards {} (directory 2^{} = {} slots) | read hits {} | \
              slow-path lookups {} | promotions {} | dirty rebuilds {} | entries copied {} \
              (max {} in one operation) | expunges {} | splits {} | merges {} | \
-             directory resizes {} | retired bytes {} (views {}, shards {}, directories {}, values {}) | \
+             directory resizes {} | retired bytes {} (views {}, shards {}, directories {}, values {}, entries {}) | \
              snapshots built {} (shards copied {}, reused {}), holding {} bytes",
             self.len,
             self.shards,
@@ -296,6 +305,7 @@ impl core::fmt::Display for Stats {
             self.retired.shards,
             self.retired.directories,
             self.retired.values,
+            self.retired.entries,
             self.snapshot_builds,
             self.snapshot_shards_copied,
             self.snapshot_shards_reused,

@@ -181,7 +181,8 @@ pub(crate) mod epoch {
 
     use crate::stats::{RetiredKind, count_retired};
 
-    /// Retirements between two flushes of this thread's garbage.
+    /// Retired weight between two flushes of this thread's garbage: each
+    /// retirement weighs one, plus one per KiB it retires.
     ///
     /// crossbeam collects garbage only when threads pin (one collection
     /// every 128 pins, of at most 8 bags of 64 objects), not when they
@@ -191,10 +192,18 @@ pub(crate) mod epoch {
     /// after every bag's worth of retirements hands the bag to the global
     /// queue and runs a collection, so collection keeps pace with
     /// retirement.
-    const FLUSH_EVERY: u32 = 64;
+    ///
+    /// Weighing by size bounds the work of one collection, which frees up
+    /// to 8 bags at once on whichever thread runs it. With a plain count
+    /// of 64, a bag could hold 64 retired shards (two tables each), and
+    /// during rapid growth one insert that ran the collection spent up to
+    /// 2-5 ms freeing 8 such bags. By weight, a bag holds about 4 retired
+    /// shards or 10 retired views, but still 64 small values, so an update
+    /// that replaces a value pays no more than before.
+    const FLUSH_EVERY: usize = 64;
 
     std::thread_local! {
-        static SINCE_FLUSH: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
+        static SINCE_FLUSH: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
     }
 
     /// Frees `ptr` (a `Box::into_raw` result) once no thread pinned now can
@@ -227,8 +236,9 @@ pub(crate) mod epoch {
                 count_retired(kind, -bytes);
             })
         }
+        let weight = 1 + bytes.unsigned_abs() / 1024;
         let flush = SINCE_FLUSH.with(|since| {
-            let n = since.get() + 1;
+            let n = since.get() + weight;
             since.set(if n >= FLUSH_EVERY { 0 } else { n });
             n >= FLUSH_EVERY
         });
@@ -445,6 +455,11 @@ pub enum Bug {
     /// `retire` destroys at once instead of waiting for the epoch (the
     /// memory itself is leaked, so the model can report the early drop).
     FreeWithoutEpoch,
+    /// An entry leaving the map is destroyed at once instead of being
+    /// retired through the epoch (memory leaked, as above). Only entries:
+    /// views and shards are still retired properly, so a reader walking an
+    /// old view reaches the destroyed entry instead of a freed table.
+    FreeEntryWithoutEpoch,
     /// A split publishes the new shards but does not mark the old one
     /// retired, so writers that reach it through an old directory keep
     /// writing into it.

@@ -361,3 +361,158 @@ fn readers_during_splits_and_merges() {
     let stats = map.stats();
     assert!(stats.splits > 0 && stats.merges > 0, "{stats}");
 }
+
+/// A key that counts its drops; hashes and compares as its id.
+struct DropKey {
+    id: u64,
+    drops: Arc<AtomicUsize>,
+}
+
+impl Drop for DropKey {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl PartialEq for DropKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for DropKey {}
+
+impl std::hash::Hash for DropKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl std::borrow::Borrow<u64> for DropKey {
+    fn borrow(&self) -> &u64 {
+        &self.id
+    }
+}
+
+/// Entries are not reference-counted: each leaves the map through exactly
+/// one retirement (promotion of a view without it, removal of a key only in
+/// dirty, `clear`, a split or merge). Every path frees the removed keys
+/// while the map lives, and none frees a key twice.
+#[test]
+fn removed_entries_are_freed_while_the_map_lives() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let key = |id| DropKey {
+        id,
+        drops: drops.clone(),
+    };
+    let dropped = || drops.load(Ordering::SeqCst);
+    // One shard that never splits: Go's lifecycle, step by step.
+    let map: SnapMap<DropKey, u64> = SnapMap::builder()
+        .shards(1)
+        .shard_capacity(1 << 20)
+        .build()
+        .unwrap();
+    for id in 0..1000 {
+        map.insert(key(id), id);
+    }
+    assert_eq!(map.pin().iter().count(), 1000); // promotes
+    for id in (0..1000).step_by(2) {
+        assert_eq!(map.remove(&id), Some(id));
+    }
+    // Deleted entries stay in the view (Go): nothing is freed yet.
+    assert!(flush_until(|| dropped() == 0));
+    assert_eq!(dropped(), 0, "a key was freed while still in the view");
+    map.insert(key(5000), 0); // rebuild: the 500 deleted entries are expunged
+    assert_eq!(map.pin().iter().count(), 501); // promotion retires them
+    assert!(
+        flush_until(|| dropped() == 500),
+        "promotion: {} of 500 removed keys freed",
+        dropped()
+    );
+    map.insert(key(6000), 0); // only in dirty
+    assert_eq!(map.remove(&6000), Some(0));
+    assert!(
+        flush_until(|| dropped() == 501),
+        "a removed dirty-only key was not freed ({} freed)",
+        dropped()
+    );
+    map.clear();
+    assert!(
+        flush_until(|| dropped() == 1002),
+        "clear: {} of 1002 keys freed",
+        dropped()
+    );
+    map.insert(key(7000), 0);
+    drop(map);
+    assert_eq!(dropped(), 1003, "the map's drop frees what it holds");
+
+    // Tiny shards: removing everything merges shards back; the merges
+    // free the deleted entries they leave out.
+    drops.store(0, Ordering::SeqCst);
+    const N: u64 = 20_000;
+    let map: SnapMap<DropKey, u64> = SnapMap::builder()
+        .shards(16)
+        .shard_capacity(4)
+        .build()
+        .unwrap();
+    for id in 0..N {
+        map.insert(key(id), id);
+    }
+    for id in 0..N {
+        assert_eq!(map.remove(&id), Some(id));
+    }
+    let shards = map.stats().shards;
+    assert!(shards <= 64, "the map merged back ({shards} shards)");
+    // What may linger: per remaining shard, deleted entries in its view and
+    // dirty table (each at most capacity + 1).
+    let lingering = shards * 2 * 5;
+    assert!(
+        flush_until(|| dropped() + lingering >= N as usize),
+        "merges: {} of {N} removed keys freed",
+        dropped()
+    );
+    map.clear();
+    assert!(flush_until(|| dropped() == N as usize));
+    drop(map);
+    assert_eq!(dropped(), N as usize, "no key was freed twice");
+}
+
+/// An entry can be expunged twice before it leaves the map: by a dirty
+/// rebuild, then (after being revived and deleted again) by the split that
+/// drains its shard. It must still be freed exactly once.
+#[test]
+fn an_entry_expunged_twice_is_freed_once() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let key = |id| DropKey {
+        id,
+        drops: drops.clone(),
+    };
+    let map: SnapMap<DropKey, u64> = SnapMap::builder()
+        .shards(1)
+        .shard_capacity(8)
+        .build()
+        .unwrap();
+    for id in 0..4 {
+        map.insert(key(id), id);
+    }
+    assert_eq!(map.pin().iter().count(), 4); // promoted: no dirty table
+    assert_eq!(map.remove(&0), Some(0)); // deleted in the view
+    map.insert(key(4), 4); // rebuild: entry 0 expunged
+    map.insert(key(0), 10); // revived: un-expunged, back in dirty
+    assert_eq!(map.remove(&0), Some(10)); // deleted again
+    let splits = map.stats().splits;
+    let mut id = 5;
+    while map.stats().splits == splits {
+        map.insert(key(id), id); // the split drains: entry 0 expunged again
+        id += 1;
+    }
+    // Keys dropped so far: the key passed to the second insert of 0 (the
+    // entry keeps its first key). Entry 0 is freed once, with its key.
+    assert!(
+        flush_until(|| drops.load(Ordering::SeqCst) >= 2),
+        "entry 0 was not freed"
+    );
+    assert_eq!(drops.load(Ordering::SeqCst), 2, "entry 0 was freed twice");
+    drop(map);
+    assert_eq!(drops.load(Ordering::SeqCst), id as usize + 1);
+}

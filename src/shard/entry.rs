@@ -1,11 +1,11 @@
 //! The entry: one key and its three-state value cell.
 //!
-//! An [`Entry`] is shared (through `Arc`) by a shard's read view and its
-//! dirty table, exactly as Go's `*entry` is shared by `read.m` and `dirty`.
-//! The key and its full 64-bit hash live once, in the entry; tables hold
-//! pointers and rehash from the stored hash, so a table never calls the
-//! user's `Hash` again (a panicking `Hash` can only panic before anything
-//! changes).
+//! An [`Entry`] is shared by a shard's read view and its dirty table,
+//! exactly as Go's `*entry` is shared by `read.m` and `dirty`: both tables
+//! hold the same [`EntryRef`] (a plain pointer). The key and its full 64-bit
+//! hash live once, in the entry; tables rehash from the stored hash, so a
+//! table never calls the user's `Hash` again (a panicking `Hash` can only
+//! panic before anything changes).
 //!
 //! # The value cell (Go's `entry.p`)
 //!
@@ -39,6 +39,27 @@
 //! through the epoch, so a reader that loaded it while pinned may keep
 //! using it until its guard drops. All methods that hand out `&'g V` take
 //! the guard whose lifetime bounds the reference.
+//!
+//! Entries themselves are not reference-counted: tables hold plain
+//! [`EntryRef`] pointers, and an entry is retired through the epoch at the
+//! one moment it leaves the last *current* table (the shard's published
+//! view and its dirty table), by the lock holder who unlinks it:
+//!
+//! | how an entry leaves the map | who retires it |
+//! |---|---|
+//! | expunged by a dirty rebuild (so not in dirty), then the view it is in is replaced by a promotion | the promotion, from the shard's `dead` list (entries un-expunged meanwhile are skipped: they are back in dirty) |
+//! | a new key (only in dirty) removed | `remove`, after unlinking it from dirty |
+//! | `clear()` | `clear`, after publishing the empty view |
+//! | deleted or expunged when its shard is split or merged | the migration, when it retires the old shard |
+//! | the map is dropped | the map's `Drop`, at once (no reader is left) |
+//!
+//! Every table that still points to a retired entry was itself retired no
+//! later than the entry (an old view, a retired shard), so a reader that can
+//! reach the entry was pinned before its retirement and the epoch waits for
+//! it. Dropping a retired view or shard frees its tables only and never
+//! touches an entry: that keeps reclamation O(1) per table, where dropping
+//! a table of `Arc`s cost one (usually cache-missing) decrement per entry
+//! and made the collector pause writers for milliseconds.
 //!
 //! # Orderings
 //!
@@ -115,15 +136,120 @@ pub(crate) struct Entry<K, V> {
     _owns: PhantomData<Box<ValueNode<V>>>,
 }
 
+/// A table's pointer to an [`Entry`]. Tables do not own entries: see
+/// "Reclamation" in the module docs for who frees them, and when.
+pub(crate) struct EntryRef<K, V>(ptr::NonNull<Entry<K, V>>);
+
+impl<K, V> Clone for EntryRef<K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K, V> Copy for EntryRef<K, V> {}
+
+// SAFETY: an `EntryRef` is a shared reference to an entry in all but
+// lifetime (it never frees or mutates through the pointer except through
+// the entry's own atomics), so it may cross threads exactly when
+// `&Entry<K, V>` may: when `Entry<K, V>: Sync`. `Send` additionally needs
+// `Entry: Send`, because the holder of the last table pointer retires the
+// entry, and it is dropped on whatever thread the collector runs.
+unsafe impl<K, V> Send for EntryRef<K, V> where Entry<K, V>: Send + Sync {}
+// SAFETY: as above; sharing an `&EntryRef` only shares `&Entry`.
+unsafe impl<K, V> Sync for EntryRef<K, V> where Entry<K, V>: Sync {}
+
+impl<K, V> core::ops::Deref for EntryRef<K, V> {
+    type Target = Entry<K, V>;
+
+    #[inline]
+    fn deref(&self) -> &Entry<K, V> {
+        // SAFETY: an `EntryRef` is only read out of a table that is
+        // reachable to the caller: a view loaded under a guard, or a dirty
+        // table under the shard lock. An entry is retired only after it
+        // has left every current table, and freed only after every guard
+        // pinned before that has dropped (module docs, "Reclamation"), so
+        // it outlives the borrow of the table this reference came from.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl<K, V> EntryRef<K, V> {
+    /// The pointer to an entry already in a table (to put it in another).
+    #[inline]
+    pub(crate) fn from_entry(entry: &Entry<K, V>) -> Self {
+        EntryRef(ptr::NonNull::from(entry))
+    }
+
+    /// The entry, for as long as `_guard` stays pinned.
+    ///
+    /// # Safety
+    ///
+    /// The caller read this pointer from a current table (the dirty table
+    /// under the shard lock, or a view loaded under `_guard`), or created
+    /// the entry, while `_guard` was pinned. The entry is then retired no
+    /// earlier than that read, so the epoch keeps it alive for the guard's
+    /// whole life.
+    #[inline]
+    pub(crate) unsafe fn pinned(self, _guard: &Guard) -> &Entry<K, V> {
+        // SAFETY: per the contract.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// Frees the entry now, dropping its key and any live value.
+    ///
+    /// # Safety
+    ///
+    /// No table that anyone can still reach points to it (the map is being
+    /// dropped with exclusive access), and it is freed exactly once.
+    pub(crate) unsafe fn free_exclusive(self) {
+        // SAFETY: per the contract, this is the only pointer left.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
+impl<K: Send + 'static, V: Send + 'static> EntryRef<K, V> {
+    /// Retires the entry through the epoch: it is freed, with its key,
+    /// once every thread pinned now has unpinned.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the lock of the shard whose tables held the entry,
+    /// has just unlinked it from the last current table (the published
+    /// view and the dirty table), and retires it exactly once. Its cell is
+    /// deleted or expunged.
+    pub(crate) unsafe fn retire(self, guard: &Guard) {
+        debug_assert!(!is_live(self.cell.load(Ordering::Relaxed)));
+        if injected(Bug::FreeEntryWithoutEpoch) {
+            // SAFETY: none; the deliberately broken twin of the entry
+            // reclamation model. It runs the destructor (dropping the key)
+            // under possible readers, but keeps the memory, so the model
+            // reports the early drop instead of crashing.
+            unsafe { ptr::drop_in_place(self.0.as_ptr()) };
+            return;
+        }
+        // SAFETY: per the contract: unlinked, retired once, and a reader
+        // that can still reach it through an old table is pinned.
+        unsafe {
+            retire(
+                guard,
+                self.0.as_ptr(),
+                RetiredKind::Entry,
+                size_of::<Entry<K, V>>(),
+            )
+        };
+    }
+}
+
 impl<K, V> Entry<K, V> {
-    /// A new live entry.
-    pub(crate) fn new(hash: u64, key: K, node: Box<ValueNode<V>>) -> Self {
-        Entry {
+    /// A new live entry on the heap, ready to go into a dirty table.
+    pub(crate) fn boxed(hash: u64, key: K, node: Box<ValueNode<V>>) -> EntryRef<K, V> {
+        let entry = Box::new(Entry {
             hash,
             key: Published::new(key),
             cell: AtomicPtr::new(Box::into_raw(node)),
             _owns: PhantomData,
-        }
+        });
+        EntryRef(ptr::NonNull::from(Box::leak(entry)))
     }
 
     /// The key.
@@ -158,22 +284,6 @@ impl<K, V> Entry<K, V> {
     pub(crate) fn is_expunged(&self) -> bool {
         // Relaxed: a diagnostic read; callers hold the lock or are quiescent.
         self.cell.load(Ordering::Relaxed) == expunged()
-    }
-
-    /// Takes the live value out without the epoch, for the map's `Drop`.
-    ///
-    /// # Safety
-    ///
-    /// No other thread can access this entry's value: the caller has
-    /// exclusive access to the whole map, and every reference handed out
-    /// borrowed the map.
-    pub(crate) unsafe fn take_value_exclusive(&self) -> Option<Box<ValueNode<V>>> {
-        // Relaxed: exclusive access (see the contract); the Acquire fences
-        // of the `&mut` hand-over already ordered every earlier store.
-        let p = self.cell.swap(ptr::null_mut(), Ordering::Relaxed);
-        // SAFETY: a live pointer came from `Box::into_raw` and, per the
-        // contract, no one else can reach it any more.
-        is_live(p).then(|| unsafe { Box::from_raw(p) })
     }
 }
 
@@ -483,19 +593,17 @@ impl<K, V: Send + 'static> Entry<K, V> {
 
 impl<K, V> Drop for Entry<K, V> {
     fn drop(&mut self) {
-        // Relaxed: `&mut self` means the last `Arc` was dropped, whose
-        // release/acquire already ordered every store into the cell.
+        // Relaxed: `&mut self`: the entry is freed either by the collector
+        // (whose epoch synchronisation ordered every store into the cell
+        // before this) or by the map's `Drop` (exclusive access).
         let p = self.cell.load(Ordering::Relaxed);
-        // An entry's last reference goes away only when no view and no dirty
-        // table holds it. Every path that unlinks an entry while it may be
-        // live first empties or expunges its cell (remove, clear, the map's
-        // Drop), so a live value here would mean a reachable value is being
-        // dropped. We still free it rather than leak it.
-        debug_assert!(!is_live(p), "entry dropped with a live value");
+        // An entry is freed only after leaving every table. Retired entries
+        // are deleted or expunged (checked when retired); the map's `Drop`
+        // frees entries with their live values, which no reader can hold
+        // any more.
         if is_live(p) {
-            // SAFETY: the last `Arc` to this entry is gone, and per the
-            // invariant above no reader can have loaded this node through a
-            // view or table still alive.
+            // SAFETY: no table reaches the entry any more, and a live node
+            // is owned by its cell: freed once, here.
             drop(unsafe { Box::from_raw(p) });
         }
     }

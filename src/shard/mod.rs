@@ -26,6 +26,10 @@
 //!    not expunged, plus the new keys; a key is in at most one entry.
 //! 3. An entry is expunged only while `table` is `Some` and it is not in it.
 //!    Promotion drops expunged entries from the next view.
+//! 4. `dead` lists every entry expunged since the last promotion (each
+//!    once). Those still expunged are in the view but in no other current
+//!    table; the promotion that drops them from the view retires them
+//!    (entries un-expunged meanwhile are back in dirty and are skipped).
 //!
 //! # Paths (each Go function has a counterpart here)
 //!
@@ -51,8 +55,9 @@
 //!   the entry expunged and takes the lock, as in any other expunged case.
 //! - Replaced views and values are freed through the epoch, not a GC.
 //! - Operations that run user code on an entry found in dirty (`update`,
-//!   compare-and-swap, compare-and-delete) clone its `Arc` under the lock
-//!   and run the code after unlocking, so user code never runs under the
+//!   compare-and-swap, compare-and-delete) take its pointer under the lock
+//!   and run the code after unlocking (the epoch keeps the entry alive), so
+//!   user code never runs under the lock.
 //! - **Retirement** (for migration, see `crate::migrate`): a shard replaced by
 //!   a split or merge is marked `retired` under its lock and its view is
 //!   tagged amended, so every miss reaches the lock. Every slow path checks
@@ -74,8 +79,8 @@ use crate::stats::{Event, RetiredKind, Stripe};
 use crate::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use crate::sync::epoch::{Guard, retire};
 use crate::sync::stat_atomic::{AtomicIsize, Ordering as StatOrdering};
-use crate::sync::{Arc, Bug, CachePadded, Mutex, Published, injected};
-use entry::{Entry, LoadOrStore, ValueNode};
+use crate::sync::{Bug, CachePadded, Mutex, Published, injected};
+use entry::{Entry, EntryRef, LoadOrStore, ValueNode};
 use read_view::{ReadView, Table, find, rehash, table_hash, untag, with_amended};
 
 /// What a shard operation needs from the map around it, and what it tells
@@ -131,21 +136,25 @@ pub(crate) struct Dirty<K, V> {
     misses: usize,
     /// Replaced by a split or merge; every operation must retry.
     retired: bool,
+    /// Entries expunged since the last promotion, to retire when they
+    /// leave the view (invariant 4).
+    dead: Vec<EntryRef<K, V>>,
 }
 
 impl<K, V> Dirty<K, V> {
-    fn find<Q: ?Sized + Equivalent<K>>(&self, hash: u64, key: &Q) -> Option<&Arc<Entry<K, V>>> {
+    fn find<Q: ?Sized + Equivalent<K>>(&self, hash: u64, key: &Q) -> Option<&Entry<K, V>> {
         self.table.as_ref().and_then(|t| find(t, hash, key))
     }
 
     /// Puts an un-expunged entry back (Go: `m.dirty[key] = e`).
-    fn put_back(&mut self, entry: &Arc<Entry<K, V>>) {
+    fn put_back(&mut self, entry: &Entry<K, V>) {
         debug_assert!(!entry.is_expunged(), "un-expunge before putting back");
         let table = self
             .table
             .as_mut()
             .expect("invariant 3: an expunged entry implies a dirty table");
-        table.insert_unique(rehash(entry), Arc::clone(entry), rehash);
+        let entry = EntryRef::from_entry(entry);
+        table.insert_unique(rehash(&entry), entry, rehash);
     }
 
     /// Whether this shard has been replaced.
@@ -190,24 +199,6 @@ pub(crate) struct Shard<K, V> {
     locked: CachePadded<Locked<K, V>>,
 }
 
-/// An entry found on a slow path: either in the view (borrowed for the
-/// guard's life) or in dirty (its `Arc` cloned under the lock, so it can be
-/// used after unlocking).
-enum Found<'g, K, V> {
-    InView(&'g Arc<Entry<K, V>>),
-    InDirty(Arc<Entry<K, V>>),
-}
-
-impl<K, V> core::ops::Deref for Found<'_, K, V> {
-    type Target = Entry<K, V>;
-    fn deref(&self) -> &Entry<K, V> {
-        match self {
-            Found::InView(e) => e,
-            Found::InDirty(e) => e,
-        }
-    }
-}
-
 impl<K, V> Shard<K, V> {
     /// A shard at `(depth, prefix)` whose view is `table` (already promoted:
     /// no dirty table), holding `live` live entries.
@@ -226,6 +217,7 @@ impl<K, V> Shard<K, V> {
                     table: None,
                     misses: 0,
                     retired: false,
+                    dead: Vec::new(),
                 }),
                 live: AtomicIsize::new(live as isize),
                 version: AtomicU64::new(0),
@@ -289,23 +281,40 @@ impl<K, V> Shard<K, V> {
         self.locked.dirty.lock()
     }
 
-    /// Takes every live value out of the current view and dirty table and
-    /// drops it now, bypassing the epoch.
+    /// Frees every entry this (current) shard's tables hold, with its key
+    /// and value, now, bypassing the epoch. Each entry is freed once: with
+    /// a dirty table, the entries of dirty plus the view's expunged ones
+    /// (invariants 2 and 3: the view's other entries are in dirty);
+    /// without one, the view's.
     ///
     /// # Safety
     ///
     /// The caller has exclusive access to the map that owns this shard, and
-    /// every reference ever handed out borrowed that map.
-    pub(crate) unsafe fn drop_values_exclusive(&mut self) {
+    /// every reference ever handed out borrowed that map. The shard is
+    /// dropped right after (its tables then point to freed entries).
+    pub(crate) unsafe fn free_entries_exclusive(&mut self) {
         // Relaxed: exclusive access; the `&mut` hand-over ordered all stores.
         let (view, _) = untag(self.head.read.load(Ordering::Relaxed));
         // SAFETY: the view pointer is never null and, with exclusive access,
         // not being freed concurrently.
         let view = unsafe { &*view };
         let dirty = self.locked.dirty.get_mut();
-        for entry in view.table().iter().chain(dirty.table.iter().flatten()) {
-            // SAFETY: exclusive access to the whole map (our contract).
-            drop(unsafe { entry.take_value_exclusive() });
+        let from_view = |entry: &&EntryRef<K, V>| dirty.table.is_none() || entry.is_expunged();
+        debug_assert!(
+            dirty.table.is_some() || view.table().iter().all(|e| !e.is_expunged()),
+            "invariant 3: no expunged entry without a dirty table"
+        );
+        let doomed: Vec<EntryRef<K, V>> = view
+            .table()
+            .iter()
+            .filter(from_view)
+            .chain(dirty.table.iter().flatten())
+            .copied()
+            .collect();
+        for entry in doomed {
+            // SAFETY: exclusive access to the whole map (our contract), and
+            // each entry is in exactly one of the two sets above.
+            unsafe { entry.free_exclusive() };
         }
     }
 }
@@ -318,7 +327,9 @@ impl<K, V> Drop for Shard<K, V> {
         // owned by this shard (a view is retired only when replaced). A
         // shard is dropped either with its map (no reader borrows it any
         // more) or through the epoch after being retired (no reader pinned
-        // before its retirement is left).
+        // before its retirement is left). Its tables do not own entries, so
+        // this frees two tables and touches no entry (entries are freed by
+        // `free_entries_exclusive` or retired on their own).
         drop(unsafe { Box::from_raw(view) });
     }
 }
@@ -394,8 +405,9 @@ where
     }
 
     /// Finds `key` on a slow path. Used by the operations that may run user
-    /// code on the entry: an entry found in dirty has its `Arc` cloned, so
-    /// it can be used after the lock is released.
+    /// code on the entry, after the lock is released: an entry found in
+    /// dirty stays alive for the guard's life (the epoch), even if it is
+    /// unlinked meanwhile.
     #[cold]
     fn find_slow<'g, Q>(
         &self,
@@ -403,18 +415,11 @@ where
         key: &Q,
         ctx: &Ctx<'_>,
         guard: &'g Guard,
-    ) -> Retry<Option<Found<'g, K, V>>, Retired>
+    ) -> Retry<Option<&'g Entry<K, V>>, Retired>
     where
         Q: ?Sized + Equivalent<K>,
     {
-        self.lookup_locked(
-            hash,
-            key,
-            ctx,
-            guard,
-            |e| Some(Found::InView(e)),
-            |e| Some(Found::InDirty(Arc::clone(e))),
-        )
+        self.lookup_locked(hash, key, ctx, guard, Some, Some)
     }
 
     /// Go's `Load` after `m.mu.Lock()`: re-check the view (a promotion may
@@ -427,8 +432,8 @@ where
         key: &Q,
         ctx: &Ctx<'_>,
         guard: &'g Guard,
-        in_view: impl FnOnce(&'g Arc<Entry<K, V>>) -> Option<R>,
-        in_dirty: impl FnOnce(&Arc<Entry<K, V>>) -> Option<R>,
+        in_view: impl FnOnce(&'g Entry<K, V>) -> Option<R>,
+        in_dirty: impl FnOnce(&'g Entry<K, V>) -> Option<R>,
     ) -> Retry<Option<R>, Retired>
     where
         Q: ?Sized + Equivalent<K>,
@@ -452,7 +457,11 @@ where
                 return Ok(None);
             }
         }
-        let found = dirty.find(hash, key).and_then(in_dirty);
+        let found = dirty
+            .find(hash, key)
+            // SAFETY: found in dirty, under the lock, while pinned.
+            .map(|e| unsafe { EntryRef::from_entry(e).pinned(guard) })
+            .and_then(in_dirty);
         self.miss_locked(&mut dirty, ctx, guard);
         Ok(found)
     }
@@ -466,13 +475,13 @@ where
         key: &Q,
         ctx: &Ctx<'_>,
         guard: &'g Guard,
-    ) -> Retry<Option<Found<'g, K, V>>, Retired>
+    ) -> Retry<Option<&'g Entry<K, V>>, Retired>
     where
         Q: ?Sized + Equivalent<K>,
     {
         let (view, amended) = self.view(guard);
         match view.find(hash, key) {
-            Some(entry) => Ok(Some(Found::InView(entry))),
+            Some(entry) => Ok(Some(entry)),
             None if amended => self.find_slow(hash, key, ctx, guard),
             None => Ok(None),
         }
@@ -532,7 +541,7 @@ where
                 &mut dirty,
                 view,
                 amended,
-                Entry::new(hash, key, node),
+                Entry::boxed(hash, key, node),
                 ctx,
                 guard,
             );
@@ -552,7 +561,7 @@ where
         dirty: &mut Dirty<K, V>,
         view: &ReadView<K, V>,
         amended: bool,
-        entry: Entry<K, V>,
+        entry: EntryRef<K, V>,
         ctx: &Ctx<'_>,
         guard: &'g Guard,
     ) -> &'g V {
@@ -560,8 +569,11 @@ where
             self.rebuild_dirty_locked(dirty, view, ctx);
             self.mark_amended_locked(view);
         }
-        let entry = Arc::new(entry);
-        let value = entry.load(guard).expect("a new entry is live");
+        // SAFETY: we created the entry while pinned; it goes into dirty
+        // below, and only a later lock holder can retire it.
+        let value = unsafe { entry.pinned(guard) }
+            .load(guard)
+            .expect("a new entry is live");
         let table = dirty
             .table
             .as_mut()
@@ -627,7 +639,7 @@ where
             self.miss_locked(&mut dirty, ctx, guard);
             return Ok(outcome);
         }
-        let entry = Entry::new(hash, key, ValueNode::boxed(value));
+        let entry = Entry::boxed(hash, key, ValueNode::boxed(value));
         Ok(Ok(self.insert_new_locked(
             &mut dirty, view, amended, entry, ctx, guard,
         )))
@@ -695,9 +707,11 @@ where
             drop(dirty);
             entry.delete(guard)
         } else if amended {
-            // A new key (only in dirty): unlink it, then empty its cell. Its
-            // `Arc` is dropped after the lock, so `K`'s destructor does not
-            // run under it.
+            // A new key (only in dirty, never in a view): unlink it, empty
+            // its cell and retire it. A thread that found it under the lock
+            // before (`find_slow`) is pinned, so the epoch keeps it alive
+            // for that thread; nothing can store a value into it any more
+            // (stores into a deleted cell need the view or the lock).
             let detached = dirty.table.as_mut().and_then(|table| {
                 let found = table.find_entry(table_hash(hash), |e| {
                     e.hash == hash && key.equivalent(e.key())
@@ -705,8 +719,16 @@ where
                 found.ok().map(|occupied| occupied.remove().0)
             });
             self.miss_locked(&mut dirty, ctx, guard);
+            // SAFETY: read from dirty under the lock while pinned, and
+            // retired only below.
+            let removed = detached.and_then(|entry| unsafe { entry.pinned(guard) }.delete(guard));
+            if let Some(entry) = detached {
+                // SAFETY: just unlinked from dirty, its only current table,
+                // under the lock we hold; retired once, here.
+                unsafe { entry.retire(guard) };
+            }
             drop(dirty);
-            detached.and_then(|entry| entry.delete(guard))
+            removed
         } else {
             None
         };
@@ -817,20 +839,37 @@ where
         }
         let (view, _) = self.view(guard);
         let old_dirty = dirty.table.take();
+        // Every entry in the view or dirty, each once (as in
+        // `free_entries_exclusive`), chosen before the expunging below
+        // makes every entry look expunged.
+        let doomed: Vec<EntryRef<K, V>> = match &old_dirty {
+            Some(table) => table
+                .iter()
+                .copied()
+                .chain(dirty.dead.drain(..).filter(|e| e.is_expunged()))
+                .collect(),
+            None => view.table().iter().copied().collect(),
+        };
+        dirty.dead.clear();
         let mut removed = 0;
-        for entry in view.table().iter().chain(old_dirty.iter().flatten()) {
+        for entry in &doomed {
             if entry.expunge_for_clear(guard) {
                 removed += 1;
             }
         }
         self.publish_locked(ReadView::boxed(Table::new()), guard);
+        for entry in doomed {
+            // SAFETY: the empty view just replaced the old one and dirty is
+            // gone, so the entry is in no current table; under the lock,
+            // each retired once.
+            unsafe { entry.retire(guard) };
+        }
         dirty.misses = 0;
         self.bump_version();
         drop(dirty);
         ctx.stripe.adjust_len(-removed);
         // Relaxed: a size estimate.
         self.locked.live.fetch_sub(removed, StatOrdering::Relaxed);
-        // Entries only in the old dirty table die here, after the unlock.
         drop(old_dirty);
         Ok(())
     }
@@ -843,7 +882,8 @@ where
     /// `f` is user code (a snapshot clones keys and values), so it runs
     /// without the lock: the lock is held only to find the complete table
     /// (dirty if new keys are pending, else the view) and, for dirty, to
-    /// take the entries' `Arc`s so they stay alive outside it.
+    /// copy the entry pointers (the guard keeps the entries alive outside
+    /// it).
     pub(crate) fn for_each_live(
         &self,
         guard: &Guard,
@@ -867,9 +907,13 @@ where
                 view.table().iter().for_each(|entry| visit(entry));
             }
             Some(table) => {
-                let entries: Vec<Arc<Entry<K, V>>> = table.iter().cloned().collect();
+                let entries: Vec<EntryRef<K, V>> = table.iter().copied().collect();
                 drop(dirty);
-                entries.iter().for_each(|entry| visit(entry));
+                entries
+                    .into_iter()
+                    // SAFETY: copied out of dirty under the lock, while
+                    // `guard` was pinned.
+                    .for_each(|entry| visit(unsafe { entry.pinned(guard) }));
             }
         }
         Ok(())
@@ -882,16 +926,36 @@ where
         dirty.table.as_ref().is_some_and(|t| t.len() > capacity)
     }
 
+    /// Heap bytes the shard itself owns: its struct, its view and the
+    /// view's table, its dirty table (entries are counted where they are
+    /// retired). For the retired-bytes account of a retired shard.
+    pub(crate) fn heap_bytes_locked(&self, dirty: &Dirty<K, V>, guard: &Guard) -> usize {
+        size_of::<Self>()
+            + self.view(guard).0.heap_bytes()
+            + dirty.table.as_ref().map_or(0, Table::allocation_size)
+            + dirty.dead.capacity() * size_of::<EntryRef<K, V>>()
+    }
+
+    /// How many entries [`Shard::drain_for_migration_locked`] will look at
+    /// (an upper bound on what it hands over), to size the new tables.
+    pub(crate) fn migration_len_locked(&self, dirty: &Dirty<K, V>, guard: &Guard) -> usize {
+        match &dirty.table {
+            Some(table) => table.len(),
+            None => self.view(guard).0.table().len(),
+        }
+    }
+
     /// Hands every entry the shard holds to `sink`, expunging deleted ones
-    /// (which are then left out, as in a dirty rebuild). The caller holds
-    /// the lock and is about to retire the shard. Returns the number of
-    /// entries handed over.
+    /// (which are then left out, as in a dirty rebuild, and retired with
+    /// the shard by [`Shard::retire_locked`]). The caller holds the lock
+    /// and is about to retire the shard. Returns the number of entries
+    /// handed over.
     pub(crate) fn drain_for_migration_locked(
         &self,
         dirty: &mut Dirty<K, V>,
         ctx: &Ctx<'_>,
         guard: &Guard,
-        mut sink: impl FnMut(&Arc<Entry<K, V>>),
+        mut sink: impl FnMut(EntryRef<K, V>),
     ) -> u64 {
         // Dirty, if present, holds every non-expunged entry of the view.
         let source = match &dirty.table {
@@ -899,8 +963,9 @@ where
             None => self.view(guard).0.table(),
         };
         let (mut moved, mut expunged) = (0, 0);
-        for entry in source.iter() {
+        for &entry in source.iter() {
             if entry.try_expunge_locked() {
+                dirty.dead.push(entry);
                 expunged += 1;
             } else {
                 sink(entry);
@@ -921,6 +986,30 @@ where
         dirty.retired = true;
         let (view, _) = self.view(guard);
         self.mark_amended_locked(view);
+        // The shards that replace this one hold every entry that is not
+        // expunged; the expunged ones (from rebuilds and from the drain)
+        // leave the map with this shard.
+        self.retire_dead_locked(dirty, guard);
+    }
+
+    /// Retires the entries of `dead` that are still expunged (invariant 4).
+    /// The caller holds the lock and has just unlinked the view that held
+    /// them (a promotion) or the whole shard (a migration).
+    fn retire_dead_locked(&self, dirty: &mut Dirty<K, V>, guard: &Guard) {
+        // An entry expunged by a rebuild, un-expunged, deleted again and
+        // expunged by a migration's drain is listed twice: retire it once.
+        let addr = |e: &EntryRef<K, V>| ptr::from_ref::<Entry<K, V>>(e).addr();
+        dirty.dead.sort_unstable_by_key(addr);
+        dirty.dead.dedup_by_key(|e| addr(e));
+        for entry in dirty.dead.drain(..) {
+            if entry.is_expunged() {
+                // SAFETY: an expunged entry is in no dirty table (invariant
+                // 3) and the view that held it was just unlinked, under the
+                // lock we hold. It is listed once and cannot be un-expunged
+                // meanwhile (that needs this lock), so it is retired once.
+                unsafe { entry.retire(guard) };
+            }
+        }
     }
 
     // ----- Locked helpers (Go's missLocked, dirtyLocked) -----------------
@@ -945,6 +1034,7 @@ where
             .take()
             .expect("invariant 1: promotion needs an amended shard");
         self.publish_locked(ReadView::boxed(table), guard);
+        self.retire_dead_locked(dirty, guard);
         dirty.misses = 0;
         ctx.stripe.count(Event::Promotions, 1);
     }
@@ -988,13 +1078,15 @@ where
         if dirty.table.is_some() {
             return;
         }
+        debug_assert!(dirty.dead.is_empty(), "invariant 4: retired at promotion");
         let mut table = Table::with_capacity(view.table().len());
         let mut expunged = 0;
-        for entry in view.table().iter() {
+        for &entry in view.table().iter() {
             if entry.try_expunge_locked() {
+                dirty.dead.push(entry);
                 expunged += 1;
             } else {
-                table.insert_unique(rehash(entry), Arc::clone(entry), rehash);
+                table.insert_unique(rehash(&entry), entry, rehash);
             }
         }
         ctx.stripe.count(Event::Rebuilds, 1);

@@ -17,7 +17,7 @@
 //!   shard.read:  [ pointer to ReadView | amended bit ]
 //!                         |
 //!                         v
-//!   ReadView { table: HashTable<Arc<Entry>> }   (immutable once published)
+//!   ReadView { table: HashTable<EntryRef> }   (immutable once published)
 //! ```
 //!
 //! # Hash bits
@@ -27,12 +27,14 @@
 //! are therefore given [`table_hash`], the hash rotated by 32 bits, so keys
 //! in one shard still differ in their control bytes.
 
-use crate::shard::entry::Entry;
-use crate::sync::{Arc, Published};
+use crate::shard::entry::{Entry, EntryRef};
+use crate::sync::Published;
 use equivalent::Equivalent;
 
-/// A shard's table: entries shared between the read view and dirty.
-pub(crate) type Table<K, V> = hashbrown::HashTable<Arc<Entry<K, V>>>;
+/// A shard's table: entries shared between the read view and dirty. The
+/// table does not own them (see `entry`'s "Reclamation"), so dropping a
+/// table is one deallocation, whatever it holds.
+pub(crate) type Table<K, V> = hashbrown::HashTable<EntryRef<K, V>>;
 
 /// The hash a table is given (see the module docs).
 #[inline]
@@ -42,7 +44,7 @@ pub(crate) fn table_hash(hash: u64) -> u64 {
 
 /// Rehashes a stored entry from its stored hash: never calls user code.
 #[inline]
-pub(crate) fn rehash<K, V>(entry: &Arc<Entry<K, V>>) -> u64 {
+pub(crate) fn rehash<K, V>(entry: &EntryRef<K, V>) -> u64 {
     table_hash(entry.hash)
 }
 
@@ -52,13 +54,15 @@ pub(crate) fn find<'t, K, V, Q>(
     table: &'t Table<K, V>,
     hash: u64,
     key: &Q,
-) -> Option<&'t Arc<Entry<K, V>>>
+) -> Option<&'t Entry<K, V>>
 where
     Q: ?Sized + Equivalent<K>,
 {
-    table.find(table_hash(hash), |e| {
-        e.hash == hash && key.equivalent(e.key())
-    })
+    table
+        .find(table_hash(hash), |e| {
+            e.hash == hash && key.equivalent(e.key())
+        })
+        .map(|e| &**e)
 }
 
 /// An immutable table published to lock-free readers.
@@ -87,7 +91,7 @@ impl<K, V> ReadView<K, V> {
 
     /// Looks `key` up.
     #[inline]
-    pub(crate) fn find<Q>(&self, hash: u64, key: &Q) -> Option<&Arc<Entry<K, V>>>
+    pub(crate) fn find<Q>(&self, hash: u64, key: &Q) -> Option<&Entry<K, V>>
     where
         Q: ?Sized + Equivalent<K>,
     {
