@@ -1045,7 +1045,7 @@ def main():
       "hold plain entry pointers (entries are retired one by one when they leave the map), so a retired view or "
       "shard is freed without touching its entries: its tables are deallocated whole. crossbeam-epoch frees up "
       "to 8 bags of garbage in one collection, on whatever thread triggers it; snapmap hands over a bag once "
-      "its weight (one per retirement plus one per KiB) reaches 64, so one collection frees a bounded amount. "
+      "its weight (one per retirement plus one per KiB) reaches 32, so one collection frees a bounded amount. "
       "(Before both changes, tables held `Arc<Entry>`, dropping a view cost one cache-missing decrement per "
       "entry, and a bag could hold 64 retired shards: single inserts paused 2-5 ms in collections.) "
       + facts.get("cpu", "")

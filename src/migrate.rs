@@ -82,9 +82,29 @@
 //! directory no longer stay in cache. From 512 up, reads and growth time are
 //! flat within the noise, while the work one operation may do (and so the
 //! worst pause of a writer) grows with the capacity. 512 is the smallest
-//! capacity with the best reads. The slowest single insert (tens of
-//! milliseconds at every capacity on this shared VM) is dominated by the
-//! scheduler and by freeing retired memory, not by the copy.
+//! capacity with the best reads.
+//!
+//! # The slowest single insert
+//!
+//! Copies are bounded (above), but two other costs once made single
+//! inserts pause for milliseconds while a map grew to 5M keys
+//! (`cargo bench --bench growth -- growth`, per-insert CPU time):
+//!
+//! - **Freeing retired tables touched every entry.** Tables held
+//!   `Arc<Entry>`, so dropping a retired view or shard decremented one
+//!   (cold, cache-missing) count per entry. Tables now hold plain pointers
+//!   and entries are retired on their own when they leave the map
+//!   (`shard::entry`, "Reclamation"): freeing a table is one `free`.
+//! - **One collection freed too much.** crossbeam-epoch frees up to 8 bags
+//!   of garbage in one collection, on whichever thread runs it, and a bag
+//!   held up to 64 retired shards. Retirement now hands over a bag by
+//!   weight (one per object plus one per KiB, up to 32), so a bag holds
+//!   about two shards or 32 small values.
+//!
+//! Together they took the largest per-insert work from 2-5 ms to a few
+//! hundred microseconds, where a `malloc` that grows the heap and the
+//! machine's own noise are what remains (`BENCHMARKS.md` has the figures,
+//! against dashmap's table resize).
 //!
 //! # Adversarial keys
 //!
