@@ -47,7 +47,7 @@
 //!
 //! | how an entry leaves the map | who retires it |
 //! |---|---|
-//! | expunged by a dirty rebuild (so not in dirty), then the view it is in is replaced by a promotion | the promotion, from the shard's `dead` list (entries un-expunged meanwhile are skipped: they are back in dirty) |
+//! | expunged by a dirty rebuild (so not in dirty), then the view it is in is replaced by a promotion | the promotion, from the shard's `dead` list (un-expunging takes an entry off it) |
 //! | a new key (only in dirty) removed | `remove`, after unlinking it from dirty |
 //! | `clear()` | `clear`, after publishing the empty view |
 //! | deleted or expunged when its shard is split or merged | the migration, when it retires the old shard |
@@ -180,6 +180,12 @@ impl<K, V> EntryRef<K, V> {
         EntryRef(ptr::NonNull::from(entry))
     }
 
+    /// Whether both point to the same entry (no entry is read).
+    #[inline]
+    pub(crate) fn same(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+
     /// The entry, for as long as `_guard` stays pinned.
     ///
     /// # Safety
@@ -218,6 +224,8 @@ impl<K: Send + 'static, V: Send + 'static> EntryRef<K, V> {
     /// view and the dirty table), and retires it exactly once. Its cell is
     /// deleted or expunged.
     pub(crate) unsafe fn retire(self, guard: &Guard) {
+        // Relaxed: a check; the cell was emptied or expunged under the lock
+        // we hold, and nothing stores into it any more.
         debug_assert!(!is_live(self.cell.load(Ordering::Relaxed)));
         if injected(Bug::FreeEntryWithoutEpoch) {
             // SAFETY: none; the deliberately broken twin of the entry

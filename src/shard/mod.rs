@@ -26,10 +26,12 @@
 //!    not expunged, plus the new keys; a key is in at most one entry.
 //! 3. An entry is expunged only while `table` is `Some` and it is not in it.
 //!    Promotion drops expunged entries from the next view.
-//! 4. `dead` lists every entry expunged since the last promotion (each
-//!    once). Those still expunged are in the view but in no other current
-//!    table; the promotion that drops them from the view retires them
-//!    (entries un-expunged meanwhile are back in dirty and are skipped).
+//! 4. `dead` lists exactly the expunged entries of the view, each once
+//!    (un-expunging takes an entry off the list as it puts it back in
+//!    dirty). They are in no other current table, so the promotion that
+//!    drops them from the view retires them. With invariants 2 and 3, the
+//!    entries the shard's current tables hold are dirty's plus `dead`, or
+//!    the view's when there is no dirty table.
 //!
 //! # Paths (each Go function has a counterpart here)
 //!
@@ -146,7 +148,8 @@ impl<K, V> Dirty<K, V> {
         self.table.as_ref().and_then(|t| find(t, hash, key))
     }
 
-    /// Puts an un-expunged entry back (Go: `m.dirty[key] = e`).
+    /// Puts an un-expunged entry back (Go: `m.dirty[key] = e`) and takes
+    /// it off `dead` (invariant 4).
     fn put_back(&mut self, entry: &Entry<K, V>) {
         debug_assert!(!entry.is_expunged(), "un-expunge before putting back");
         let table = self
@@ -155,6 +158,20 @@ impl<K, V> Dirty<K, V> {
             .expect("invariant 3: an expunged entry implies a dirty table");
         let entry = EntryRef::from_entry(entry);
         table.insert_unique(rehash(&entry), entry, rehash);
+        // A scan of at most one rebuild's expunged entries, on the rare
+        // path that revives a key deleted before that rebuild.
+        if let Some(at) = self.dead.iter().position(|e| e.same(&entry)) {
+            self.dead.swap_remove(at);
+        }
+    }
+
+    /// Every entry the shard's current tables hold, each once (invariant
+    /// 4). Copied out, so the caller may free or retire them.
+    fn owned_entries(&self, view: &ReadView<K, V>) -> Vec<EntryRef<K, V>> {
+        match &self.table {
+            Some(table) => table.iter().chain(&self.dead).copied().collect(),
+            None => view.table().iter().copied().collect(),
+        }
     }
 
     /// Whether this shard has been replaced.
@@ -282,10 +299,7 @@ impl<K, V> Shard<K, V> {
     }
 
     /// Frees every entry this (current) shard's tables hold, with its key
-    /// and value, now, bypassing the epoch. Each entry is freed once: with
-    /// a dirty table, the entries of dirty plus the view's expunged ones
-    /// (invariants 2 and 3: the view's other entries are in dirty);
-    /// without one, the view's.
+    /// and value, now, bypassing the epoch.
     ///
     /// # Safety
     ///
@@ -298,22 +312,9 @@ impl<K, V> Shard<K, V> {
         // SAFETY: the view pointer is never null and, with exclusive access,
         // not being freed concurrently.
         let view = unsafe { &*view };
-        let dirty = self.locked.dirty.get_mut();
-        let from_view = |entry: &&EntryRef<K, V>| dirty.table.is_none() || entry.is_expunged();
-        debug_assert!(
-            dirty.table.is_some() || view.table().iter().all(|e| !e.is_expunged()),
-            "invariant 3: no expunged entry without a dirty table"
-        );
-        let doomed: Vec<EntryRef<K, V>> = view
-            .table()
-            .iter()
-            .filter(from_view)
-            .chain(dirty.table.iter().flatten())
-            .copied()
-            .collect();
-        for entry in doomed {
+        for entry in self.locked.dirty.get_mut().owned_entries(view) {
             // SAFETY: exclusive access to the whole map (our contract), and
-            // each entry is in exactly one of the two sets above.
+            // `owned_entries` lists each entry once.
             unsafe { entry.free_exclusive() };
         }
     }
@@ -838,18 +839,8 @@ where
             return Err(Retired);
         }
         let (view, _) = self.view(guard);
+        let doomed = dirty.owned_entries(view);
         let old_dirty = dirty.table.take();
-        // Every entry in the view or dirty, each once (as in
-        // `free_entries_exclusive`), chosen before the expunging below
-        // makes every entry look expunged.
-        let doomed: Vec<EntryRef<K, V>> = match &old_dirty {
-            Some(table) => table
-                .iter()
-                .copied()
-                .chain(dirty.dead.drain(..).filter(|e| e.is_expunged()))
-                .collect(),
-            None => view.table().iter().copied().collect(),
-        };
         dirty.dead.clear();
         let mut removed = 0;
         for entry in &doomed {
@@ -992,23 +983,16 @@ where
         self.retire_dead_locked(dirty, guard);
     }
 
-    /// Retires the entries of `dead` that are still expunged (invariant 4).
-    /// The caller holds the lock and has just unlinked the view that held
-    /// them (a promotion) or the whole shard (a migration).
+    /// Retires the entries of `dead` (invariant 4). The caller holds the
+    /// lock and has just unlinked the view that held them (a promotion) or
+    /// the whole shard (a migration).
     fn retire_dead_locked(&self, dirty: &mut Dirty<K, V>, guard: &Guard) {
-        // An entry expunged by a rebuild, un-expunged, deleted again and
-        // expunged by a migration's drain is listed twice: retire it once.
-        let addr = |e: &EntryRef<K, V>| ptr::from_ref::<Entry<K, V>>(e).addr();
-        dirty.dead.sort_unstable_by_key(addr);
-        dirty.dead.dedup_by_key(|e| addr(e));
         for entry in dirty.dead.drain(..) {
-            if entry.is_expunged() {
-                // SAFETY: an expunged entry is in no dirty table (invariant
-                // 3) and the view that held it was just unlinked, under the
-                // lock we hold. It is listed once and cannot be un-expunged
-                // meanwhile (that needs this lock), so it is retired once.
-                unsafe { entry.retire(guard) };
-            }
+            // SAFETY: an entry on `dead` is expunged, in no dirty table
+            // (invariants 3 and 4) and listed once, and the view that held
+            // it was just unlinked, under the lock we hold; it cannot be
+            // un-expunged meanwhile (that needs this lock).
+            unsafe { entry.retire(guard) };
         }
     }
 
