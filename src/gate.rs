@@ -2,10 +2,11 @@
 //!
 //! Every write to the map (an insert, a removal, a compare-and-swap, a
 //! whole batch) runs *inside* the gate; a snapshot build *closes* the gate
-//! for the short moment in which it re-copies what changed and publishes.
-//! While the gate is closed no write is in progress, so everything the
-//! build reads is one state of the map: each write, and each batch, is
-//! wholly before it or wholly after it.
+//! for the short moment in which it takes its cut (lists the shards and
+//! announces its build number, see `crate::snapshot`). While the gate is
+//! closed no write is in progress, so each write, and each batch, is
+//! wholly before the cut or wholly after it; writers after it capture what
+//! they change first.
 //!
 //! # A distributed gate
 //!
@@ -18,10 +19,11 @@
 //!   writer (enter)                         snapshot (close)
 //!   stripe.in_flight += 1                  pending = true
 //!   fence(SeqCst)                          fence(SeqCst)
-//!   if pending:                            for each stripe:
+//!   if pending:                [Acquire]   for each stripe:
 //!       stripe.in_flight -= 1                  wait in_flight == 0 [Acquire]
-//!       wait !pending, retry               ... copy, publish ...
-//!   ... write ...                          pending = false         [Release]
+//!       wait !pending, retry               list shards, build = number
+//!   read build                             pending = false         [Release]
+//!   ... capture if needed, write ...       ... capture, publish ...
 //!   stripe.writes += 1
 //!   stripe.in_flight -= 1   [Release]
 //! ```
@@ -63,11 +65,21 @@ struct GateStripe {
     writes: AtomicU64,
 }
 
+/// The gate's shared words, on one cache line: every writer reads both.
+#[derive(Default)]
+struct Shared {
+    /// A snapshot is closing (or has closed) the gate.
+    pending: AtomicBool,
+    /// The snapshot build whose cut has been taken and whose shards are
+    /// still being captured, or 0 (see `crate::snapshot`, "Copy before
+    /// write").
+    build: AtomicU64,
+}
+
 /// The gate. See the module docs.
 pub(crate) struct WriteGate {
     stripes: Box<[CachePadded<GateStripe>]>,
-    /// A snapshot is closing (or has closed) the gate.
-    pending: CachePadded<AtomicBool>,
+    shared: CachePadded<Shared>,
 }
 
 impl WriteGate {
@@ -77,7 +89,7 @@ impl WriteGate {
             stripes: (0..count)
                 .map(|_| CachePadded::new(GateStripe::default()))
                 .collect(),
-            pending: CachePadded::new(AtomicBool::new(false)),
+            shared: CachePadded::new(Shared::default()),
         }
     }
 
@@ -96,8 +108,11 @@ impl WriteGate {
                 // SeqCst fence: the writer's half of the Dekker pair (module
                 // docs); pairs with the fence in `close`.
                 fence(Ordering::SeqCst);
-                // Relaxed: ordered by the fence above.
-                if !self.pending.load(Ordering::Relaxed) {
+                // Acquire: ordered after the increment by the fence above;
+                // and if this reads the `false` stored by `open`, it makes
+                // the build number stored before it (`begin_build`)
+                // visible to `build_epoch`.
+                if !self.shared.pending.load(Ordering::Acquire) {
                     break;
                 }
                 // Release: nothing was written; lets the snapshot proceed.
@@ -113,7 +128,7 @@ impl WriteGate {
     #[cold]
     fn wait_open(&self) {
         // Acquire: pairs with the Release in `open`; the snapshot is done.
-        while self.pending.load(Ordering::Acquire) {
+        while self.shared.pending.load(Ordering::Acquire) {
             yield_now();
         }
     }
@@ -150,7 +165,7 @@ impl WriteGate {
 
     fn close_raw(&self) -> u64 {
         // Relaxed: ordered against the loads in `quiet_writes` by the fence.
-        self.pending.store(true, Ordering::Relaxed);
+        self.shared.pending.store(true, Ordering::Relaxed);
         // SeqCst fence: the snapshot's half of the Dekker pair; pairs with
         // the fence in `enter`.
         fence(Ordering::SeqCst);
@@ -165,7 +180,36 @@ impl WriteGate {
     /// Opens the gate again.
     fn open(&self) {
         // Release: writers that waited see everything the snapshot did.
-        self.pending.store(false, Ordering::Release);
+        self.shared.pending.store(false, Ordering::Release);
+    }
+
+    /// The snapshot build whose shards must be captured before they
+    /// change, or 0. Called inside the gate: a writer that entered after
+    /// a build's cut sees that build's number, one that entered before the
+    /// cut finished before it (the cut waited for it) and needs no capture.
+    #[inline]
+    pub(crate) fn build_epoch(&self) -> u64 {
+        // Relaxed: `enter`'s Acquire load of `pending` read the `false`
+        // that `open` stored after `begin_build` (or an older one, and then
+        // this writer is before the cut); and the build number cannot
+        // change to a newer build while this writer is inside the gate,
+        // because that build's cut would wait for it.
+        self.shared.build.load(Ordering::Relaxed)
+    }
+
+    /// Announces snapshot build `epoch`, with the gate closed (its cut):
+    /// every writer that enters after the gate reopens captures the shards
+    /// it changes for that build.
+    pub(crate) fn begin_build(&self, epoch: u64) {
+        // Relaxed: published by the Release store of `open` (module docs).
+        self.shared.build.store(epoch, Ordering::Relaxed);
+    }
+
+    /// Ends a build: writers no longer capture.
+    pub(crate) fn end_build(&self) {
+        // Relaxed: a writer that still reads the old number captures a
+        // shard for a finished build, which `Captures` ignores.
+        self.shared.build.store(0, Ordering::Relaxed);
     }
 }
 

@@ -413,8 +413,12 @@ where
     /// wholly absent. If nothing changed since the last snapshot it returns
     /// that same snapshot in O(1), without allocating; otherwise it copies
     /// only the shards that changed and shares the rest with the previous
-    /// snapshot. Writers wait only for the short final step, which re-copies
-    /// what changed while the copy was being made (see [`Snapshot`]).
+    /// snapshot. It is the map as of its *cut*, a short moment at the start
+    /// of the build in which writers wait only for the writes already in
+    /// progress. While the build then copies, a writer about to change a
+    /// shard the build has not copied yet copies that shard first (once per
+    /// shard and build), so no writer ever waits for more than one or two
+    /// shards' copy.
     ///
     /// ```
     /// use snapmap::{Snapshot, SnapMap};
@@ -432,7 +436,10 @@ where
     ///
     /// If called from inside a write (a [`batch`](Self::batch) closure),
     /// which the snapshot would have to wait for: it panics rather than
-    /// deadlock.
+    /// deadlock. If a key's or value's `Clone` panics, the panic propagates
+    /// from here, or from the write that was copying a shard for the build
+    /// (that write is then not applied); the map stays consistent and the
+    /// next snapshot is built afresh.
     pub fn snapshot(&self) -> Snapshot<K, V, S> {
         let guard = epoch::pin();
         self.snapshots.snapshot(

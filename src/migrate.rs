@@ -213,13 +213,10 @@ where
     });
     let [low, high] = halves;
     let new = [
-        boxed(Shard::with_table(depth + 1, prefix << 1, low, live[0])),
-        boxed(Shard::with_table(
-            depth + 1,
-            (prefix << 1) | 1,
-            high,
-            live[1],
-        )),
+        boxed(Shard::with_table(depth + 1, prefix << 1, low, live[0]).born_during(ctx.build)),
+        boxed(
+            Shard::with_table(depth + 1, (prefix << 1) | 1, high, live[1]).born_during(ctx.build),
+        ),
     ];
     {
         let mut resize = dir.resize.lock();
@@ -257,6 +254,7 @@ pub(crate) fn try_merge<'g, K, V>(
     shard: &Shard<K, V>,
     ctx: &Ctx<'_>,
     guard: &'g Guard,
+    before_change: &dyn Fn(&Shard<K, V>),
 ) -> Option<&'g Shard<K, V>>
 where
     K: Eq + Send + Sync + 'static,
@@ -282,6 +280,11 @@ where
     } else {
         (buddy, shard)
     };
+    // A snapshot build in progress must capture both before they change
+    // (`crate::snapshot`, "Copy before write"); outside any lock, since a
+    // capture may wait for another thread's.
+    before_change(low);
+    before_change(high);
     let mut low_dirty = low.lock();
     if low_dirty.is_retired() {
         return None;
@@ -298,7 +301,8 @@ where
     };
     low.drain_for_migration_locked(&mut low_dirty, ctx, guard, &mut take);
     high.drain_for_migration_locked(&mut high_dirty, ctx, guard, &mut take);
-    let merged_shard = boxed(Shard::with_table(depth - 1, prefix >> 1, merged, live));
+    let merged_shard =
+        boxed(Shard::with_table(depth - 1, prefix >> 1, merged, live).born_during(ctx.build));
     {
         let mut resize = dir.resize.lock();
         let mut table = dir.table(guard);
@@ -345,22 +349,26 @@ where
 /// than `2 * capacity` entries (the bound every operation keeps). Without
 /// the cascade, shards emptied by the last removals would never merge
 /// further, because nothing removes from an empty shard again.
+///
+/// `before_change` runs on each shard about to be merged, before its lock
+/// is taken (a snapshot build's capture, see `crate::snapshot`).
 pub(crate) fn merge_cascade<K, V>(
     dir: &Directory<K, V>,
     shard: &Shard<K, V>,
     ctx: &Ctx<'_>,
     guard: &Guard,
+    before_change: &dyn Fn(&Shard<K, V>),
 ) where
     K: Eq + Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
     let budget = 2 * ctx.capacity as u64;
-    let mut shard = try_merge(dir, shard, ctx, guard);
+    let mut shard = try_merge(dir, shard, ctx, guard, before_change);
     while let Some(merged) = shard {
         if ctx.copied.get() >= budget {
             break;
         }
-        shard = try_merge(dir, merged, ctx, guard);
+        shard = try_merge(dir, merged, ctx, guard, before_change);
     }
 }
 

@@ -14,6 +14,7 @@ use crate::shard::entry::ValueNode;
 use crate::shard::{Ctx, Retired, Shard};
 use crate::stats::Stripe;
 use crate::sync::epoch::{self, Guard};
+use crate::sync::{Bug, injected};
 
 /// A map handle that keeps the current thread pinned, from
 /// [`SnapMap::pin`].
@@ -110,9 +111,27 @@ where
         self.map.directory.locate(hash, &self.guard)
     }
 
+    /// The context of one operation. Writers call it inside the gate, so
+    /// that it carries the snapshot build they must capture for.
     #[inline]
     fn ctx(&self) -> Ctx<'m> {
-        Ctx::new(self.map.promote_after, self.map.capacity, self.stripe)
+        Ctx::new(
+            self.map.promote_after,
+            self.map.capacity,
+            self.stripe,
+            self.map.gate.build_epoch(),
+        )
+    }
+
+    /// Before a write changes `shard`: if a snapshot build's cut has been
+    /// taken and the shard not yet captured for it, capture it now (or
+    /// wait for the thread capturing it). See `crate::snapshot`, "Copy
+    /// before write".
+    #[inline]
+    fn before_write(&self, shard: &Shard<K, V>, ctx: &Ctx<'_>) {
+        if ctx.build != 0 && shard.needs_capture(ctx.build) && !injected(Bug::WriteWithoutCapture) {
+            self.map.snapshots.capture(shard, ctx.build, &self.guard);
+        }
     }
 
     /// Records that the content under `hash` changed: bumps the version of
@@ -130,7 +149,9 @@ where
         if ctx.wants_split.get() {
             migrate::split(&self.map.directory, shard, ctx, &self.guard);
         } else if ctx.wants_merge.get() {
-            migrate::merge_cascade(&self.map.directory, shard, ctx, &self.guard);
+            migrate::merge_cascade(&self.map.directory, shard, ctx, &self.guard, &|buddy| {
+                self.before_write(buddy, ctx);
+            });
         }
         let copied = ctx.copied.get();
         if copied > 0 {
@@ -218,11 +239,12 @@ where
     /// ```
     pub fn insert(&self, key: K, value: V) -> Option<&V> {
         let hash = self.hash(&key);
-        let ctx = self.ctx();
         let _gate = self.map.gate.enter();
+        let ctx = self.ctx();
         let (mut key, mut node) = (key, ValueNode::boxed(value));
         loop {
             let shard = self.shard(hash);
+            self.before_write(shard, &ctx);
             match shard.insert(hash, key, node, &ctx, &self.guard) {
                 Ok(previous) => {
                     self.changed(hash);
@@ -282,11 +304,12 @@ where
     /// ```
     pub fn try_insert(&self, key: K, value: V) -> Result<&V, OccupiedError<'_, V>> {
         let hash = self.hash(&key);
-        let ctx = self.ctx();
         let _gate = self.map.gate.enter();
+        let ctx = self.ctx();
         let (mut key, mut value) = (key, value);
         loop {
             let shard = self.shard(hash);
+            self.before_write(shard, &ctx);
             match shard.try_insert(hash, key, value, &ctx, &self.guard) {
                 Ok(outcome) => {
                     if outcome.is_ok() {
@@ -318,10 +341,11 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         let hash = self.hash(key);
-        let ctx = self.ctx();
         let _gate = self.map.gate.enter();
+        let ctx = self.ctx();
         loop {
             let shard = self.shard(hash);
+            self.before_write(shard, &ctx);
             if let Ok(removed) = shard.remove(hash, key, &ctx, &self.guard) {
                 if removed.is_some() {
                     self.changed(hash);
@@ -348,14 +372,13 @@ where
         V: PartialEq,
     {
         let hash = self.hash(key);
-        let ctx = self.ctx();
         let _gate = self.map.gate.enter();
+        let ctx = self.ctx();
         let mut new = new;
         loop {
-            match self
-                .shard(hash)
-                .compare_and_swap(hash, key, old, new, &ctx, &self.guard)
-            {
+            let shard = self.shard(hash);
+            self.before_write(shard, &ctx);
+            match shard.compare_and_swap(hash, key, old, new, &ctx, &self.guard) {
                 Ok(swapped) => {
                     if swapped {
                         self.changed(hash);
@@ -381,10 +404,11 @@ where
         V: PartialEq,
     {
         let hash = self.hash(key);
-        let ctx = self.ctx();
         let _gate = self.map.gate.enter();
+        let ctx = self.ctx();
         loop {
             let shard = self.shard(hash);
+            self.before_write(shard, &ctx);
             if let Ok(deleted) = shard.compare_and_delete(hash, key, old, &ctx, &self.guard) {
                 if deleted {
                     self.changed(hash);
@@ -408,13 +432,12 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         let hash = self.hash(key);
-        let ctx = self.ctx();
         let _gate = self.map.gate.enter();
+        let ctx = self.ctx();
         loop {
-            if let Ok(updated) = self
-                .shard(hash)
-                .update(hash, key, &mut f, &ctx, &self.guard)
-            {
+            let shard = self.shard(hash);
+            self.before_write(shard, &ctx);
+            if let Ok(updated) = shard.update(hash, key, &mut f, &ctx, &self.guard) {
                 if updated.is_some() {
                     self.changed(hash);
                 }
@@ -432,17 +455,20 @@ where
     /// assert!(map.is_empty());
     /// ```
     pub fn clear(&self) {
-        let ctx = self.ctx();
         let _gate = self.map.gate.enter();
+        let ctx = self.ctx();
         // Walk hash space shard by shard, as iteration does, so that splits
         // and merges meanwhile neither skip nor repeat a range.
         let mut cursor = Some(0u64);
         while let Some(at) = cursor {
             let shard = self.shard(at);
+            self.before_write(shard, &ctx);
             if shard.clear(&ctx, &self.guard).is_ok() {
                 cursor = shard.hash_range().1.checked_add(1);
                 // An emptied shard merges with an emptied buddy.
-                migrate::merge_cascade(&self.map.directory, shard, &ctx, &self.guard);
+                migrate::merge_cascade(&self.map.directory, shard, &ctx, &self.guard, &|buddy| {
+                    self.before_write(buddy, &ctx);
+                });
             }
         }
         let copied = ctx.copied.get();

@@ -28,35 +28,68 @@
 //!    If no writer is inside the gate and the count is the same, nothing has
 //!    changed: the cached snapshot is returned (an `Arc` clone, no
 //!    allocation).
-//! 2. **Optimistic copy, writers running.** For each current shard, read its
-//!    version; if the cached snapshot has a piece for the same shard id at
-//!    the same version, it will be reused; otherwise copy the shard now.
-//!    Repeat (up to three passes) while a pass still had many shards to
-//!    copy: each pass copies what writers changed during the previous one,
-//!    so the step below, which runs with writers stopped, has less to do.
-//! 3. **Close the gate, briefly.** With no write in progress, walk the
-//!    current shards again: a piece whose shard id and version still match
-//!    is used as is; a shard that changed meanwhile (or appeared through a
-//!    split or merge) is copied now. Publish the new snapshot, open the
-//!    gate.
+//! 2. **The cut, briefly.** Close the write gate (wait until no write is in
+//!    progress), list the current shards, announce the build's number
+//!    (`WriteGate::begin_build`) and reopen the gate. The snapshot will be
+//!    the map as it was at this moment. Writers wait only for the writes
+//!    already in progress and for a walk over the directory: no copying,
+//!    no user code.
+//! 3. **Capture, writers running.** For each listed shard, capture it:
+//!    reuse the previous snapshot's piece if the shard's id and version are
+//!    the same, otherwise copy it. Then assemble the pieces in hash order
+//!    and publish.
 //!
-//! Writers wait only during step 3, which re-copies just what changed in
-//! the window of step 2. They never wait for anyone *holding* a snapshot.
+//! # Copy before write
+//!
+//! A writer that entered the gate after the cut and is about to change a
+//! shard that has not been captured for this build captures it first
+//! (`Snapshots::capture`; a second thread that wants the same shard waits
+//! for the first). So a listed shard never changes before its capture, and
+//! every capture is the shard as of the cut. Each shard is captured once
+//! per build, by whoever needs it first: the build never re-copies, so its
+//! work does not grow with the write rate, and a writer never waits for
+//! more than one shard's copy (or two, when a removal merges a shard with
+//! its buddy, which must be captured before it is retired).
+//!
+//! This replaces an earlier scheme (copy optimistically while writers run,
+//! then re-copy under the closed gate whatever changed meanwhile), which
+//! DESIGN.md suggests. Under a writer that changes shards faster than a
+//! build copies them, its optimistic passes never converged, and the gate
+//! stayed closed for 65-110 ms while most of the map was re-copied
+//! (BENCHMARKS.md, "Writers during a storm of snapshots").
+//!
+//! The price: during a build, a writer's first write to each shard runs
+//! the shard's `Clone`s (tens of microseconds for a full shard of small
+//! entries), and a `Clone` that panics there panics in that write (which is
+//! then not applied). Writers have no `Clone` bound, so the copy runs
+//! through a function pointer (`CopyFn`) that the first build stores.
+//!
+//! Shards made by a split or merge after the cut are born captured
+//! (`Shard::born_during`): the snapshot uses the listed shards they
+//! replaced, which were captured before the split or merge (the writer
+//! splitting had captured the shard it wrote; a merge captures both
+//! halves); capturing them again would only waste a copy. A capture for a
+//! build that has already ended (by a writer that entered during it and
+//! arrived late) is dropped.
 //!
 //! # Why it is one point in time
 //!
-//! Every write bumps its shard's version (Release) after changing it, inside
-//! the gate. Step 3 runs with the gate closed, so every write has either
-//! completed (its bump is visible) or not started. A piece copied after
-//! reading version `v` (Acquire) contains every change counted in `v`; if its
-//! version is still `v` under the closed gate, no change happened since, so
-//! the piece is exact. Batches hold the gate for all their writes, so step 3
-//! sees all of a batch or none of it.
+//! Every write runs inside the gate. The cut closes it, so every write has
+//! either completed before the cut (the gate's Release/Acquire hand-off
+//! orders it before everything the build reads) or entered after it. A
+//! writer that entered after the cut read the build's number (its Acquire
+//! read of the gate's `pending` flag synchronises with the Release that
+//! reopened it) and captures before changing anything; the capture's
+//! Release store of the shard's `captured` mark, read with Acquire by
+//! every later writer, orders the copy before their changes. Batches hold
+//! the gate for all their writes, so a batch is wholly before the cut or
+//! wholly after it.
 //!
-//! A lock-free write may go through a retired shard's view (its entries are
-//! shared with the shards that replaced it); the writer therefore bumps the
-//! version of the shard that holds the key *now*, found again after the
-//! write, still inside the gate.
+//! The version (bumped after every change, inside the gate) only decides
+//! whether the previous snapshot's piece can be reused. A lock-free write
+//! may go through a retired shard's view (its entries are shared with the
+//! shards that replaced it); the writer therefore bumps the version of the
+//! shard that holds the key *now*, found again after the write.
 //!
 //! # Memory
 //!
@@ -86,13 +119,6 @@ use crate::stats::{Event, Stripe};
 use crate::sync::epoch::Guard;
 use crate::sync::stat_atomic::{AtomicIsize, Ordering as StatOrdering};
 use crate::sync::{Arc, Bug, SnapshotCell, injected};
-
-/// Optimistic copy passes before the gate closes (see step 2).
-const OPTIMISTIC_ROUNDS: usize = 3;
-
-/// A pass that copies at most this many shards ends the optimistic rounds:
-/// re-copying that many with the gate closed is short.
-const SMALL_DELTA: usize = 4;
 
 /// Pieces by shard id, for one build.
 type PieceMap<K, V> = HashMap<u64, Arc<Piece<K, V>>, BuildHasherDefault<IdHasher>>;
@@ -443,11 +469,29 @@ impl<K, V> fmt::Debug for SnapshotIter<'_, K, V> {
 
 // ----- Building ---------------------------------------------------------------
 
+/// Copies one shard into a piece (`Piece::copy`, monomorphised where
+/// `K: Clone, V: Clone` are known, so that writers, which have no `Clone`
+/// bound, can capture shards through it).
+type CopyFn<K, V> = fn(&Shard<K, V>, u64, &Arc<PieceBytes>, &Guard) -> Option<Piece<K, V>>;
+
+/// One build in progress: its number, the previous snapshot's pieces (to
+/// reuse) and the pieces captured so far.
+struct Build<K, V> {
+    epoch: u64,
+    previous: PieceMap<K, V>,
+    captured: PieceMap<K, V>,
+    copied: u64,
+    reused: u64,
+}
+
 /// The map's snapshot machinery: the cell with the latest snapshot, the
-/// lock that makes builds take turns, and the byte account.
+/// lock that makes builds take turns (it holds the last build number), the
+/// build in progress, and the byte account.
 pub(crate) struct Snapshots<K, V, S> {
     cell: SnapshotCell<Frozen<K, V, S>>,
-    builder: crate::sync::Mutex<()>,
+    builder: crate::sync::Mutex<u64>,
+    build: crate::sync::Mutex<Option<Build<K, V>>>,
+    copy: std::sync::OnceLock<CopyFn<K, V>>,
     pub(crate) bytes: Arc<PieceBytes>,
 }
 
@@ -455,17 +499,84 @@ impl<K, V, S> Snapshots<K, V, S> {
     pub(crate) fn new() -> Self {
         Snapshots {
             cell: SnapshotCell::new(),
-            builder: crate::sync::Mutex::new(()),
+            builder: crate::sync::Mutex::new(0),
+            build: crate::sync::Mutex::new(None),
+            copy: std::sync::OnceLock::new(),
             bytes: Arc::new(PieceBytes::default()),
         }
     }
-}
 
-impl<K, V, S> Snapshots<K, V, S> {
     /// Drops the map's reference to its latest snapshot.
     pub(crate) fn forget(&self) {
         let _one_builder = self.builder.lock();
         self.cell.clear();
+    }
+
+    /// Captures `shard` for build `epoch`: its content as of the build's
+    /// cut, copied (or reused from the previous snapshot if its version is
+    /// unchanged) before anyone who entered the gate after the cut changes
+    /// it. Called by writers about to change the shard, and by the build
+    /// for every shard nobody changed. Once per shard and build; a second
+    /// caller waits for the first. A capture for a build that has ended
+    /// (a slow writer's) is dropped.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn capture(&self, shard: &Shard<K, V>, epoch: u64, guard: &Guard) {
+        shard.capture_once(epoch, || {
+            // A build sets `copy` before its cut, so it is set here.
+            let Some(copy) = self.copy.get() else { return };
+            // No write can change the shard now (writers after the cut
+            // wait for this capture, those before it have finished), so
+            // the version and the copy agree.
+            let version = shard.version();
+            let reused = match &*self.build.lock() {
+                Some(build) if build.epoch == epoch => build
+                    .previous
+                    .get(&shard.id())
+                    .filter(|piece| piece.version == version)
+                    .cloned(),
+                _ => return, // the build has ended
+            };
+            let fresh = reused.is_none();
+            let piece = match reused {
+                Some(piece) => piece,
+                None => match copy(shard, version, &self.bytes, guard) {
+                    Some(piece) => Arc::new(piece),
+                    // Retired uncaptured: only the broken twins get here.
+                    None => return,
+                },
+            };
+            if let Some(build) = self.build.lock().as_mut().filter(|b| b.epoch == epoch) {
+                build.captured.insert(shard.id(), piece);
+                if fresh {
+                    build.copied += 1;
+                } else {
+                    build.reused += 1;
+                }
+            }
+        });
+    }
+}
+
+/// Ends a build, also when a user `Clone` panics in it: writers stop
+/// capturing and the captured pieces are dropped.
+struct EndBuild<'a, K, V> {
+    gate: &'a WriteGate,
+    build: &'a crate::sync::Mutex<Option<Build<K, V>>>,
+}
+
+impl<K, V> EndBuild<'_, K, V> {
+    /// Ends the build and returns what it captured.
+    fn take(self) -> Option<Build<K, V>> {
+        self.gate.end_build();
+        self.build.lock().take()
+    }
+}
+
+impl<K, V> Drop for EndBuild<'_, K, V> {
+    fn drop(&mut self) {
+        self.gate.end_build();
+        drop(self.build.lock().take());
     }
 }
 
@@ -499,10 +610,13 @@ where
         if let Some(snapshot) = self.unchanged(gate) {
             return snapshot;
         }
-        let _one_builder = self.builder.lock();
+        let mut last_epoch = self.builder.lock();
         if let Some(snapshot) = self.unchanged(gate) {
             return snapshot;
         }
+        self.copy.get_or_init(|| Piece::<K, V>::copy);
+        *last_epoch += 1;
+        let epoch = *last_epoch;
         let previous: PieceMap<K, V> = self
             .cell
             .load_full()
@@ -514,44 +628,20 @@ where
                     .collect()
             })
             .unwrap_or_default();
-        let reusable = |shard: &Shard<K, V>, version: u64, pieces: &PieceMap<K, V>| {
-            pieces
-                .get(&shard.id())
-                .filter(|piece| piece.version == version)
-                .cloned()
+        *self.build.lock() = Some(Build {
+            epoch,
+            previous,
+            captured: PieceMap::default(),
+            copied: 0,
+            reused: 0,
+        });
+        let end = EndBuild {
+            gate,
+            build: &self.build,
         };
 
-        // Step 2: copy changed shards while writers run. A writer that keeps
-        // updating dirties shards while we copy, and whatever it dirtied is
-        // re-copied with the gate closed; so repeat the pass (each round
-        // copies only what changed during the previous one) until a round
-        // copies few shards, at most `OPTIMISTIC_ROUNDS` times.
-        let mut optimistic: PieceMap<K, V> = PieceMap::default();
-        for _ in 0..OPTIMISTIC_ROUNDS {
-            let mut copied = 0;
-            for shard in directory.table(guard).distinct() {
-                // SAFETY: a distinct slot value of a table loaded under
-                // `guard` is a shard kept alive by the epoch for `guard`'s
-                // life.
-                let shard = unsafe { &*shard };
-                let version = shard.version();
-                let current = |p: &Arc<Piece<K, V>>| p.version == version;
-                if reusable(shard, version, &previous).is_some()
-                    || optimistic.get(&shard.id()).is_some_and(current)
-                {
-                    continue;
-                }
-                if let Some(piece) = Piece::copy(shard, version, &self.bytes, guard) {
-                    optimistic.insert(shard.id(), Arc::new(piece));
-                    copied += 1;
-                }
-            }
-            if copied <= SMALL_DELTA {
-                break;
-            }
-        }
-
-        // Step 3: close the gate; re-copy only what changed meanwhile.
+        // Step 2: the cut. With the gate closed no write is in progress:
+        // list the current shards and announce the build, then reopen.
         let (writes, closed) = if injected(Bug::SnapshotWithoutGate) {
             (gate.quiet_writes().unwrap_or(u64::MAX), None)
         } else {
@@ -560,30 +650,33 @@ where
         };
         let table = directory.table(guard);
         let depth = table.depth();
+        let cut: Vec<*mut Shard<K, V>> = table.distinct().collect();
+        gate.begin_build(epoch);
+        drop(closed);
+
+        // Step 3: capture every shard of the cut that no writer has
+        // captured yet (writers capture what they are about to change).
+        for &shard in &cut {
+            // SAFETY: a distinct slot value of a table loaded under `guard`
+            // is a shard kept alive by the epoch for `guard`'s life.
+            let shard = unsafe { &*shard };
+            self.capture(shard, epoch, guard);
+        }
+        let mut build = end
+            .take()
+            .expect("the build ends only here or on unwinding");
+
+        // Step 4: assemble in hash order and publish.
         let mut slots = vec![0u32; 1 << depth];
-        let (mut pieces, mut len) = (Vec::new(), 0);
-        let (mut copied, mut reused) = (0, 0);
-        for shard in table.distinct() {
+        let (mut pieces, mut len) = (Vec::with_capacity(cut.len()), 0);
+        for &shard in &cut {
             // SAFETY: as above.
             let shard = unsafe { &*shard };
-            let version = shard.version();
-            let piece = if let Some(piece) = reusable(shard, version, &previous) {
-                reused += 1;
-                piece
-            } else {
-                copied += 1;
-                let current = optimistic.get(&shard.id()).filter(|piece| {
-                    piece.version == version || injected(Bug::SnapshotSkipsRecheck)
-                });
-                match current {
-                    Some(piece) => piece.clone(),
-                    None => match Piece::copy(shard, version, &self.bytes, guard) {
-                        Some(piece) => Arc::new(piece),
-                        // No shard is retired while the gate is closed; only
-                        // the broken twin that skips the gate gets here.
-                        None => continue,
-                    },
-                }
+            // Every shard of the cut was captured above; only the broken
+            // twin that skips the gate can miss one (a writer that was
+            // not waited for retired it uncaptured).
+            let Some(piece) = build.captured.remove(&shard.id()) else {
+                continue;
             };
             len += piece.entries.len();
             let span = 1usize << (depth - shard.depth());
@@ -600,10 +693,10 @@ where
             hasher: hasher.clone(),
         });
         self.cell.store(frozen.clone());
-        drop(closed); // reopens the gate (also if a `Clone` above panicked)
+        drop(last_epoch);
         stripe.count(Event::SnapshotBuilds, 1);
-        stripe.count(Event::SnapshotPiecesCopied, copied);
-        stripe.count(Event::SnapshotPiecesReused, reused);
+        stripe.count(Event::SnapshotPiecesCopied, build.copied);
+        stripe.count(Event::SnapshotPiecesReused, build.reused);
         Snapshot { frozen }
     }
 }

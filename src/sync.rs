@@ -471,9 +471,10 @@ pub enum Bug {
     /// A snapshot build publishes without closing the write gate, so it
     /// can copy one shard before a batch and another after it.
     SnapshotWithoutGate,
-    /// A snapshot build reuses its optimistic copy of a shard without
-    /// checking, under the gate, that the shard's version is unchanged.
-    SnapshotSkipsRecheck,
+    /// A writer changes a shard during a snapshot build without first
+    /// capturing it, so the build can copy it after a write made after its
+    /// cut.
+    WriteWithoutCapture,
 }
 
 /// Whether `bug` is switched on. Always `false` outside loom builds.

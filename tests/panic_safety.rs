@@ -712,12 +712,13 @@ fn panicking_clone_while_copying_a_snapshot_changes_nothing() {
     });
 }
 
-/// A snapshot build closes the write gate for its last step, which copies
-/// the shards that changed while the rest was copied. If a `Clone` panics
-/// in that step, the gate must still open again: otherwise every later
-/// write, on every thread, waits forever.
+/// While a snapshot build captures shards, a writer about to change a
+/// shard the build has not captured yet captures it first, and so runs the
+/// values' `Clone` inside its own write. If that `Clone` panics, the write
+/// panics and is not applied, the capture is released for someone else,
+/// and the snapshot still shows the map as of its cut.
 #[test]
-fn panicking_clone_while_the_snapshot_gate_is_closed_leaves_writers_running() {
+fn panicking_clone_in_a_writers_capture_leaves_the_write_unapplied() {
     let mut f = two_shard_fixture();
     let (low, high) = keys_in_halves(&f, 2);
     f.map.insert(f.key(low[0]), f.value(1));
@@ -725,38 +726,90 @@ fn panicking_clone_while_the_snapshot_gate_is_closed_leaves_writers_running() {
     f.model.insert(low[0], 1);
     f.model.insert(high[0], 2);
 
-    // The build copies shard 0 (clone #1), then shard 1 (clone #2). During
-    // clone #2 another thread writes to shard 0, so the build must copy
-    // shard 0 again after closing the gate: that copy's clone panics.
+    // The build captures shard 0 first (clone #1). During that clone
+    // another thread writes to shard 1, which the build has not captured:
+    // the writer captures it, and its clone panics. Then the writer tries
+    // again: its capture succeeds and its write lands after the cut.
     let (map, keys, values) = (
         Arc::clone(&f.map),
         Arc::clone(&f.keys),
         Arc::clone(&f.values),
     );
-    let concurrent_key = low[1];
+    let late_key = high[1];
     ON_CLONE.with(|hook| {
         *hook.borrow_mut() = Some(Box::new(move || {
             thread::spawn(move || {
-                map.insert(
-                    PanicKey(keys.track(concurrent_key)),
-                    PanicValue(values.track(3)),
+                let insert =
+                    || map.insert(PanicKey(keys.track(late_key)), PanicValue(values.track(3)));
+                arm(&VALUE_CLONE_COUNTDOWN, 1);
+                expect_injected_panic("a writer's capture", || drop(insert()));
+                assert!(
+                    map.get(&PanicKey(keys.track(late_key))).is_none(),
+                    "the write whose capture panicked was applied"
                 );
+                assert_eq!(insert(), None);
             })
             .join()
-            .expect("the concurrent write");
-            // The next clone (this one counts as the first) is the re-copy
-            // of shard 0, with the gate closed.
-            arm(&VALUE_CLONE_COUNTDOWN, 2);
+            .expect("the concurrent writer");
         }))
     });
-    arm(&HOOK_COUNTDOWN, 2);
-    expect_injected_panic("snapshot with the gate closed", || {
-        drop(f.map.snapshot());
-    });
-    f.model.insert(concurrent_key, 3);
+    arm(&HOOK_COUNTDOWN, 1);
+    let snapshot = f.map.snapshot();
+    disarm_all();
+    let frozen: BTreeMap<u32, u32> = snapshot
+        .iter()
+        .map(|(k, v)| (k.0.inner, v.0.inner))
+        .collect();
+    assert_eq!(
+        frozen, f.model,
+        "the snapshot is not the map as of its cut (the late write is after it)"
+    );
+    drop(snapshot);
+    f.model.insert(late_key, 3);
+    let ctx = "after a Clone panic in a writer's capture";
+    f.assert_lock_released(ctx);
+    f.assert_consistent(ctx);
+    let Fixture {
+        map, keys, values, ..
+    } = f;
+    Arc::into_inner(map).expect("the map has one owner left");
+    wait_for_drops(&values);
+    wait_for_drops(&keys);
+}
 
-    // Writers on other threads must not be stuck behind the gate.
-    let ctx = "after a Clone panic with the gate closed";
+/// If a `Clone` panics in the build's own capture, `snapshot()` panics,
+/// the build ends (writers stop capturing for it, its pieces are freed),
+/// and the next snapshot is built from scratch and correct.
+#[test]
+fn panicking_clone_in_a_builds_capture_ends_the_build() {
+    let mut f = two_shard_fixture();
+    let (low, high) = keys_in_halves(&f, 2);
+    f.map.insert(f.key(low[0]), f.value(1));
+    f.map.insert(f.key(high[0]), f.value(2));
+    f.model.insert(low[0], 1);
+    f.model.insert(high[0], 2);
+    // The second clone is the capture of shard 1.
+    arm(&VALUE_CLONE_COUNTDOWN, 2);
+    expect_injected_panic("the build's capture", || drop(f.map.snapshot()));
+    assert_eq!(
+        f.map.stats().snapshot_bytes,
+        0,
+        "the failed build's captured pieces were not freed"
+    );
+
+    // Writers on other threads run (and capture nothing for the dead
+    // build); the next snapshot sees their writes.
+    let (map, keys, values) = (
+        Arc::clone(&f.map),
+        Arc::clone(&f.keys),
+        Arc::clone(&f.values),
+    );
+    let late_key = low[1];
+    without_deadlock("a write after the failed build", move || {
+        map.insert(PanicKey(keys.track(late_key)), PanicValue(values.track(3)));
+    });
+    f.model.insert(late_key, 3);
+    let ctx = "after a Clone panic in the build's capture";
     f.assert_lock_released(ctx);
     f.assert_consistent(ctx);
     let Fixture {

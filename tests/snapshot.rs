@@ -24,6 +24,19 @@ fn configs() -> Vec<(&'static str, SnapMap<u64, i64>)> {
     ]
 }
 
+/// Clears `running` if the thread holding it panics, so that the other
+/// threads of a test stop and the failure is reported instead of hanging
+/// the scope that waits for them.
+struct StopAllOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for StopAllOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A tiny xorshift, so the test needs no random-number crate.
 fn next(state: &mut u64) -> u64 {
     *state ^= *state << 13;
@@ -49,15 +62,18 @@ fn bank_transfers_in_batches_are_never_half_seen_by_snapshots() {
         std::thread::scope(|scope| {
             let writers: Vec<_> = (0..2u64)
                 .map(|writer| {
-                    let map = &map;
+                    let (map, running) = (&map, &running);
                     let checked = &snapshots_checked;
                     scope.spawn(move || {
+                        let _stop = StopAllOnPanic(running);
                         let mut rng = 0x9E37_79B9_7F4A_7C15 ^ (writer + 1);
                         let started = std::time::Instant::now();
                         // Keep transferring until enough snapshots were taken
                         // while transfers were running.
                         let mut transfers = 0;
-                        while transfers < 2_000 || checked.load(Ordering::Relaxed) < 100 {
+                        while running.load(Ordering::Relaxed)
+                            && (transfers < 2_000 || checked.load(Ordering::Relaxed) < 100)
+                        {
                             assert!(
                                 started.elapsed().as_secs() < 60,
                                 "{name}: snapshots are starved: {} in 60 s",
@@ -95,6 +111,7 @@ fn bank_transfers_in_batches_are_never_half_seen_by_snapshots() {
             for _ in 0..2 {
                 let (map, running, checked) = (&map, &running, &snapshots_checked);
                 scope.spawn(move || {
+                    let _stop = StopAllOnPanic(running);
                     while running.load(Ordering::Relaxed) {
                         let snapshot = map.snapshot();
                         let sum: i64 = (0..ACCOUNTS)

@@ -100,14 +100,24 @@ pub(crate) struct Ctx<'a> {
     pub(crate) wants_split: Cell<bool>,
     /// Set when the shard became sparse enough to try a merge.
     pub(crate) wants_merge: Cell<bool>,
+    /// The snapshot build this write must capture shards for before
+    /// changing them, or 0 (`WriteGate::build_epoch`, read inside the
+    /// gate). Shards made by a split or merge are born captured for it.
+    pub(crate) build: u64,
 }
 
 impl<'a> Ctx<'a> {
-    pub(crate) fn new(promote_after: usize, capacity: usize, stripe: &'a Stripe) -> Self {
+    pub(crate) fn new(
+        promote_after: usize,
+        capacity: usize,
+        stripe: &'a Stripe,
+        build: u64,
+    ) -> Self {
         Ctx {
             promote_after,
             capacity,
             stripe,
+            build,
             copied: Cell::new(0),
             wants_split: Cell::new(false),
             wants_merge: Cell::new(false),
@@ -208,6 +218,13 @@ struct Locked<K, V> {
     /// can tell whether its copy of the shard is still current (see
     /// `crate::snapshot`).
     version: AtomicU64,
+    /// The last snapshot build for which this shard's content (as of that
+    /// build's cut) has been captured: writers that entered after the cut
+    /// wait for it before changing the shard (`Shard::capture_once`).
+    captured: AtomicU64,
+    /// The last build for which a capture was claimed (in progress or
+    /// done).
+    capturing: AtomicU64,
 }
 
 /// One shard. See the module docs.
@@ -238,7 +255,69 @@ impl<K, V> Shard<K, V> {
                 }),
                 live: AtomicIsize::new(live as isize),
                 version: AtomicU64::new(0),
+                captured: AtomicU64::new(0),
+                capturing: AtomicU64::new(0),
             }),
+        }
+    }
+
+    /// Marks a shard made by a split or merge during snapshot build
+    /// `epoch` (0: none) as captured for it, so that no writer copies it
+    /// for that build: it is not in the build's cut, whose shards it
+    /// replaces were captured before the split or merge. Before
+    /// publication.
+    pub(crate) fn born_during(self, epoch: u64) -> Self {
+        // Relaxed: the shard is not shared yet; the directory's Release
+        // publication orders these stores before anyone reads them.
+        self.locked.captured.store(epoch, Ordering::Relaxed);
+        self.locked.capturing.store(epoch, Ordering::Relaxed);
+        self
+    }
+
+    /// Whether a writer must call [`Shard::capture_once`] for snapshot
+    /// build `epoch` before changing this shard.
+    #[inline]
+    pub(crate) fn needs_capture(&self, epoch: u64) -> bool {
+        // Acquire: pairs with the Release in `capture_once`: the capture's
+        // reads of the entries happen before this writer's change.
+        self.locked.captured.load(Ordering::Acquire) < epoch
+    }
+
+    /// Runs `capture` once for snapshot build `epoch`, before any writer
+    /// that entered after the build's cut changes the shard: the first
+    /// caller claims the capture and runs it; later callers wait until it
+    /// is done. If `capture` panics, the claim is released (another caller
+    /// captures) and the panic propagates.
+    pub(crate) fn capture_once(&self, epoch: u64, capture: impl FnOnce()) {
+        struct Unclaim<'a>(&'a AtomicU64, u64);
+        impl Drop for Unclaim<'_> {
+            fn drop(&mut self) {
+                // Relaxed: only picks who captures next (see below).
+                self.0.store(self.1, Ordering::Relaxed);
+            }
+        }
+        while self.needs_capture(epoch) {
+            // Relaxed: the claim only decides who captures; what the
+            // capture read is published by `captured` (Release below), and
+            // the capturer is already ordered after every write before the
+            // cut (it is the build, or a writer that entered after it).
+            let claimed = self.locked.capturing.load(Ordering::Relaxed);
+            if claimed < epoch
+                && self
+                    .locked
+                    .capturing
+                    .compare_exchange(claimed, epoch, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                let unclaim = Unclaim(&self.locked.capturing, claimed);
+                capture();
+                core::mem::forget(unclaim);
+                // Release: pairs with the Acquire in `needs_capture`.
+                self.locked.captured.store(epoch, Ordering::Release);
+                return;
+            }
+            // Another thread is capturing (user `Clone` runs in it).
+            crate::sync::yield_now();
         }
     }
 
