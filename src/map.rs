@@ -416,9 +416,10 @@ where
     /// snapshot. It is the map as of its *cut*, a short moment at the start
     /// of the build in which writers wait only for the writes already in
     /// progress. While the build then copies, a writer about to change a
-    /// shard the build has not copied yet copies that shard first (once per
-    /// shard and build), so no writer ever waits for more than one or two
-    /// shards' copy.
+    /// shard the build has not captured yet captures it first (once per
+    /// shard and build; pointers only, the build clones later), so a writer
+    /// waits for a snapshot about a microsecond at most, and never runs
+    /// `Clone`.
     ///
     /// ```
     /// use snapmap::{Snapshot, SnapMap};
@@ -437,9 +438,8 @@ where
     /// If called from inside a write (a [`batch`](Self::batch) closure),
     /// which the snapshot would have to wait for: it panics rather than
     /// deadlock. If a key's or value's `Clone` panics, the panic propagates
-    /// from here, or from the write that was copying a shard for the build
-    /// (that write is then not applied); the map stays consistent and the
-    /// next snapshot is built afresh.
+    /// from here; the map is unchanged and the next snapshot is built
+    /// afresh.
     pub fn snapshot(&self) -> Snapshot<K, V, S> {
         let guard = epoch::pin();
         self.snapshots.snapshot(

@@ -47,9 +47,17 @@
 //! for the first). So a listed shard never changes before its capture, and
 //! every capture is the shard as of the cut. Each shard is captured once
 //! per build, by whoever needs it first: the build never re-copies, so its
-//! work does not grow with the write rate, and a writer never waits for
-//! more than one shard's copy (or two, when a removal merges a shard with
-//! its buddy, which must be captured before it is retired).
+//! work does not grow with the write rate.
+//!
+//! A capture copies *pointers* (the hash, key and value of each live
+//! entry: `Refs`), not the entries: about a microsecond for a full shard,
+//! and no user code. The build clones what they point to after all shards
+//! are captured, while writers run freely; the epoch keeps those keys and
+//! values alive because the build has been pinned since before its cut
+//! (`Refs` explains why that suffices). So a writer never runs `Clone`, and
+//! never waits for more than one or two shards' pointer copy (two when a
+//! removal merges a shard with its buddy, which must be captured before it
+//! is retired).
 //!
 //! This replaces an earlier scheme (copy optimistically while writers run,
 //! then re-copy under the closed gate whatever changed meanwhile), which
@@ -57,12 +65,6 @@
 //! build copies them, its optimistic passes never converged, and the gate
 //! stayed closed for 65-110 ms while most of the map was re-copied
 //! (BENCHMARKS.md, "Writers during a storm of snapshots").
-//!
-//! The price: during a build, a writer's first write to each shard runs
-//! the shard's `Clone`s (tens of microseconds for a full shard of small
-//! entries), and a `Clone` that panics there panics in that write (which is
-//! then not applied). Writers have no `Clone` bound, so the copy runs
-//! through a function pointer (`CopyFn`) that the first build stores.
 //!
 //! Shards made by a split or merge after the cut are born captured
 //! (`Shard::born_during`): the snapshot uses the listed shards they
@@ -171,42 +173,40 @@ pub(crate) struct Piece<K, V> {
 }
 
 impl<K, V> Piece<K, V> {
-    /// Copies the live entries of `shard` at `version` (read before the
-    /// copy). `None` if the shard was retired meanwhile.
-    fn copy(
-        shard: &Shard<K, V>,
-        version: u64,
-        account: &Arc<PieceBytes>,
-        guard: &Guard,
-    ) -> Option<Self>
+    /// Clones what a capture points to into a piece.
+    ///
+    /// # Safety
+    ///
+    /// Every pointer in `refs` must still be valid: the caller is the build
+    /// that `refs` was captured for, pinned since before its cut (see
+    /// [`Refs`]).
+    unsafe fn from_refs(shard_id: u64, refs: &Refs<K, V>, account: &Arc<PieceBytes>) -> Self
     where
-        K: Eq + Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
+        K: Clone,
+        V: Clone,
     {
-        let mut entries = Vec::with_capacity(shard.live());
-        let mut hashes = Vec::with_capacity(shard.live());
-        shard
-            .for_each_live(guard, |hash, key, value| {
-                entries.push((key.clone(), value.clone()));
-                hashes.push(hash);
-            })
-            .ok()?;
-        let entries = entries.into_boxed_slice();
-        let mut index = HashTable::with_capacity(entries.len());
-        for (i, hash) in hashes.into_iter().enumerate() {
+        let mut entries = Vec::with_capacity(refs.entries.len());
+        let mut index = HashTable::with_capacity(refs.entries.len());
+        for (i, &(hash, key, value)) in refs.entries.iter().enumerate() {
+            // SAFETY: valid per this function's contract; `K` and `V` are
+            // `Sync`, and nobody writes through these pointers (keys and
+            // value nodes are immutable once published).
+            let (key, value) = unsafe { (&*key, &*value) };
+            entries.push((key.clone(), value.clone()));
             index.insert_unique(table_hash(hash), (hash, i as u32), |&(h, _)| table_hash(h));
         }
+        let entries = entries.into_boxed_slice();
         let bytes =
             size_of::<Self>() + entries.len() * size_of::<(K, V)>() + index.allocation_size();
         account.add(bytes as isize);
-        Some(Piece {
-            shard_id: shard.id(),
-            version,
+        Piece {
+            shard_id,
+            version: refs.version,
             entries,
             index,
             bytes,
             account: account.clone(),
-        })
+        }
     }
 
     fn get<Q: ?Sized + Equivalent<K>>(&self, hash: u64, key: &Q) -> Option<&(K, V)> {
@@ -469,19 +469,43 @@ impl<K, V> fmt::Debug for SnapshotIter<'_, K, V> {
 
 // ----- Building ---------------------------------------------------------------
 
-/// Copies one shard into a piece (`Piece::copy`, monomorphised where
-/// `K: Clone, V: Clone` are known, so that writers, which have no `Clone`
-/// bound, can capture shards through it).
-type CopyFn<K, V> = fn(&Shard<K, V>, u64, &Arc<PieceBytes>, &Guard) -> Option<Piece<K, V>>;
+/// A shard captured by pointer: the hash, key and value of each live
+/// entry as of a build's cut, and the shard's version. Taking it copies
+/// pointers only (no user code, no clone), so a writer that must capture a
+/// shard before changing it pays about a microsecond; the build clones
+/// what the pointers reach afterwards (`Piece::from_refs`).
+///
+/// The pointers stay valid until the build ends: every entry and value
+/// they reach was current at the capture, hence at the cut (no write
+/// changes a shard between the cut and its capture), so it was retired, if
+/// at all, after the cut, while the build was pinned (it pins before the
+/// cut and stays pinned until it has cloned everything), and the epoch
+/// frees nothing retired while a thread is pinned before that thread
+/// unpins.
+struct Refs<K, V> {
+    version: u64,
+    entries: Vec<(u64, *const K, *const V)>,
+}
+
+// SAFETY: a `Refs` is a list of shared references in raw form (see its
+// docs for why they stay valid); sending it to another thread shares the
+// keys and values, which needs exactly `K: Sync` and `V: Sync`.
+unsafe impl<K: Sync, V: Sync> Send for Refs<K, V> {}
+
+/// What a build holds for one captured shard.
+enum Captured<K, V> {
+    /// The previous snapshot's piece (the shard's version is unchanged).
+    Reused(Arc<Piece<K, V>>),
+    /// Pointers to clone.
+    Refs(Refs<K, V>),
+}
 
 /// One build in progress: its number, the previous snapshot's pieces (to
-/// reuse) and the pieces captured so far.
+/// reuse) and the shards captured so far, by id.
 struct Build<K, V> {
     epoch: u64,
     previous: PieceMap<K, V>,
-    captured: PieceMap<K, V>,
-    copied: u64,
-    reused: u64,
+    captured: HashMap<u64, Captured<K, V>, BuildHasherDefault<IdHasher>>,
 }
 
 /// The map's snapshot machinery: the cell with the latest snapshot, the
@@ -491,7 +515,6 @@ pub(crate) struct Snapshots<K, V, S> {
     cell: SnapshotCell<Frozen<K, V, S>>,
     builder: crate::sync::Mutex<u64>,
     build: crate::sync::Mutex<Option<Build<K, V>>>,
-    copy: std::sync::OnceLock<CopyFn<K, V>>,
     pub(crate) bytes: Arc<PieceBytes>,
 }
 
@@ -501,7 +524,6 @@ impl<K, V, S> Snapshots<K, V, S> {
             cell: SnapshotCell::new(),
             builder: crate::sync::Mutex::new(0),
             build: crate::sync::Mutex::new(None),
-            copy: std::sync::OnceLock::new(),
             bytes: Arc::new(PieceBytes::default()),
         }
     }
@@ -511,23 +533,28 @@ impl<K, V, S> Snapshots<K, V, S> {
         let _one_builder = self.builder.lock();
         self.cell.clear();
     }
+}
 
+impl<K, V, S> Snapshots<K, V, S>
+where
+    K: Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
     /// Captures `shard` for build `epoch`: its content as of the build's
-    /// cut, copied (or reused from the previous snapshot if its version is
-    /// unchanged) before anyone who entered the gate after the cut changes
-    /// it. Called by writers about to change the shard, and by the build
-    /// for every shard nobody changed. Once per shard and build; a second
-    /// caller waits for the first. A capture for a build that has ended
-    /// (a slow writer's) is dropped.
+    /// cut, as the previous snapshot's piece if the shard's version is
+    /// unchanged, otherwise as pointers ([`Refs`]), before anyone who
+    /// entered the gate after the cut changes it. Called by writers about
+    /// to change the shard, and by the build for every shard nobody
+    /// changed. Once per shard and build; a second caller waits for the
+    /// first, which copies pointers only. A capture for a build that has
+    /// ended (a slow writer's) is dropped.
     #[cold]
     #[inline(never)]
     pub(crate) fn capture(&self, shard: &Shard<K, V>, epoch: u64, guard: &Guard) {
         shard.capture_once(epoch, || {
-            // A build sets `copy` before its cut, so it is set here.
-            let Some(copy) = self.copy.get() else { return };
             // No write can change the shard now (writers after the cut
             // wait for this capture, those before it have finished), so
-            // the version and the copy agree.
+            // the version and the content agree.
             let version = shard.version();
             let reused = match &*self.build.lock() {
                 Some(build) if build.epoch == epoch => build
@@ -537,29 +564,29 @@ impl<K, V, S> Snapshots<K, V, S> {
                     .cloned(),
                 _ => return, // the build has ended
             };
-            let fresh = reused.is_none();
-            let piece = match reused {
-                Some(piece) => piece,
-                None => match copy(shard, version, &self.bytes, guard) {
-                    Some(piece) => Arc::new(piece),
-                    // Retired uncaptured: only the broken twins get here.
-                    None => return,
-                },
+            let captured = match reused {
+                Some(piece) => Captured::Reused(piece),
+                None => {
+                    let mut entries = Vec::with_capacity(shard.live());
+                    let live = shard.for_each_live(guard, |hash, key, value| {
+                        entries.push((hash, core::ptr::from_ref(key), core::ptr::from_ref(value)));
+                    });
+                    if live.is_err() {
+                        // Retired uncaptured: only the broken twins get here.
+                        return;
+                    }
+                    Captured::Refs(Refs { version, entries })
+                }
             };
             if let Some(build) = self.build.lock().as_mut().filter(|b| b.epoch == epoch) {
-                build.captured.insert(shard.id(), piece);
-                if fresh {
-                    build.copied += 1;
-                } else {
-                    build.reused += 1;
-                }
+                build.captured.insert(shard.id(), captured);
             }
         });
     }
 }
 
 /// Ends a build, also when a user `Clone` panics in it: writers stop
-/// capturing and the captured pieces are dropped.
+/// capturing and what was captured is dropped.
 struct EndBuild<'a, K, V> {
     gate: &'a WriteGate,
     build: &'a crate::sync::Mutex<Option<Build<K, V>>>,
@@ -614,7 +641,6 @@ where
         if let Some(snapshot) = self.unchanged(gate) {
             return snapshot;
         }
-        self.copy.get_or_init(|| Piece::<K, V>::copy);
         *last_epoch += 1;
         let epoch = *last_epoch;
         let previous: PieceMap<K, V> = self
@@ -631,9 +657,7 @@ where
         *self.build.lock() = Some(Build {
             epoch,
             previous,
-            captured: PieceMap::default(),
-            copied: 0,
-            reused: 0,
+            captured: HashMap::default(),
         });
         let end = EndBuild {
             gate,
@@ -656,6 +680,7 @@ where
 
         // Step 3: capture every shard of the cut that no writer has
         // captured yet (writers capture what they are about to change).
+        // Pointers only: writers wait for a capture, never for a clone.
         for &shard in &cut {
             // SAFETY: a distinct slot value of a table loaded under `guard`
             // is a shard kept alive by the epoch for `guard`'s life.
@@ -666,17 +691,32 @@ where
             .take()
             .expect("the build ends only here or on unwinding");
 
-        // Step 4: assemble in hash order and publish.
+        // Step 4: clone what was captured by pointer, assemble in hash
+        // order and publish. Writers now change shards freely; what the
+        // pointers reach stays alive while `guard` is pinned (`Refs`).
         let mut slots = vec![0u32; 1 << depth];
         let (mut pieces, mut len) = (Vec::with_capacity(cut.len()), 0);
+        let (mut copied, mut reused) = (0, 0);
         for &shard in &cut {
             // SAFETY: as above.
             let shard = unsafe { &*shard };
             // Every shard of the cut was captured above; only the broken
             // twin that skips the gate can miss one (a writer that was
             // not waited for retired it uncaptured).
-            let Some(piece) = build.captured.remove(&shard.id()) else {
+            let Some(captured) = build.captured.remove(&shard.id()) else {
                 continue;
+            };
+            let piece = match captured {
+                Captured::Reused(piece) => {
+                    reused += 1;
+                    piece
+                }
+                Captured::Refs(refs) => {
+                    copied += 1;
+                    // SAFETY: `refs` was captured for this build, and
+                    // `guard` has been pinned since before its cut.
+                    Arc::new(unsafe { Piece::from_refs(shard.id(), &refs, &self.bytes) })
+                }
             };
             len += piece.entries.len();
             let span = 1usize << (depth - shard.depth());
@@ -695,8 +735,8 @@ where
         self.cell.store(frozen.clone());
         drop(last_epoch);
         stripe.count(Event::SnapshotBuilds, 1);
-        stripe.count(Event::SnapshotPiecesCopied, build.copied);
-        stripe.count(Event::SnapshotPiecesReused, build.reused);
+        stripe.count(Event::SnapshotPiecesCopied, copied);
+        stripe.count(Event::SnapshotPiecesReused, reused);
         Snapshot { frozen }
     }
 }

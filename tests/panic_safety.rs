@@ -712,13 +712,14 @@ fn panicking_clone_while_copying_a_snapshot_changes_nothing() {
     });
 }
 
-/// While a snapshot build captures shards, a writer about to change a
-/// shard the build has not captured yet captures it first, and so runs the
-/// values' `Clone` inside its own write. If that `Clone` panics, the write
-/// panics and is not applied, the capture is released for someone else,
-/// and the snapshot still shows the map as of its cut.
+/// A snapshot build captures shards by pointer and clones afterwards,
+/// while writers run. A writer that replaces a captured value meanwhile
+/// retires the old one, which the build must still be able to clone (the
+/// epoch keeps it: the build is pinned since before its cut), and the
+/// writer itself never runs `Clone` (every `Clone` on its thread is armed
+/// to panic). The snapshot is the map as of its cut.
 #[test]
-fn panicking_clone_in_a_writers_capture_leaves_the_write_unapplied() {
+fn writes_while_a_snapshot_clones_its_capture() {
     let mut f = two_shard_fixture();
     let (low, high) = keys_in_halves(&f, 2);
     f.map.insert(f.key(low[0]), f.value(1));
@@ -726,31 +727,44 @@ fn panicking_clone_in_a_writers_capture_leaves_the_write_unapplied() {
     f.model.insert(low[0], 1);
     f.model.insert(high[0], 2);
 
-    // The build captures shard 0 first (clone #1). During that clone
-    // another thread writes to shard 1, which the build has not captured:
-    // the writer captures it, and its clone panics. Then the writer tries
-    // again: its capture succeeds and its write lands after the cut.
+    // The build captures both shards, then clones shard 0's value (clone
+    // #1): meanwhile another thread replaces shard 1's value, whose old
+    // value the build clones next, and inserts a new key.
     let (map, keys, values) = (
         Arc::clone(&f.map),
         Arc::clone(&f.keys),
         Arc::clone(&f.values),
     );
-    let late_key = high[1];
+    let (replaced, late_key) = (high[0], high[1]);
     ON_CLONE.with(|hook| {
         *hook.borrow_mut() = Some(Box::new(move || {
             thread::spawn(move || {
-                let insert =
-                    || map.insert(PanicKey(keys.track(late_key)), PanicValue(values.track(3)));
+                // Through a pinned handle: `SnapMap::insert` clones the old
+                // value to return it.
+                let pinned = map.pin();
+                let dropped_before = values.dropped();
                 arm(&VALUE_CLONE_COUNTDOWN, 1);
-                expect_injected_panic("a writer's capture", || drop(insert()));
-                assert!(
-                    map.get(&PanicKey(keys.track(late_key))).is_none(),
-                    "the write whose capture panicked was applied"
+                let old =
+                    pinned.insert(PanicKey(keys.track(replaced)), PanicValue(values.track(20)));
+                assert_eq!(old.map(|v| v.0.inner), Some(2));
+                let new =
+                    pinned.insert(PanicKey(keys.track(late_key)), PanicValue(values.track(3)));
+                assert!(new.is_none());
+                disarm_all();
+                drop(pinned);
+                // Push the retired old value towards the collector: only
+                // the build's pin may keep it alive until it is cloned.
+                for _ in 0..256 {
+                    crossbeam_epoch::pin().flush();
+                }
+                assert_eq!(
+                    values.dropped(),
+                    dropped_before,
+                    "a value captured for the build was freed before the build cloned it"
                 );
-                assert_eq!(insert(), None);
             })
             .join()
-            .expect("the concurrent writer");
+            .expect("a writer ran Clone during a snapshot build");
         }))
     });
     arm(&HOOK_COUNTDOWN, 1);
@@ -762,11 +776,12 @@ fn panicking_clone_in_a_writers_capture_leaves_the_write_unapplied() {
         .collect();
     assert_eq!(
         frozen, f.model,
-        "the snapshot is not the map as of its cut (the late write is after it)"
+        "the snapshot is not the map as of its cut (the writes are after it)"
     );
     drop(snapshot);
+    f.model.insert(replaced, 20);
     f.model.insert(late_key, 3);
-    let ctx = "after a Clone panic in a writer's capture";
+    let ctx = "after writes during a snapshot build";
     f.assert_lock_released(ctx);
     f.assert_consistent(ctx);
     let Fixture {

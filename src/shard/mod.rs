@@ -946,24 +946,24 @@ where
 
     // ----- Snapshot support (called by `crate::snapshot`) ---------------
 
-    /// Calls `f` with every live entry's hash, key and value, as of now.
-    /// Returns `Err(Retired)` if the shard has been replaced.
+    /// Calls `f` with every live entry's hash, key and value, as of now;
+    /// the references live as long as `guard`. Returns `Err(Retired)` if
+    /// the shard has been replaced.
     ///
-    /// `f` is user code (a snapshot clones keys and values), so it runs
-    /// without the lock: the lock is held only to find the complete table
-    /// (dirty if new keys are pending, else the view) and, for dirty, to
-    /// copy the entry pointers (the guard keeps the entries alive outside
-    /// it).
-    pub(crate) fn for_each_live(
+    /// The lock is held only to find the complete table (dirty if new keys
+    /// are pending, else the view) and, for dirty, to copy the entry
+    /// pointers (the guard keeps the entries alive outside it); `f` runs
+    /// without it.
+    pub(crate) fn for_each_live<'g>(
         &self,
-        guard: &Guard,
-        mut f: impl FnMut(u64, &K, &V),
+        guard: &'g Guard,
+        mut f: impl FnMut(u64, &'g K, &'g V),
     ) -> Retry<(), Retired> {
         let dirty = self.locked.dirty.lock();
         if dirty.retired {
             return Err(Retired);
         }
-        let mut visit = |entry: &Entry<K, V>| {
+        let mut visit = |entry: &'g Entry<K, V>| {
             if let Some(value) = entry.load(guard) {
                 f(entry.hash, entry.key(), value);
             }
