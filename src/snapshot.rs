@@ -504,7 +504,8 @@ enum Captured<K, V> {
 /// reuse) and the shards captured so far, by id.
 struct Build<K, V> {
     epoch: u64,
-    previous: PieceMap<K, V>,
+    /// Shared with the build itself, which reads it without the lock.
+    previous: Arc<PieceMap<K, V>>,
     captured: HashMap<u64, Captured<K, V>, BuildHasherDefault<IdHasher>>,
 }
 
@@ -552,37 +553,50 @@ where
     #[inline(never)]
     pub(crate) fn capture(&self, shard: &Shard<K, V>, epoch: u64, guard: &Guard) {
         shard.capture_once(epoch, || {
-            // No write can change the shard now (writers after the cut
-            // wait for this capture, those before it have finished), so
-            // the version and the content agree.
-            let version = shard.version();
-            let reused = match &*self.build.lock() {
-                Some(build) if build.epoch == epoch => build
-                    .previous
-                    .get(&shard.id())
-                    .filter(|piece| piece.version == version)
-                    .cloned(),
+            let previous = match &*self.build.lock() {
+                Some(build) if build.epoch == epoch => build.previous.clone(),
                 _ => return, // the build has ended
             };
-            let captured = match reused {
-                Some(piece) => Captured::Reused(piece),
-                None => {
-                    let mut entries = Vec::with_capacity(shard.live());
-                    let live = shard.for_each_live(guard, |hash, key, value| {
-                        entries.push((hash, core::ptr::from_ref(key), core::ptr::from_ref(value)));
-                    });
-                    if live.is_err() {
-                        // Retired uncaptured: only the broken twins get here.
-                        return;
-                    }
-                    Captured::Refs(Refs { version, entries })
-                }
+            let Some(captured) = take_capture(shard, &previous, guard) else {
+                return;
             };
             if let Some(build) = self.build.lock().as_mut().filter(|b| b.epoch == epoch) {
                 build.captured.insert(shard.id(), captured);
             }
         });
     }
+}
+
+/// The capture itself (see [`Snapshots::capture`]), by whoever claimed
+/// it: the previous snapshot's piece if the shard's version is unchanged,
+/// otherwise pointers. `None` if the shard was retired (only the broken
+/// twins get here).
+fn take_capture<K, V>(
+    shard: &Shard<K, V>,
+    previous: &PieceMap<K, V>,
+    guard: &Guard,
+) -> Option<Captured<K, V>>
+where
+    K: Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    // No write can change the shard now (writers after the cut wait for
+    // this capture, those before it have finished), so the version and the
+    // content agree.
+    let version = shard.version();
+    if let Some(piece) = previous
+        .get(&shard.id())
+        .filter(|piece| piece.version == version)
+    {
+        return Some(Captured::Reused(piece.clone()));
+    }
+    let mut entries = Vec::with_capacity(shard.live());
+    shard
+        .for_each_live(guard, |hash, key, value| {
+            entries.push((hash, core::ptr::from_ref(key), core::ptr::from_ref(value)));
+        })
+        .ok()?;
+    Some(Captured::Refs(Refs { version, entries }))
 }
 
 /// Ends a build, also when a user `Clone` panics in it: writers stop
@@ -643,7 +657,7 @@ where
         }
         *last_epoch += 1;
         let epoch = *last_epoch;
-        let previous: PieceMap<K, V> = self
+        let previous: Arc<PieceMap<K, V>> = self
             .cell
             .load_full()
             .map(|frozen| {
@@ -651,12 +665,13 @@ where
                     .pieces
                     .iter()
                     .map(|p| (p.shard_id, p.clone()))
-                    .collect()
+                    .collect::<PieceMap<K, V>>()
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .into();
         *self.build.lock() = Some(Build {
             epoch,
-            previous,
+            previous: previous.clone(),
             captured: HashMap::default(),
         });
         let end = EndBuild {
@@ -681,11 +696,16 @@ where
         // Step 3: capture every shard of the cut that no writer has
         // captured yet (writers capture what they are about to change).
         // Pointers only: writers wait for a capture, never for a clone.
+        // The build keeps its own captures here, by cut position, without
+        // the build lock; writers' captures are in `Build::captured`.
+        let mut own: Vec<Option<Captured<K, V>>> = Vec::with_capacity(cut.len());
         for &shard in &cut {
             // SAFETY: a distinct slot value of a table loaded under `guard`
             // is a shard kept alive by the epoch for `guard`'s life.
             let shard = unsafe { &*shard };
-            self.capture(shard, epoch, guard);
+            let mut mine = None;
+            shard.capture_once(epoch, || mine = take_capture(shard, &previous, guard));
+            own.push(mine);
         }
         let mut build = end
             .take()
@@ -697,13 +717,13 @@ where
         let mut slots = vec![0u32; 1 << depth];
         let (mut pieces, mut len) = (Vec::with_capacity(cut.len()), 0);
         let (mut copied, mut reused) = (0, 0);
-        for &shard in &cut {
+        for (&shard, mine) in cut.iter().zip(own) {
             // SAFETY: as above.
             let shard = unsafe { &*shard };
-            // Every shard of the cut was captured above; only the broken
-            // twin that skips the gate can miss one (a writer that was
-            // not waited for retired it uncaptured).
-            let Some(captured) = build.captured.remove(&shard.id()) else {
+            // Every shard of the cut was captured above, by the build or a
+            // writer; only the broken twin that skips the gate can miss one
+            // (a writer that was not waited for retired it uncaptured).
+            let Some(captured) = mine.or_else(|| build.captured.remove(&shard.id())) else {
                 continue;
             };
             let piece = match captured {
