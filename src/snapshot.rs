@@ -545,8 +545,9 @@ where
     /// cut, as the previous snapshot's piece if the shard's version is
     /// unchanged, otherwise as pointers ([`Refs`]), before anyone who
     /// entered the gate after the cut changes it. Called by writers about
-    /// to change the shard, and by the build for every shard nobody
-    /// changed. Once per shard and build; a second caller waits for the
+    /// to change the shard; the build captures the shards nobody changed
+    /// itself (the same `capture_once`, keeping the result without this
+    /// lock). Once per shard and build; a second caller waits for the
     /// first, which copies pointers only. A capture for a build that has
     /// ended (a slow writer's) is dropped.
     #[cold]
@@ -607,9 +608,8 @@ struct EndBuild<'a, K, V> {
 }
 
 impl<K, V> EndBuild<'_, K, V> {
-    /// Ends the build and returns what it captured.
+    /// Ends the build (through `drop`) and returns what it captured.
     fn take(self) -> Option<Build<K, V>> {
-        self.gate.end_build();
         self.build.lock().take()
     }
 }

@@ -321,7 +321,12 @@ impl Fixture {
         *self.model.get_mut(&0).unwrap() += 1;
         self.model.remove(&DIRTY_KEYS[0]);
         self.assert_consistent(ctx);
+        self.drop_map();
+    }
 
+    /// Drops the map (this must be its last owner) and waits until every
+    /// key and value has been dropped.
+    fn drop_map(self) {
         let Fixture {
             map, keys, values, ..
         } = self;
@@ -686,15 +691,23 @@ fn keys_in_halves(f: &Fixture, count: usize) -> (Vec<u32>, Vec<u32>) {
     (low, high)
 }
 
-fn two_shard_fixture() -> Fixture {
+/// A 2-shard map holding `low[0] = 1` in shard 0 and `high[0] = 2` in
+/// shard 1, with two keys of each shard.
+fn two_shard_fixture() -> (Fixture, Vec<u32>, Vec<u32>) {
     let map = SnapMap::builder().shards(2).build().unwrap();
-    Fixture {
+    let mut f = Fixture {
         map: Arc::new(map),
         keys: Counts::new(),
         values: Counts::new(),
         model: BTreeMap::new(),
         name: "2 shards".to_string(),
-    }
+    };
+    let (low, high) = keys_in_halves(&f, 2);
+    f.map.insert(f.key(low[0]), f.value(1));
+    f.map.insert(f.key(high[0]), f.value(2));
+    f.model.insert(low[0], 1);
+    f.model.insert(high[0], 2);
+    (f, low, high)
 }
 
 #[test]
@@ -720,12 +733,7 @@ fn panicking_clone_while_copying_a_snapshot_changes_nothing() {
 /// to panic). The snapshot is the map as of its cut.
 #[test]
 fn writes_while_a_snapshot_clones_its_capture() {
-    let mut f = two_shard_fixture();
-    let (low, high) = keys_in_halves(&f, 2);
-    f.map.insert(f.key(low[0]), f.value(1));
-    f.map.insert(f.key(high[0]), f.value(2));
-    f.model.insert(low[0], 1);
-    f.model.insert(high[0], 2);
+    let (mut f, _, high) = two_shard_fixture();
 
     // The build captures both shards, then clones shard 0's value (clone
     // #1): meanwhile another thread replaces shard 1's value, whose old
@@ -784,28 +792,19 @@ fn writes_while_a_snapshot_clones_its_capture() {
     let ctx = "after writes during a snapshot build";
     f.assert_lock_released(ctx);
     f.assert_consistent(ctx);
-    let Fixture {
-        map, keys, values, ..
-    } = f;
-    Arc::into_inner(map).expect("the map has one owner left");
-    wait_for_drops(&values);
-    wait_for_drops(&keys);
+    f.drop_map();
 }
 
-/// If a `Clone` panics in the build's own capture, `snapshot()` panics,
-/// the build ends (writers stop capturing for it, its pieces are freed),
-/// and the next snapshot is built from scratch and correct.
+/// If a `Clone` panics while the build clones what it captured,
+/// `snapshot()` panics, the build ends (writers stop capturing for it, its
+/// pieces are freed), and the next snapshot is built from scratch and
+/// correct.
 #[test]
-fn panicking_clone_in_a_builds_capture_ends_the_build() {
-    let mut f = two_shard_fixture();
-    let (low, high) = keys_in_halves(&f, 2);
-    f.map.insert(f.key(low[0]), f.value(1));
-    f.map.insert(f.key(high[0]), f.value(2));
-    f.model.insert(low[0], 1);
-    f.model.insert(high[0], 2);
-    // The second clone is the capture of shard 1.
+fn panicking_clone_during_a_build_ends_the_build() {
+    let (mut f, low, _) = two_shard_fixture();
+    // The build clones shard 0's value, then shard 1's: the second panics.
     arm(&VALUE_CLONE_COUNTDOWN, 2);
-    expect_injected_panic("the build's capture", || drop(f.map.snapshot()));
+    expect_injected_panic("the build's clone", || drop(f.map.snapshot()));
     assert_eq!(
         f.map.stats().snapshot_bytes,
         0,
@@ -824,13 +823,8 @@ fn panicking_clone_in_a_builds_capture_ends_the_build() {
         map.insert(PanicKey(keys.track(late_key)), PanicValue(values.track(3)));
     });
     f.model.insert(late_key, 3);
-    let ctx = "after a Clone panic in the build's capture";
+    let ctx = "after a Clone panic in the build's clone";
     f.assert_lock_released(ctx);
     f.assert_consistent(ctx);
-    let Fixture {
-        map, keys, values, ..
-    } = f;
-    Arc::into_inner(map).expect("the map has one owner left");
-    wait_for_drops(&values);
-    wait_for_drops(&keys);
+    f.drop_map();
 }

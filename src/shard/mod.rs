@@ -268,9 +268,10 @@ impl<K, V> Shard<K, V> {
     /// publication.
     pub(crate) fn born_during(self, epoch: u64) -> Self {
         // Relaxed: the shard is not shared yet; the directory's Release
-        // publication orders these stores before anyone reads them.
+        // publication orders this store before anyone reads it. (Its
+        // `capturing` claim may stay older: `capture_once` looks at it only
+        // while the shard still needs a capture.)
         self.locked.captured.store(epoch, Ordering::Relaxed);
-        self.locked.capturing.store(epoch, Ordering::Relaxed);
         self
     }
 
