@@ -22,6 +22,28 @@ pub const DEFAULT_SHARD_CAPACITY: usize = 512;
 /// otherwise: `2^20`, an 8 MiB directory.
 pub const DEFAULT_MAX_SHARDS: usize = 1 << 20;
 
+/// The most initial shards [`Builder::shards`] accepts: `2^20`, about
+/// 480 MiB of empty shards ([`EMPTY_SHARD_BYTES`] each). Initial shards are
+/// allocated at once (the map can still split up to `max_shards` as it
+/// grows, allocating shards only as keys arrive).
+pub const MAX_INITIAL_SHARDS: usize = 1 << 20;
+
+/// The largest [`Builder::shard_capacity`]: `2^30` entries. A shard's dirty
+/// rebuild copies the whole shard, so one operation on a shard that large
+/// would copy a billion entries; for a map that should not split, set
+/// `max_shards` equal to `shards` instead.
+pub const MAX_SHARD_CAPACITY: usize = 1 << 30;
+
+/// Memory of one empty shard (its header, lock, read view and directory
+/// slot), the cost of each initial shard of [`Builder::shards`]: an upper
+/// bound of both what it asks of the allocator (296 bytes in one
+/// allocation, measured in `tests/memory.rs`) and the resident memory a map
+/// of 2^20 empty shards took with glibc's malloc (about 455 bytes per
+/// shard: the allocator's headers, the directory's 8-byte slot and memory
+/// freed while the map was built but not returned to the system come on
+/// top).
+pub const EMPTY_SHARD_BYTES: usize = 512;
+
 /// Marks which map a builder builds (covariant, no ownership).
 type BuildsMap<K, V, S> = fn() -> SnapMap<K, V, S>;
 
@@ -80,7 +102,23 @@ impl<K, V, S> Builder<K, V, S> {
     ///
     /// Shards split as the map grows, so this matters mostly for a map that
     /// takes many concurrent new keys while small (each shard has one lock).
-    /// Each shard costs about 300 bytes.
+    /// Every initial shard is allocated at once and costs up to
+    /// [`EMPTY_SHARD_BYTES`] (measured in `tests/memory.rs`), so at most
+    /// [`MAX_INITIAL_SHARDS`] are accepted.
+    ///
+    /// ```
+    /// use snapmap::{MAX_INITIAL_SHARDS, SnapMap};
+    ///
+    /// let err = SnapMap::<u64, u64>::builder()
+    ///     .max_shards(1 << 26)
+    ///     .shards(1 << 26)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     format!("initial shard count must be at most {MAX_INITIAL_SHARDS} (each empty shard costs up to 512 bytes), got 67108864")
+    /// );
+    /// ```
     pub fn shards(mut self, count: usize) -> Self {
         self.shards = count;
         self
@@ -98,7 +136,8 @@ impl<K, V, S> Builder<K, V, S> {
     }
 
     /// The number of entries past which a shard's dirty table splits the
-    /// shard (at least 1). Default [`DEFAULT_SHARD_CAPACITY`].
+    /// shard: from 1 to [`MAX_SHARD_CAPACITY`]. Default
+    /// [`DEFAULT_SHARD_CAPACITY`].
     ///
     /// This bounds the work of one operation: a dirty rebuild copies at most
     /// one shard. Two buddy shards merge back when they hold at most a
@@ -115,6 +154,8 @@ impl<K, V, S> Builder<K, V, S> {
     /// table's length: the lookups that paid the lock have then paid for the
     /// copy. A small threshold makes new keys lock-free sooner at the cost
     /// of more rebuilds (each new key after a promotion copies the shard).
+    /// Any value from 1 up is accepted: a threshold above the shard's size
+    /// is Go's rule.
     pub fn promotion_threshold(mut self, misses: usize) -> Self {
         self.promotion_threshold = misses;
         self
@@ -148,8 +189,15 @@ impl<K, V, S> Builder<K, V, S> {
                 max_shards: self.max_shards,
             });
         }
-        if self.shard_capacity == 0 {
-            return Err(BuildError::ShardCapacity);
+        if self.shards > MAX_INITIAL_SHARDS {
+            return Err(BuildError::TooManyInitialShards {
+                requested: self.shards,
+            });
+        }
+        if self.shard_capacity == 0 || self.shard_capacity > MAX_SHARD_CAPACITY {
+            return Err(BuildError::ShardCapacity {
+                requested: self.shard_capacity,
+            });
         }
         if self.promotion_threshold == 0 {
             return Err(BuildError::PromotionThreshold);
@@ -180,8 +228,16 @@ pub enum BuildError {
         /// What was asked for.
         requested: usize,
     },
-    /// The shard capacity is zero.
-    ShardCapacity,
+    /// More initial shards than [`MAX_INITIAL_SHARDS`].
+    TooManyInitialShards {
+        /// What was asked for.
+        requested: usize,
+    },
+    /// The shard capacity is not in `1..=MAX_SHARD_CAPACITY`.
+    ShardCapacity {
+        /// What was asked for.
+        requested: usize,
+    },
     /// The promotion threshold is zero.
     PromotionThreshold,
 }
@@ -201,9 +257,15 @@ impl fmt::Display for BuildError {
                 "max_shards must be a power of two between 1 and {}, got {requested}",
                 1usize << MAX_DEPTH_LIMIT
             ),
-            BuildError::ShardCapacity => {
-                f.write_str("shard capacity must be at least 1 entry, got 0")
-            }
+            BuildError::TooManyInitialShards { requested } => write!(
+                f,
+                "initial shard count must be at most {MAX_INITIAL_SHARDS} (each empty shard costs \
+                 up to {EMPTY_SHARD_BYTES} bytes), got {requested}"
+            ),
+            BuildError::ShardCapacity { requested } => write!(
+                f,
+                "shard capacity must be between 1 and {MAX_SHARD_CAPACITY} entries, got {requested}"
+            ),
             BuildError::PromotionThreshold => {
                 f.write_str("promotion threshold must be at least 1 slow-path lookup, got 0")
             }

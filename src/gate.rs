@@ -52,9 +52,25 @@
 //! stripe and the `pending` check, so a batch that calls `insert` cannot
 //! wait for a snapshot that waits for it. Building a snapshot from inside the
 //! gate would wait for itself; `snapshot()` panics instead (see its docs).
+//!
+//! The depth is kept **per gate** (each gate has a unique id; the thread
+//! keeps a short list of the gates it is inside, `crate::sync`). Being
+//! inside map `a`'s gate says nothing about map `b`'s: a write to `b` from
+//! inside `a.batch(..)` enters `b`'s gate like any other write, and
+//! `b.snapshot()` there is an ordinary snapshot. (With one depth shared by
+//! every map, such a write skipped `b`'s gate: stale cached snapshots and
+//! half-visible batches of `b`, issue 11.)
+//!
+//! Nesting across maps orders their gates, as nested locks do: a thread
+//! that snapshots `b` while inside `a`'s gate waits for `b`'s writers, so a
+//! thread that snapshots `a` while inside `b`'s gate at the same time would
+//! wait for the first one forever. Do not cross snapshots of two maps from
+//! inside each other's batches.
 
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
-use crate::sync::{CachePadded, with_gate_depth, yield_now};
+use crate::sync::{
+    Bug, CachePadded, enter_gate_depth, gate_depth, injected, leave_gate_depth, yield_now,
+};
 
 /// One thread's stripe of the gate.
 #[derive(Default)]
@@ -78,6 +94,8 @@ struct Shared {
 
 /// The gate. See the module docs.
 pub(crate) struct WriteGate {
+    /// This gate's identity in the threads' nesting records.
+    id: u64,
     stripes: Box<[CachePadded<GateStripe>]>,
     shared: CachePadded<Shared>,
 }
@@ -86,6 +104,7 @@ impl WriteGate {
     pub(crate) fn new() -> Self {
         let count = if cfg!(snapmap_loom) { 2 } else { 64 };
         WriteGate {
+            id: crate::sync::next_unique_id(),
             stripes: (0..count)
                 .map(|_| CachePadded::new(GateStripe::default()))
                 .collect(),
@@ -94,13 +113,21 @@ impl WriteGate {
     }
 
     /// Enters the gate for one write (or batch); the guard leaves it.
+    /// This gate's key in the thread's nesting record (in the broken twin
+    /// `SharedGateDepth`, one key for every gate).
+    #[inline]
+    fn nesting_key(&self) -> u64 {
+        if injected(Bug::SharedGateDepth) {
+            u64::MAX
+        } else {
+            self.id
+        }
+    }
+
     #[inline]
     pub(crate) fn enter(&self) -> GateGuard<'_> {
         let stripe = &self.stripes[crate::sync::thread_index() % self.stripes.len()];
-        let nested = with_gate_depth(|depth| {
-            depth.set(depth.get() + 1);
-            depth.get() > 1
-        });
+        let nested = enter_gate_depth(self.nesting_key()) > 0;
         if !nested {
             loop {
                 // Relaxed: ordered against the load below by the fence.
@@ -121,6 +148,7 @@ impl WriteGate {
             }
         }
         GateGuard {
+            gate: self.nesting_key(),
             stripe: (!nested).then_some(stripe),
         }
     }
@@ -133,9 +161,9 @@ impl WriteGate {
         }
     }
 
-    /// Whether the calling thread is inside the gate.
-    pub(crate) fn held_by_current_thread() -> bool {
-        with_gate_depth(|depth| depth.get() > 0)
+    /// Whether the calling thread is inside this gate (not another map's).
+    pub(crate) fn held_by_current_thread(&self) -> bool {
+        gate_depth(self.nesting_key()) > 0
     }
 
     /// The number of completed gated sections, or `None` if a writer is
@@ -224,6 +252,8 @@ impl Drop for ClosedGate<'_> {
 
 /// Leaves the gate when dropped (also when a write panics).
 pub(crate) struct GateGuard<'a> {
+    /// The gate's id, for the thread's nesting record.
+    gate: u64,
     /// The stripe to leave, unless this was a nested entry.
     stripe: Option<&'a CachePadded<GateStripe>>,
 }
@@ -231,7 +261,12 @@ pub(crate) struct GateGuard<'a> {
 impl Drop for GateGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        with_gate_depth(|depth| depth.set(depth.get() - 1));
+        let left = leave_gate_depth(self.gate);
+        debug_assert_eq!(
+            left == 0,
+            self.stripe.is_some(),
+            "only the outermost guard of a gate holds its stripe"
+        );
         if let Some(stripe) = self.stripe {
             // Relaxed: published by the Release decrement below.
             stripe.writes.fetch_add(1, Ordering::Relaxed);

@@ -69,6 +69,11 @@
 //!   wholly in it or wholly absent, and a snapshot taken after a write
 //!   returned contains it. Plain reads are not batched: a `get` during a
 //!   batch sees its writes as they land.
+//! - Each map has its own write gate: a write to map `b` from inside
+//!   `a.batch(..)` (or an `a.update(..)` closure) is an ordinary write to
+//!   `b`, and `b.snapshot()` works there. A snapshot of a map from inside
+//!   a write to the same map panics (it would wait for itself; see
+//!   [`SnapMap::snapshot`]).
 //!
 //! # Locking
 //!
@@ -76,8 +81,9 @@
 //!   an absent key in a shard with no new keys pending; updates and
 //!   compare-and-swaps of keys in the read view; removals of keys in the
 //!   read view, unless the removal leaves the shard sparse enough to merge
-//!   with its buddy (then the merge locks both); iteration of shards with no
-//!   new keys pending.
+//!   with its buddy (then the merge locks both) or leaves its view holding
+//!   more removed keys than live ones (then it compacts the shard, see
+//!   Memory); iteration of shards with no new keys pending.
 //! - **Takes one shard lock:** storing a key not in the read view; any
 //!   operation on a key still only in the dirty table (each such lookup
 //!   counts a miss, and after enough misses the shard is promoted and the
@@ -90,12 +96,15 @@
 //!   also costs O(shard), and takes the directory's resize lock briefly;
 //!   doubling the directory copies slot pointers only.
 //! - **Writers and snapshots:** every write passes a striped *write gate*
-//!   (two atomic operations and a fence on its own thread's cache line).
-//!   While a snapshot build re-copies what changed during its copy, the gate
-//!   is closed and writers wait; readers never wait, and writers never wait
-//!   for threads *holding* snapshots. A batch keeps the gate open for its
-//!   whole length, so a snapshot build (and the writers arriving behind it)
-//!   waits for the batch.
+//!   (two atomic operations and a fence on its own thread's cache line). A
+//!   snapshot build closes the gate only for its *cut* (it waits for the
+//!   writes in progress and lists the shards); then a writer about to
+//!   change a shard the build has not captured yet captures it first, by
+//!   pointer (once per shard and build, running no user code), and the
+//!   build clones afterwards. Readers never wait, and writers never wait
+//!   for threads *holding* snapshots. A batch stays inside the gate for its
+//!   whole length, so a snapshot build (and the writers arriving behind
+//!   its cut) waits for the batch.
 //! - User code runs under a shard lock only as `Eq` during a lookup; the
 //!   closures of `update` and `get_or_insert_with` run without locks.
 //!
@@ -112,12 +121,28 @@
 //! - **Large values updated often.** Each update allocates a new value
 //!   node and retires the old one; a `Mutex<V>` inside the value may be
 //!   cheaper.
-//! - **Memory-tight maps of small entries.** Each entry is a shared,
-//!   reference-counted cell plus a separately allocated value (so that
-//!   updates are one CAS and reads of replaced values stay safe): about
-//!   67 bytes per `u64 -> u64` entry at 1M entries, against 36 for a
-//!   `hashbrown::HashMap` of the same size (`BENCHMARKS.md`, heap bytes per
-//!   entry).
+//! - **Memory-tight maps of small entries.** Each entry is a cell shared
+//!   by the read view and the dirty table, plus a separately allocated
+//!   value (so that updates are one CAS and reads of replaced values stay
+//!   safe): about 51 bytes per `u64 -> u64` entry at 1M entries, against
+//!   36 for a `hashbrown::HashMap` of the same size (`BENCHMARKS.md`, heap
+//!   bytes per entry).
+//!
+//! # Memory
+//!
+//! - A removed key is held (in its entry, in the shard's read view) until
+//!   that view is replaced, as in Go. A removal that leaves a view holding
+//!   more removed keys than live ones, plus 8, compacts the shard (a dirty
+//!   rebuild that expunges them, then a promotion), so a shard that only
+//!   removes holds at most about as many removed keys as live ones.
+//!   [`Stats::removed_keys_held`] counts them, [`Stats::compactions`] the
+//!   compactions. The removed value itself is retired at once.
+//! - Replaced views, values, entries and shards are freed through the
+//!   epoch once no pinned thread can read them; [`Stats::retired`] shows
+//!   what is waiting.
+//! - Every initial shard ([`Builder::shards`]) costs up to
+//!   [`EMPTY_SHARD_BYTES`]; the builder rejects options past
+//!   [`MAX_INITIAL_SHARDS`] and [`MAX_SHARD_CAPACITY`].
 //!
 //! # Panics in user code
 //!
@@ -170,6 +195,7 @@ mod sync;
 pub use batch::{Applied, Batch};
 pub use builder::{
     BuildError, Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS,
+    EMPTY_SHARD_BYTES, MAX_INITIAL_SHARDS, MAX_SHARD_CAPACITY,
 };
 pub use hash::DefaultHashBuilder;
 pub use iter::{Iter, Keys, Values};
@@ -186,7 +212,7 @@ pub use equivalent::Equivalent;
 #[cfg(snapmap_loom)]
 #[doc(hidden)]
 pub mod loom_hooks {
-    pub use crate::sync::{Bug, inject};
+    pub use crate::sync::{Bug, inject, set_removed_keys_slack};
 }
 
 /// The README's examples, compiled and run as doc tests.

@@ -158,8 +158,10 @@ impl<K, V, S> SnapMap<K, V, S> {
     }
 
     /// Counters describing what the protocol and the migrations have done
-    /// (see [`Stats`]). Takes no lock; counts the shards by walking the
-    /// directory.
+    /// (see [`Stats`]). Takes no lock and allocates nothing; counts the
+    /// shards by walking the directory and the removed keys still held
+    /// ([`Stats::removed_keys_held`]) by walking every shard's read view,
+    /// so it costs O(entries): a diagnostic, not a hot-path call.
     ///
     /// ```
     /// let map = snapmap::SnapMap::<u64, u64>::builder().shards(1).build().unwrap();
@@ -177,9 +179,16 @@ impl<K, V, S> SnapMap<K, V, S> {
         let guard = epoch::pin();
         let table = self.directory.table(&guard);
         let sum = |event| self.stripes.sum(event);
+        let (mut shards, mut removed_keys_held) = (0, 0);
+        for shard in table.distinct() {
+            shards += 1;
+            // SAFETY: a distinct slot value of a table loaded under `guard`
+            // is a shard kept alive by the epoch for `guard`'s life.
+            removed_keys_held += unsafe { &*shard }.removed_keys_held(&guard);
+        }
         Stats {
             len: self.len(),
-            shards: table.distinct().count(),
+            shards,
             directory_slots: table.slots.len(),
             global_depth: table.depth(),
             read_hits: sum(Event::ReadHits),
@@ -188,6 +197,8 @@ impl<K, V, S> SnapMap<K, V, S> {
             dirty_rebuilds: sum(Event::Rebuilds),
             entries_copied: sum(Event::EntriesCopied),
             expunges: sum(Event::Expunges),
+            removed_keys_held,
+            compactions: sum(Event::Compactions),
             splits: sum(Event::Splits),
             merges: sum(Event::Merges),
             directory_resizes: sum(Event::DirectoryResizes),
@@ -368,8 +379,9 @@ where
     /// Lock-free: `f` may be called more than once if another thread changes
     /// the value meanwhile, so it should be a pure function of its input.
     /// If `f` panics the map is unchanged. Like every write, `f` runs inside
-    /// the write gate: it must not call [`snapshot`](Self::snapshot) (which
-    /// panics there rather than wait for itself), and a slow `f` delays
+    /// the write gate: it must not call this map's
+    /// [`snapshot`](Self::snapshot) (which panics there rather than wait for
+    /// itself; other maps are fine), and a slow `f` delays
     /// snapshot builds, and the writers queued behind a waiting build.
     ///
     /// ```
@@ -435,9 +447,32 @@ where
     ///
     /// # Panics
     ///
-    /// If called from inside a write (a [`batch`](Self::batch) closure),
-    /// which the snapshot would have to wait for: it panics rather than
-    /// deadlock. If a key's or value's `Clone` panics, the panic propagates
+    /// If called from inside a write *to this same map* (a
+    /// [`batch`](Self::batch) closure, or the closure of
+    /// [`update`](Self::update) or `get_or_insert_with`), which the snapshot
+    /// would have to wait for: it panics rather than deadlock. Take the
+    /// snapshot before or after the batch. A snapshot of *another* map is
+    /// fine there, as is any write to another map: each map's gate is its
+    /// own. Like nested locks, nested gates must not cross: a thread that
+    /// snapshots `b` inside `a`'s batch while another snapshots `a` inside
+    /// `b`'s batch deadlocks.
+    ///
+    /// ```should_panic
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert(1, 1);
+    /// map.batch(|_| map.snapshot()); // panics: "it would wait for itself"
+    /// ```
+    ///
+    /// ```
+    /// let (a, b) = (snapmap::SnapMap::new(), snapmap::SnapMap::new());
+    /// a.batch(|a| {
+    ///     a.insert(1, 1);
+    ///     b.insert(1, 2);
+    ///     assert_eq!(b.snapshot().get(&1), Some(&2)); // another map: fine
+    /// });
+    /// ```
+    ///
+    /// If a key's or value's `Clone` panics, the panic propagates
     /// from here; the map is unchanged and the next snapshot is built
     /// afresh.
     pub fn snapshot(&self) -> Snapshot<K, V, S> {

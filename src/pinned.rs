@@ -153,6 +153,13 @@ where
                 self.before_write(buddy, ctx);
             });
         }
+        // After a merge attempt: a merged shard was compacted by the merge
+        // (`compact` skips a retired one), a shard that could not merge (at
+        // the minimum shard count, say) still must not hold its removed
+        // keys forever.
+        if ctx.wants_compact.get() {
+            shard.compact(ctx, &self.guard);
+        }
         let copied = ctx.copied.get();
         if copied > 0 {
             self.map.stripes.record_copied(copied);

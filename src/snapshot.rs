@@ -645,8 +645,11 @@ where
         guard: &Guard,
     ) -> Snapshot<K, V, S> {
         assert!(
-            !WriteGate::held_by_current_thread(),
-            "SnapMap::snapshot() called inside a batch or a write: it would wait for itself"
+            !gate.held_by_current_thread(),
+            "SnapMap::snapshot() called inside a batch or a write closure of the same map: \
+             it would wait for itself. Take the snapshot before or after the batch (a \
+             snapshot of another map is fine here), or read the batch's own writes \
+             through its handle"
         );
         if let Some(snapshot) = self.unchanged(gate) {
             return snapshot;

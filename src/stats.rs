@@ -39,9 +39,10 @@ pub(crate) enum Event {
     SnapshotBuilds,
     SnapshotPiecesCopied,
     SnapshotPiecesReused,
+    Compactions,
 }
 
-const EVENTS: usize = 12;
+const EVENTS: usize = 13;
 
 /// One thread's share of the map-wide counters.
 #[derive(Default)]
@@ -254,6 +255,18 @@ pub struct Stats {
     pub entries_copied: u64,
     /// Deleted entries expunged (by rebuilds, splits and merges).
     pub expunges: u64,
+    /// Removed keys the shards' read views still hold now (Go's deleted
+    /// and expunged entries): a removed key, with its entry, is freed only
+    /// when the view that holds it is replaced. Each shard keeps at most
+    /// about as many as it has live keys, plus 8 (see
+    /// [`compactions`](Self::compactions)). Counted by walking every
+    /// shard's view, so this is the one field that costs O(entries).
+    pub removed_keys_held: usize,
+    /// Shards rebuilt to drop removed keys: after a removal leaves a
+    /// shard's view holding more removed keys than live ones (plus 8), the
+    /// remover rebuilds and promotes the shard (one shard's copy, paid for
+    /// by the removals since the last one).
+    pub compactions: u64,
     /// Shards split in two.
     pub splits: u64,
     /// Pairs of shards merged into one.
@@ -283,7 +296,7 @@ impl core::fmt::Display for Stats {
             f,
             "len {} | shards {} (directory 2^{} = {} slots) | read hits {} | \
              slow-path lookups {} | promotions {} | dirty rebuilds {} | entries copied {} \
-             (max {} in one operation) | expunges {} | splits {} | merges {} | \
+             (max {} in one operation) | expunges {} | removed keys held {} | compactions {} | splits {} | merges {} | \
              directory resizes {} | retired bytes {} (views {}, shards {}, directories {}, values {}, entries {}) | \
              snapshots built {} (shards copied {}, reused {}), holding {} bytes",
             self.len,
@@ -297,6 +310,8 @@ impl core::fmt::Display for Stats {
             self.entries_copied,
             self.max_entries_copied_by_one_operation,
             self.expunges,
+            self.removed_keys_held,
+            self.compactions,
             self.splits,
             self.merges,
             self.directory_resizes,

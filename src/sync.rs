@@ -396,20 +396,72 @@ pub(crate) fn yield_now() {
     loom::thread::yield_now();
 }
 
+/// The write gates the calling thread is inside, each with its nesting
+/// depth: `(gate id, depth)`. One entry per gate, so that being inside one
+/// map's gate says nothing about another map's (issue 11: with one depth
+/// for every map, a write to map `b` from inside `a.batch(..)` skipped
+/// `b`'s gate). Threads are rarely inside more than one or two gates, so a
+/// short list searched from its end (the innermost gate) is the whole
+/// structure; it keeps its capacity, so entering allocates only the first
+/// time.
+type HeldGates = core::cell::RefCell<Vec<(u64, usize)>>;
+
 #[cfg(not(snapmap_loom))]
 std::thread_local! {
-    static GATE_DEPTH: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+    static HELD_GATES: HeldGates = const { core::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(snapmap_loom)]
 loom::thread_local! {
-    static GATE_DEPTH: core::cell::Cell<usize> = core::cell::Cell::new(0);
+    static HELD_GATES: HeldGates = core::cell::RefCell::new(Vec::new());
 }
 
-/// Runs `f` on the calling thread's write-gate nesting depth.
+/// Counts the calling thread into gate `gate` once more; returns the depth
+/// it was at before (0: the thread was not inside this gate).
 #[inline]
-pub(crate) fn with_gate_depth<R>(f: impl FnOnce(&core::cell::Cell<usize>) -> R) -> R {
-    GATE_DEPTH.with(f)
+pub(crate) fn enter_gate_depth(gate: u64) -> usize {
+    HELD_GATES.with(|held| {
+        let mut held = held.borrow_mut();
+        match held.iter_mut().rev().find(|(id, _)| *id == gate) {
+            Some((_, depth)) => {
+                *depth += 1;
+                *depth - 1
+            }
+            None => {
+                held.push((gate, 1));
+                0
+            }
+        }
+    })
+}
+
+/// Counts the calling thread out of gate `gate` once; returns the depth
+/// left (0: the thread has left this gate).
+#[inline]
+pub(crate) fn leave_gate_depth(gate: u64) -> usize {
+    HELD_GATES.with(|held| {
+        let mut held = held.borrow_mut();
+        let at = held
+            .iter()
+            .rposition(|(id, _)| *id == gate)
+            .expect("a gate guard leaves a gate its thread entered");
+        held[at].1 -= 1;
+        let left = held[at].1;
+        if left == 0 {
+            held.remove(at);
+        }
+        left
+    })
+}
+
+/// The calling thread's nesting depth in gate `gate` (0: not inside it).
+pub(crate) fn gate_depth(gate: u64) -> usize {
+    HELD_GATES.with(|held| {
+        held.borrow()
+            .iter()
+            .rfind(|(id, _)| *id == gate)
+            .map_or(0, |&(_, depth)| depth)
+    })
 }
 
 /// What both epoch implementations do first when retiring: count the bytes
@@ -475,6 +527,16 @@ pub enum Bug {
     /// capturing it, so the build can copy it after a write made after its
     /// cut.
     WriteWithoutCapture,
+    /// The write gate's nesting depth is one per thread for every map (the
+    /// bug of issue 11): a thread inside one map's batch that writes to
+    /// another map counts as already inside that map's gate, so the other
+    /// map's snapshot builds neither wait for it nor see it capture.
+    SharedGateDepth,
+    /// A compaction builds the new view from the live entries alone,
+    /// without expunging the deleted ones it leaves out, so a lock-free
+    /// store into one of those (through the old view) lands in an entry
+    /// that no current table holds.
+    CompactWithoutExpunge,
 }
 
 /// Whether `bug` is switched on. Always `false` outside loom builds.
@@ -498,6 +560,36 @@ pub(crate) fn injected(bug: Bug) -> bool {
 #[cfg(snapmap_loom)]
 pub fn inject(bug: Option<Bug>) {
     *INJECTED.lock().unwrap_or_else(|e| e.into_inner()) = bug;
+}
+
+// ----- Tuning that loom models lower ------------------------------------------------
+
+/// The removed keys a shard may hold beyond its live count before a removal
+/// compacts it (`crate::shard::REMOVED_KEYS_SLACK`).
+#[cfg(not(snapmap_loom))]
+#[inline(always)]
+pub(crate) const fn removed_keys_slack() -> usize {
+    crate::shard::REMOVED_KEYS_SLACK
+}
+
+#[cfg(snapmap_loom)]
+static REMOVED_KEYS_SLACK: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(crate::shard::REMOVED_KEYS_SLACK);
+
+/// The removed keys a shard may hold beyond its live count before a removal
+/// compacts it (a model may lower it with [`set_removed_keys_slack`]).
+#[cfg(snapmap_loom)]
+pub(crate) fn removed_keys_slack() -> usize {
+    // Relaxed: set once before `loom::model`, a std atomic loom never sees.
+    REMOVED_KEYS_SLACK.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Sets the removed-keys slack for the rest of the process (loom builds
+/// only; the compaction model sets 0 before `loom::model`).
+#[cfg(snapmap_loom)]
+pub fn set_removed_keys_slack(slack: usize) {
+    // Relaxed: see `removed_keys_slack`.
+    REMOVED_KEYS_SLACK.store(slack, std::sync::atomic::Ordering::Relaxed);
 }
 
 // ----- Machine facts ----------------------------------------------------------------

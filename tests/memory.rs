@@ -277,3 +277,34 @@ fn reload_writer_under_one_pin_does_not_accumulate_retired_memory() {
         "retired memory accumulates during steady reloads: first samples up to {first} B, last up to {last} B"
     );
 }
+
+/// The heap cost of one empty shard, which `Builder::shards` documents
+/// (issue 11: the docs said about 300 bytes, a user measured about 450).
+/// Measured as the difference between maps of 2^12 and 2^4 initial shards:
+/// bytes requested from the allocator (resident memory is higher: about 455
+/// bytes per shard with glibc's malloc, measured from `/proc/self/statm`
+/// for 2^20 shards; see `EMPTY_SHARD_BYTES`).
+#[test]
+fn an_empty_shard_costs_what_the_builder_docs_say() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let heap_of = |shards: usize| {
+        settle();
+        let (before, allocations_before) = (live(), allocations());
+        let map: SnapMap<u64, u64> = SnapMap::builder().shards(shards).build().unwrap();
+        let bytes = live() - before;
+        let allocated = allocations() - allocations_before;
+        drop(map);
+        (bytes, allocated as isize)
+    };
+    let ((small, small_allocations), (large, large_allocations)) =
+        (heap_of(1 << 4), heap_of(1 << 12));
+    let per_shard = (large - small) / ((1 << 12) - (1 << 4));
+    let allocations_per_shard = (large_allocations - small_allocations) / ((1 << 12) - (1 << 4));
+    eprintln!("one empty shard: {per_shard} heap bytes in {allocations_per_shard} allocations");
+    // The figure next to `Builder::shards` (and `MAX_INITIAL_SHARDS`).
+    assert!(
+        (256..=snapmap::EMPTY_SHARD_BYTES as isize).contains(&per_shard),
+        "an empty shard costs {per_shard} bytes, the docs say at most {}",
+        snapmap::EMPTY_SHARD_BYTES
+    );
+}

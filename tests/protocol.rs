@@ -521,7 +521,7 @@ fn stats_display_and_default() {
         protocol,
         "len 1 | shards 1 (directory 2^0 = 1 slots) | read hits 1 | slow-path lookups 1 | \
          promotions 1 | dirty rebuilds 1 | entries copied 0 (max 0 in one operation) | \
-         expunges 0 | splits 0 | merges 0 | directory resizes 0"
+         expunges 0 | removed keys held 0 | compactions 0 | splits 0 | merges 0 | directory resizes 0"
     );
     assert!(retired.contains("(views "), "{shown}");
 

@@ -737,28 +737,74 @@ fn builder_rejects_invalid_max_shards() {
 }
 
 #[test]
-fn builder_rejects_zero_shard_capacity() {
-    let err = SnapMap::<u8, u8>::builder()
-        .shard_capacity(0)
-        .build()
-        .expect_err("capacity 0 accepted");
-    assert_eq!(err, BuildError::ShardCapacity);
-    assert_eq!(
-        err.to_string(),
-        "shard capacity must be at least 1 entry, got 0"
-    );
-    for capacity in [1, 2, 4, 1000, usize::MAX] {
+fn builder_rejects_shard_capacities_outside_their_limits() {
+    // Issue 11: `shard_capacity(n)` for n >= 2^63 was accepted, and the
+    // first `remove` or `clear` then overflowed (`2 * capacity`).
+    for requested in [0, snapmap::MAX_SHARD_CAPACITY + 1, 1 << 63, usize::MAX] {
+        let err = SnapMap::<u8, u8>::builder()
+            .shard_capacity(requested)
+            .build()
+            .expect_err("invalid capacity accepted");
+        assert_eq!(err, BuildError::ShardCapacity { requested });
+        assert_eq!(
+            err.to_string(),
+            format!("shard capacity must be between 1 and 1073741824 entries, got {requested}")
+        );
+    }
+    // Every accepted capacity, the largest included, survives the
+    // operations that do arithmetic with it: inserts, removes (merges) and
+    // `clear`, on an empty map too.
+    for capacity in [1, 2, 4, 1000, snapmap::MAX_SHARD_CAPACITY] {
         let map = SnapMap::<u32, u32>::builder()
             .shards(1)
             .shard_capacity(capacity)
             .build()
             .unwrap_or_else(|e| panic!("capacity {capacity} rejected: {e}"));
+        map.clear();
+        assert_eq!(map.remove(&0), None);
         for i in 0..20 {
             map.insert(i, i);
         }
         assert_eq!(map.len(), 20, "capacity {capacity}");
         assert_eq!(map.pin().iter().count(), 20, "capacity {capacity}");
+        for i in 0..10 {
+            assert_eq!(map.remove(&i), Some(i), "capacity {capacity}");
+        }
+        assert_eq!(map.len(), 10, "capacity {capacity}");
+        map.clear();
+        assert!(map.is_empty(), "capacity {capacity}");
     }
+}
+
+#[test]
+fn builder_limits_initial_shards_to_what_memory_allows() {
+    // Issue 11: `shards(2^26)` was accepted and then needed about 29 GiB.
+    let err = SnapMap::<u8, u8>::builder()
+        .max_shards(1 << 26)
+        .shards(1 << 26)
+        .build()
+        .expect_err("2^26 initial shards accepted");
+    assert_eq!(err, BuildError::TooManyInitialShards { requested: 1 << 26 });
+    assert!(err.to_string().contains("at most 1048576"), "{err}");
+    let err = SnapMap::<u8, u8>::builder()
+        .max_shards(1 << 26)
+        .shards(snapmap::MAX_INITIAL_SHARDS * 2)
+        .build()
+        .expect_err("2^21 initial shards accepted");
+    assert_eq!(
+        err,
+        BuildError::TooManyInitialShards {
+            requested: snapmap::MAX_INITIAL_SHARDS * 2
+        }
+    );
+    // The largest directory is still accepted: its shards are allocated
+    // only as the map grows.
+    let map = SnapMap::<u8, u8>::builder()
+        .max_shards(1 << 26)
+        .build()
+        .expect("max_shards 2^26 with the default initial shards");
+    map.insert(1, 1);
+    assert_eq!(map.get(&1), Some(1));
 }
 
 #[test]
@@ -848,7 +894,7 @@ fn builder_reports_the_first_invalid_option() {
     );
     assert_eq!(
         all_bad().max_shards(16).shards(4).build().unwrap_err(),
-        BuildError::ShardCapacity
+        BuildError::ShardCapacity { requested: 0 }
     );
     assert_eq!(
         all_bad()

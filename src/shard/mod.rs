@@ -56,6 +56,14 @@
 //!   view cannot store into an entry that is no longer in the map: it finds
 //!   the entry expunged and takes the lock, as in any other expunged case.
 //! - Replaced views and values are freed through the epoch, not a GC.
+//! - **Compaction** (issue 11): Go frees a removed key only after the next
+//!   new key's `dirtyLocked` and the promotion after it, so a shard that
+//!   only removes holds its removed keys forever. Here a removal that
+//!   leaves the view holding more removed keys than live ones (plus
+//!   [`REMOVED_KEYS_SLACK`]) asks the caller to [`Shard::compact`]: under
+//!   the lock, promote pending keys, `dirtyLocked`, promote. Amortised over
+//!   the removals that made the view sparse, it is O(1) per removal. Loom
+//!   model: `loom-tests/tests/compact.rs`.
 //! - Operations that run user code on an entry found in dirty (`update`,
 //!   compare-and-swap, compare-and-delete) take its pointer under the lock
 //!   and run the code after unlocking (the epoch keeps the entry alive), so
@@ -100,6 +108,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) wants_split: Cell<bool>,
     /// Set when the shard became sparse enough to try a merge.
     pub(crate) wants_merge: Cell<bool>,
+    /// Set when a removal left the shard's view holding more removed keys
+    /// than live ones (see [`Shard::compact`]).
+    pub(crate) wants_compact: Cell<bool>,
     /// The snapshot build this write must capture shards for before
     /// changing them, or 0 (`WriteGate::build_epoch`, read inside the
     /// gate). Shards made by a split or merge are born captured for it.
@@ -121,6 +132,7 @@ impl<'a> Ctx<'a> {
             copied: Cell::new(0),
             wants_split: Cell::new(false),
             wants_merge: Cell::new(false),
+            wants_compact: Cell::new(false),
         }
     }
 
@@ -135,6 +147,14 @@ impl<'a> Ctx<'a> {
         (self.capacity / 4).max(1)
     }
 }
+
+/// A shard whose view holds more removed keys than live ones plus this many
+/// is compacted by the removal that tips it ([`Shard::compact`]). The slack
+/// keeps tiny shards from rebuilding on every removal. Under loom the
+/// compaction model lowers it (`crate::sync::removed_keys_slack`) so that a
+/// two-key shard reaches the compaction; the other models keep 8 and so
+/// never compact.
+pub(crate) const REMOVED_KEYS_SLACK: usize = 8;
 
 /// The shard was retired by a split or merge: retry from the directory.
 #[derive(Debug)]
@@ -398,6 +418,25 @@ impl<K, V> Shard<K, V> {
             unsafe { entry.free_exclusive() };
         }
     }
+
+    /// The current view and its amended flag.
+    #[inline]
+    fn view<'g>(&self, _guard: &'g Guard) -> (&'g ReadView<K, V>, bool) {
+        // Acquire: pairs with the Release stores in `publish_locked` and
+        // `mark_amended_locked`: the view's table is visible.
+        let (view, amended) = untag(self.head.read.load(Ordering::Acquire));
+        // SAFETY: the pointer is never null; a view is retired through the
+        // epoch only after it is replaced (or with its retired shard), and
+        // `_guard` was pinned before this load, so the view outlives `'g`.
+        (unsafe { &*view }, amended)
+    }
+
+    /// Removed keys the view holds now (deleted or expunged entries): they
+    /// are freed when the view is replaced. O(view); for `stats()`.
+    pub(crate) fn removed_keys_held(&self, guard: &Guard) -> usize {
+        let (view, _) = self.view(guard);
+        view.table().iter().filter(|entry| !entry.is_live()).count()
+    }
 }
 
 impl<K, V> Drop for Shard<K, V> {
@@ -424,18 +463,6 @@ where
     K: Eq + Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
-    /// The current view and its amended flag.
-    #[inline]
-    fn view<'g>(&self, _guard: &'g Guard) -> (&'g ReadView<K, V>, bool) {
-        // Acquire: pairs with the Release stores in `publish_locked` and
-        // `mark_amended_locked`: the view's table is visible.
-        let (view, amended) = untag(self.head.read.load(Ordering::Acquire));
-        // SAFETY: the pointer is never null; a view is retired through the
-        // epoch only after it is replaced (or with its retired shard), and
-        // `_guard` was pinned before this load, so the view outlives `'g`.
-        (unsafe { &*view }, amended)
-    }
-
     /// Counts a live entry added (`+1`) or removed (`-1`), and asks for a
     /// merge when the shard has become sparse.
     #[inline]
@@ -446,6 +473,66 @@ where
         if delta < 0 && live <= (ctx.merge_limit() / 2) as isize {
             ctx.wants_merge.set(true);
         }
+    }
+
+    /// Counts a live entry removed, and asks for a merge if the shard has
+    /// become sparse, or for a compaction if its view now holds more
+    /// removed keys than live ones (plus [`REMOVED_KEYS_SLACK`]).
+    #[inline]
+    fn removed_one(&self, ctx: &Ctx<'_>, guard: &Guard) {
+        self.adjust_live(ctx, -1);
+        if self.holds_too_many_removed(guard) {
+            ctx.wants_compact.set(true);
+        }
+    }
+
+    /// Whether the view holds more removed keys than live ones, plus the
+    /// slack: `held - live > live + slack`. `live` counts new keys still
+    /// only in dirty too, so this errs on the side of not compacting.
+    #[inline]
+    fn holds_too_many_removed(&self, guard: &Guard) -> bool {
+        let held = self.view(guard).0.table().len();
+        // Relaxed: a size estimate for a tuning decision.
+        let live = self.locked.live.load(StatOrdering::Relaxed).max(0) as usize;
+        held.saturating_sub(live) > live + crate::sync::removed_keys_slack()
+    }
+
+    /// Drops the removed keys the view holds: promotes pending new keys,
+    /// rebuilds dirty from the view (expunging every deleted entry), and
+    /// promotes again, so the new view holds only live entries and the
+    /// expunged ones are retired with the old view. One shard's copy,
+    /// paid for by the removals that made the view hold more removed keys
+    /// than live ones; without it a shard that only ever removes would hold
+    /// its removed keys until its next new key (Go's `sync.Map` holds them
+    /// until the next `dirtyLocked` and promotion).
+    ///
+    /// The content does not change (the same keys with the same values),
+    /// so neither the shard's version nor a snapshot build's capture is
+    /// involved; each step is one the protocol already takes (promotion,
+    /// Go's `dirtyLocked`), in an order it already takes them.
+    pub(crate) fn compact(&self, ctx: &Ctx<'_>, guard: &Guard) {
+        let mut dirty = self.locked.dirty.lock();
+        if dirty.retired || !self.holds_too_many_removed(guard) {
+            return; // replaced, or compacted by another remover meanwhile
+        }
+        if dirty.table.is_some() {
+            self.promote_locked(&mut dirty, ctx, guard);
+        }
+        let (view, _) = self.view(guard);
+        if injected(Bug::CompactWithoutExpunge) {
+            // The broken twin: leave the deleted entries out without
+            // expunging them (and leak them: the model reports the lost
+            // store instead of a use after free).
+            let mut live = Table::with_capacity(view.table().len());
+            for &entry in view.table().iter().filter(|entry| entry.is_live()) {
+                live.insert_unique(rehash(&entry), entry, rehash);
+            }
+            self.publish_locked(ReadView::boxed(live), guard);
+            return;
+        }
+        self.rebuild_dirty_locked(&mut dirty, view, ctx);
+        self.promote_locked(&mut dirty, ctx, guard);
+        ctx.stripe.count(Event::Compactions, 1);
     }
 
     // ----- Load -------------------------------------------------------
@@ -763,7 +850,7 @@ where
             None => None,
         };
         if removed.is_some() {
-            self.adjust_live(ctx, -1);
+            self.removed_one(ctx, guard);
         }
         Ok(removed)
     }
@@ -814,7 +901,7 @@ where
             None
         };
         if removed.is_some() {
-            self.adjust_live(ctx, -1);
+            self.removed_one(ctx, guard);
         }
         Ok(removed)
     }
@@ -860,7 +947,7 @@ where
             None => false,
         };
         if deleted {
-            self.adjust_live(ctx, -1);
+            self.removed_one(ctx, guard);
         }
         Ok(deleted)
     }
