@@ -14,26 +14,10 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
-use common::{CONFIGS, Counts, Tracked, wait_for_drops, wait_until_alive};
+use common::{CONFIGS, Counts, Rng, Tracked, wait_for_drops, wait_until_alive};
 use snapmap::SnapMap;
 
 const THREADS: usize = 4;
-
-/// A tiny deterministic generator (xorshift64*), one per thread.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) % n
-    }
-}
 
 /// Checks the quiescent invariants: `len` equals the number of iterated
 /// entries, no key is yielded twice, and `get` agrees with iteration.

@@ -1,9 +1,12 @@
 //! Helpers shared by the integration tests: the builder configurations
-//! every suite runs under, a drop-counting wrapper, and a bounded wait for
-//! the epoch collector.
+//! every suite runs under, a drop-counting wrapper, a bounded wait for
+//! the epoch collector, a small random generator, and (in [`lincheck`]) a
+//! linearizability checker for recorded histories.
 //!
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
+
+pub mod lincheck;
 
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -100,6 +103,26 @@ impl Config {
 pub fn for_each_config<K, V>(mut case: impl FnMut(&Config, SnapMap<K, V>)) {
     for config in CONFIGS {
         case(config, config.build());
+    }
+}
+
+// ----- random numbers --------------------------------------------------------
+
+/// A tiny deterministic generator (xorshift64*), one per thread, so the
+/// tests need no random-number crate.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) % n
     }
 }
 
