@@ -22,6 +22,10 @@
 //!   make many writes appear in snapshots all-or-nothing (a configuration
 //!   reload).
 //!
+//! How it is built (layout, the cost of a read hit, the write loop, the
+//! snapshot protocol, verification) is in `docs/ARCHITECTURE.md` in the
+//! repository; each module's docs go one level deeper.
+//!
 //! ```
 //! use snapmap::SnapMap;
 //!
@@ -187,6 +191,7 @@ mod iter;
 mod map;
 mod migrate;
 mod pinned;
+mod raw;
 mod shard;
 mod snapshot;
 mod stats;

@@ -13,12 +13,11 @@ use equivalent::Equivalent;
 
 use crate::batch::{Applied, Batch, BatchOp};
 use crate::builder::{Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS};
-use crate::directory::Directory;
-use crate::gate::WriteGate;
 use crate::hash::DefaultHashBuilder;
 use crate::pinned::Pinned;
-use crate::snapshot::{Snapshot, Snapshots};
-use crate::stats::{Event, Stats, Stripes, retired_bytes};
+use crate::raw::RawMap;
+use crate::snapshot::Snapshot;
+use crate::stats::{Event, Stats, retired_bytes};
 use crate::sync::epoch;
 
 /// A concurrent hash map for read-mostly data.
@@ -48,15 +47,8 @@ use crate::sync::epoch;
 /// retired tables are freed by whichever thread next advances the global
 /// epoch, possibly after the map itself is gone.
 pub struct SnapMap<K, V, S = DefaultHashBuilder> {
-    pub(crate) hasher: S,
-    pub(crate) directory: Directory<K, V>,
-    pub(crate) stripes: Stripes,
-    pub(crate) promote_after: usize,
-    /// A shard whose dirty table passes this many entries splits.
-    pub(crate) capacity: usize,
-    /// Every write runs inside it; snapshot builds close it briefly.
-    pub(crate) gate: WriteGate,
-    pub(crate) snapshots: Snapshots<K, V, S>,
+    /// The fields and the write loop (`crate::raw`).
+    pub(crate) raw: RawMap<K, V, S>,
 }
 
 impl<K, V> SnapMap<K, V, DefaultHashBuilder> {
@@ -110,13 +102,7 @@ impl<K, V, S> SnapMap<K, V, S> {
         hasher: S,
     ) -> Self {
         SnapMap {
-            hasher,
-            directory: Directory::new(shard_bits, max_shard_bits),
-            stripes: Stripes::new(),
-            promote_after,
-            capacity,
-            gate: WriteGate::new(),
-            snapshots: Snapshots::new(),
+            raw: RawMap::new(shard_bits, max_shard_bits, capacity, promote_after, hasher),
         }
     }
 
@@ -127,7 +113,7 @@ impl<K, V, S> SnapMap<K, V, S> {
     /// let _hasher: &snapmap::DefaultHashBuilder = map.hasher();
     /// ```
     pub fn hasher(&self) -> &S {
-        &self.hasher
+        &self.raw.hasher
     }
 
     /// The number of entries.
@@ -144,7 +130,7 @@ impl<K, V, S> SnapMap<K, V, S> {
     /// assert_eq!(map.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
-        self.stripes.len()
+        self.raw.stripes.len()
     }
 
     /// Whether [`len`](Self::len) is zero.
@@ -177,8 +163,8 @@ impl<K, V, S> SnapMap<K, V, S> {
         V: Send + Sync + 'static,
     {
         let guard = epoch::pin();
-        let table = self.directory.table(&guard);
-        let sum = |event| self.stripes.sum(event);
+        let table = self.raw.directory.table(&guard);
+        let sum = |event| self.raw.stripes.sum(event);
         let (mut shards, mut removed_keys_held) = (0, 0);
         for shard in table.distinct() {
             shards += 1;
@@ -202,12 +188,12 @@ impl<K, V, S> SnapMap<K, V, S> {
             splits: sum(Event::Splits),
             merges: sum(Event::Merges),
             directory_resizes: sum(Event::DirectoryResizes),
-            max_entries_copied_by_one_operation: self.stripes.max_copied(),
+            max_entries_copied_by_one_operation: self.raw.stripes.max_copied(),
             retired: retired_bytes(),
             snapshot_builds: sum(Event::SnapshotBuilds),
             snapshot_shards_copied: sum(Event::SnapshotPiecesCopied),
             snapshot_shards_reused: sum(Event::SnapshotPiecesReused),
-            snapshot_bytes: self.snapshots.bytes.get(),
+            snapshot_bytes: self.raw.snapshots.bytes.get(),
         }
     }
 }
@@ -477,11 +463,11 @@ where
     /// afresh.
     pub fn snapshot(&self) -> Snapshot<K, V, S> {
         let guard = epoch::pin();
-        self.snapshots.snapshot(
-            &self.directory,
-            &self.gate,
-            &self.hasher,
-            self.stripes.mine(),
+        self.raw.snapshots.snapshot(
+            &self.raw.directory,
+            &self.raw.gate,
+            &self.raw.hasher,
+            self.raw.stripes.mine(),
             &guard,
         )
     }
@@ -505,7 +491,7 @@ impl<K, V, S> SnapMap<K, V, S> {
     /// assert_eq!(map.stats().snapshot_bytes, 0);
     /// ```
     pub fn forget_snapshot(&self) {
-        self.snapshots.forget();
+        self.raw.snapshots.forget();
     }
 }
 
@@ -532,7 +518,7 @@ where
     /// assert_eq!((applied.inserted, applied.replaced), (1, 1));
     /// ```
     pub fn apply(&self, batch: Batch<K, V>) -> Applied {
-        let _gate = self.gate.enter();
+        let _gate = self.raw.enter_batch();
         let pinned = self.pin();
         let mut applied = Applied::default();
         for op in batch.ops {
@@ -569,14 +555,14 @@ where
     /// assert_eq!((s.get("from"), s.get("to")), (Some(&70), Some(&30)));
     /// ```
     pub fn batch<R>(&self, f: impl FnOnce(&Pinned<'_, K, V, S>) -> R) -> R {
-        let _gate = self.gate.enter();
+        let _gate = self.raw.enter_batch();
         f(&self.pin())
     }
 }
 
 impl<K, V, S> Drop for SnapMap<K, V, S> {
     fn drop(&mut self) {
-        self.directory.for_each_shard_exclusive(|shard| {
+        self.raw.directory.for_each_shard_exclusive(|shard| {
             // SAFETY: `&mut self`: no operation is in flight, and every
             // reference the map handed out borrowed it (through a `Pinned`),
             // so none is alive. Entries, keys and values are freed now

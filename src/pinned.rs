@@ -9,12 +9,10 @@ use equivalent::Equivalent;
 
 use crate::iter::{Iter, Keys, Values};
 use crate::map::SnapMap;
-use crate::migrate;
+use crate::raw::{RawMap, Written};
 use crate::shard::entry::ValueNode;
-use crate::shard::{Ctx, Retired, Shard};
 use crate::stats::Stripe;
 use crate::sync::epoch::{self, Guard};
-use crate::sync::{Bug, injected};
 
 /// A map handle that keeps the current thread pinned, from
 /// [`SnapMap::pin`].
@@ -94,95 +92,15 @@ where
         Pinned {
             map,
             guard: epoch::pin(),
-            stripe: map.stripes.mine(),
+            stripe: map.raw.stripes.mine(),
             read_hits: Cell::new(0),
         }
     }
 
-    /// One hash per operation: it picks the shard and probes its table.
+    /// The raw core (`crate::raw`), which does the work of every method.
     #[inline]
-    fn hash<Q: ?Sized + Hash>(&self, key: &Q) -> u64 {
-        self.map.hasher.hash_one(key)
-    }
-
-    /// The shard that holds `hash` now.
-    #[inline]
-    fn shard(&self, hash: u64) -> &Shard<K, V> {
-        self.map.directory.locate(hash, &self.guard)
-    }
-
-    /// The context of one operation. Writers call it inside the gate, so
-    /// that it carries the snapshot build they must capture for.
-    #[inline]
-    fn ctx(&self) -> Ctx<'m> {
-        Ctx::new(
-            self.map.promote_after,
-            self.map.capacity,
-            self.stripe,
-            self.map.gate.build_epoch(),
-        )
-    }
-
-    /// Before a write changes `shard`: if a snapshot build's cut has been
-    /// taken and the shard not yet captured for it, capture it now (or
-    /// wait for the thread capturing it). See `crate::snapshot`, "Copy
-    /// before write".
-    #[inline]
-    fn before_write(&self, shard: &Shard<K, V>, ctx: &Ctx<'_>) {
-        if ctx.build != 0 && shard.needs_capture(ctx.build) && !injected(Bug::WriteWithoutCapture) {
-            self.map.snapshots.capture(shard, ctx.build, &self.guard);
-        }
-    }
-
-    /// Records that the content under `hash` changed: bumps the version of
-    /// the shard that holds it *now* (a lock-free write may have gone
-    /// through a retired shard; see `crate::snapshot`). Inside the gate.
-    #[inline]
-    fn changed(&self, hash: u64) {
-        self.shard(hash).bump_version();
-    }
-
-    /// After a write: splits or merges the shard if the write asked for it,
-    /// and records the work done.
-    #[inline]
-    fn after_write(&self, shard: &Shard<K, V>, ctx: &Ctx<'_>) {
-        if ctx.wants_split.get() {
-            migrate::split(&self.map.directory, shard, ctx, &self.guard);
-        } else if ctx.wants_merge.get() {
-            migrate::merge_cascade(&self.map.directory, shard, ctx, &self.guard, &|buddy| {
-                self.before_write(buddy, ctx);
-            });
-        }
-        // After a merge attempt: a merged shard was compacted by the merge
-        // (`compact` skips a retired one), a shard that could not merge (at
-        // the minimum shard count, say) still must not hold its removed
-        // keys forever.
-        if ctx.wants_compact.get() {
-            shard.compact(ctx, &self.guard);
-        }
-        let copied = ctx.copied.get();
-        if copied > 0 {
-            self.map.stripes.record_copied(copied);
-        }
-    }
-
-    #[cold]
-    fn get_slow<'a, Q>(&'a self, hash: u64, key: &Q, mut shard: &'a Shard<K, V>) -> Option<&'a V>
-    where
-        Q: ?Sized + Hash + Equivalent<K>,
-    {
-        let ctx = self.ctx();
-        loop {
-            match shard.get_slow(hash, key, &ctx, &self.guard) {
-                Ok(found) => return found,
-                Err(Retired) => {
-                    shard = self.shard(hash);
-                    if let Ok(found) = shard.get_fast(hash, key, &self.guard) {
-                        return found;
-                    }
-                }
-            }
-        }
+    fn raw(&self) -> &'m RawMap<K, V, S> {
+        &self.map.raw
     }
 
     /// The map this handle pins.
@@ -208,15 +126,12 @@ where
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        let hash = self.hash(key);
-        let shard = self.shard(hash);
-        match shard.get_fast(hash, key, &self.guard) {
-            Ok(found) => {
-                self.read_hits.set(self.read_hits.get() + 1);
-                found
-            }
-            Err(()) => self.get_slow(hash, key, shard),
+        let raw = self.raw();
+        let (found, hit) = raw.get(raw.hash(key), key, &self.guard, self.stripe);
+        if hit {
+            self.read_hits.set(self.read_hits.get() + 1);
         }
+        found
     }
 
     /// Whether `key` is present.
@@ -245,22 +160,20 @@ where
     /// assert_eq!(pinned.insert(1, "b"), Some(&"a"));
     /// ```
     pub fn insert(&self, key: K, value: V) -> Option<&V> {
-        let hash = self.hash(&key);
-        let _gate = self.map.gate.enter();
-        let ctx = self.ctx();
-        let (mut key, mut node) = (key, ValueNode::boxed(value));
-        loop {
-            let shard = self.shard(hash);
-            self.before_write(shard, &ctx);
-            match shard.insert(hash, key, node, &ctx, &self.guard) {
-                Ok(previous) => {
-                    self.changed(hash);
-                    self.after_write(shard, &ctx);
-                    return previous;
-                }
-                Err(retry) => (key, node) = retry,
-            }
-        }
+        let raw = self.raw();
+        let hash = raw.hash(&key);
+        let guard = &self.guard;
+        let payload = (key, ValueNode::boxed(value));
+        raw.write(
+            hash,
+            guard,
+            self.stripe,
+            payload,
+            |shard, (key, node), ctx| {
+                let previous = shard.insert(hash, key, node, ctx, guard)?;
+                Ok(Written::new(previous, true))
+            },
+        )
     }
 
     /// Returns the value for `key`, storing `value` first if absent (Go:
@@ -310,27 +223,24 @@ where
     /// assert_eq!((err.current, err.not_inserted), (&"a", "b"));
     /// ```
     pub fn try_insert(&self, key: K, value: V) -> Result<&V, OccupiedError<'_, V>> {
-        let hash = self.hash(&key);
-        let _gate = self.map.gate.enter();
-        let ctx = self.ctx();
-        let (mut key, mut value) = (key, value);
-        loop {
-            let shard = self.shard(hash);
-            self.before_write(shard, &ctx);
-            match shard.try_insert(hash, key, value, &ctx, &self.guard) {
-                Ok(outcome) => {
-                    if outcome.is_ok() {
-                        self.changed(hash);
-                    }
-                    self.after_write(shard, &ctx);
-                    return outcome.map_err(|(current, not_inserted)| OccupiedError {
-                        current,
-                        not_inserted,
-                    });
-                }
-                Err(retry) => (key, value) = retry,
-            }
-        }
+        let raw = self.raw();
+        let hash = raw.hash(&key);
+        let guard = &self.guard;
+        let outcome = raw.write(
+            hash,
+            guard,
+            self.stripe,
+            (key, value),
+            |shard, (key, value), ctx| {
+                let outcome = shard.try_insert(hash, key, value, ctx, guard)?;
+                let stored = outcome.is_ok();
+                Ok(Written::new(outcome, stored))
+            },
+        );
+        outcome.map_err(|(current, not_inserted)| OccupiedError {
+            current,
+            not_inserted,
+        })
     }
 
     /// Removes `key`, returning its value (Go: `LoadAndDelete`). The value
@@ -347,20 +257,13 @@ where
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        let hash = self.hash(key);
-        let _gate = self.map.gate.enter();
-        let ctx = self.ctx();
-        loop {
-            let shard = self.shard(hash);
-            self.before_write(shard, &ctx);
-            if let Ok(removed) = shard.remove(hash, key, &ctx, &self.guard) {
-                if removed.is_some() {
-                    self.changed(hash);
-                }
-                self.after_write(shard, &ctx);
-                return removed;
-            }
-        }
+        let raw = self.raw();
+        let hash = raw.hash(key);
+        let guard = &self.guard;
+        raw.write(hash, guard, self.stripe, (), |shard, (), ctx| {
+            let removed = shard.remove(hash, key, ctx, guard).map_err(|_| ())?;
+            Ok(Written::new(removed, removed.is_some()))
+        })
     }
 
     /// Replaces the value for `key` with `new` if it equals `old` (Go:
@@ -378,23 +281,13 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
         V: PartialEq,
     {
-        let hash = self.hash(key);
-        let _gate = self.map.gate.enter();
-        let ctx = self.ctx();
-        let mut new = new;
-        loop {
-            let shard = self.shard(hash);
-            self.before_write(shard, &ctx);
-            match shard.compare_and_swap(hash, key, old, new, &ctx, &self.guard) {
-                Ok(swapped) => {
-                    if swapped {
-                        self.changed(hash);
-                    }
-                    return swapped;
-                }
-                Err(retry) => new = retry,
-            }
-        }
+        let raw = self.raw();
+        let hash = raw.hash(key);
+        let guard = &self.guard;
+        raw.write(hash, guard, self.stripe, new, |shard, new, ctx| {
+            let swapped = shard.compare_and_swap(hash, key, old, new, ctx, guard)?;
+            Ok(Written::new(swapped, swapped))
+        })
     }
 
     /// Removes `key` if its value equals `old` (Go: `CompareAndDelete`).
@@ -410,20 +303,15 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
         V: PartialEq,
     {
-        let hash = self.hash(key);
-        let _gate = self.map.gate.enter();
-        let ctx = self.ctx();
-        loop {
-            let shard = self.shard(hash);
-            self.before_write(shard, &ctx);
-            if let Ok(deleted) = shard.compare_and_delete(hash, key, old, &ctx, &self.guard) {
-                if deleted {
-                    self.changed(hash);
-                }
-                self.after_write(shard, &ctx);
-                return deleted;
-            }
-        }
+        let raw = self.raw();
+        let hash = raw.hash(key);
+        let guard = &self.guard;
+        raw.write(hash, guard, self.stripe, (), |shard, (), ctx| {
+            let deleted = shard
+                .compare_and_delete(hash, key, old, ctx, guard)
+                .map_err(|_| ())?;
+            Ok(Written::new(deleted, deleted))
+        })
     }
 
     /// Replaces an existing value with `f(&current)`; see
@@ -438,19 +326,15 @@ where
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        let hash = self.hash(key);
-        let _gate = self.map.gate.enter();
-        let ctx = self.ctx();
-        loop {
-            let shard = self.shard(hash);
-            self.before_write(shard, &ctx);
-            if let Ok(updated) = shard.update(hash, key, &mut f, &ctx, &self.guard) {
-                if updated.is_some() {
-                    self.changed(hash);
-                }
-                return updated;
-            }
-        }
+        let raw = self.raw();
+        let hash = raw.hash(key);
+        let guard = &self.guard;
+        raw.write(hash, guard, self.stripe, (), |shard, (), ctx| {
+            let updated = shard
+                .update(hash, key, &mut f, ctx, guard)
+                .map_err(|_| ())?;
+            Ok(Written::new(updated, updated.is_some()))
+        })
     }
 
     /// Removes every entry (Go: `Clear`); see [`SnapMap::clear`].
@@ -462,26 +346,7 @@ where
     /// assert!(map.is_empty());
     /// ```
     pub fn clear(&self) {
-        let _gate = self.map.gate.enter();
-        let ctx = self.ctx();
-        // Walk hash space shard by shard, as iteration does, so that splits
-        // and merges meanwhile neither skip nor repeat a range.
-        let mut cursor = Some(0u64);
-        while let Some(at) = cursor {
-            let shard = self.shard(at);
-            self.before_write(shard, &ctx);
-            if shard.clear(&ctx, &self.guard).is_ok() {
-                cursor = shard.hash_range().1.checked_add(1);
-                // An emptied shard merges with an emptied buddy.
-                migrate::merge_cascade(&self.map.directory, shard, &ctx, &self.guard, &|buddy| {
-                    self.before_write(buddy, &ctx);
-                });
-            }
-        }
-        let copied = ctx.copied.get();
-        if copied > 0 {
-            self.map.stripes.record_copied(copied);
-        }
+        self.raw().clear(&self.guard, self.stripe);
     }
 
     /// The number of entries; see [`SnapMap::len`].
@@ -525,7 +390,8 @@ where
     /// assert_eq!(squares[3], (3, 9));
     /// ```
     pub fn iter(&self) -> Iter<'_, K, V> {
-        Iter::new(&self.map.directory, &self.guard, self.ctx())
+        let raw = self.raw();
+        Iter::new(&raw.directory, &self.guard, raw.ctx(self.stripe))
     }
 
     /// Iterates over the keys; see [`iter`](Self::iter).

@@ -393,9 +393,23 @@ impl<K, V> Shard<K, V> {
         self.locked.live.load(StatOrdering::Relaxed).max(0) as usize
     }
 
-    /// Takes the shard lock (for migration).
+    /// Takes the shard lock (for migration, which checks `retired` itself:
+    /// it must also see the buddy's state).
     pub(crate) fn lock(&self) -> crate::sync::MutexGuard<'_, Dirty<K, V>> {
         self.locked.dirty.lock()
+    }
+
+    /// The prologue of every slow path: takes the shard lock, or returns
+    /// [`Retired`] if a split or merge has replaced the shard (the caller
+    /// retries from the directory). The guard it returns is the witness
+    /// every `*_locked` method takes (`&mut Dirty`).
+    #[inline]
+    fn lock_current(&self) -> Result<crate::sync::MutexGuard<'_, Dirty<K, V>>, Retired> {
+        let dirty = self.locked.dirty.lock();
+        if dirty.retired {
+            return Err(Retired);
+        }
+        Ok(dirty)
     }
 
     /// Frees every entry this (current) shard's tables hold, with its key
@@ -511,9 +525,11 @@ where
     /// involved; each step is one the protocol already takes (promotion,
     /// Go's `dirtyLocked`), in an order it already takes them.
     pub(crate) fn compact(&self, ctx: &Ctx<'_>, guard: &Guard) {
-        let mut dirty = self.locked.dirty.lock();
-        if dirty.retired || !self.holds_too_many_removed(guard) {
-            return; // replaced, or compacted by another remover meanwhile
+        let Ok(mut dirty) = self.lock_current() else {
+            return; // replaced: the shards that replaced it hold no removed keys
+        };
+        if !self.holds_too_many_removed(guard) {
+            return; // compacted by another remover meanwhile
         }
         if dirty.table.is_some() {
             self.promote_locked(&mut dirty, ctx, guard);
@@ -606,10 +622,7 @@ where
     where
         Q: ?Sized + Equivalent<K>,
     {
-        let mut dirty = self.locked.dirty.lock();
-        if dirty.retired {
-            return Err(Retired);
-        }
+        let mut dirty = self.lock_current()?;
         if injected(Bug::NoRecheckUnderLock) {
             // The broken twin trusts the view it saw before locking; after a
             // promotion there is no dirty table left to look in.
@@ -691,10 +704,9 @@ where
         ctx: &Ctx<'_>,
         guard: &'g Guard,
     ) -> Retry<Option<&'g V>, (K, Box<ValueNode<V>>)> {
-        let mut dirty = self.locked.dirty.lock();
-        if dirty.retired {
+        let Ok(mut dirty) = self.lock_current() else {
             return Err((key, node));
-        }
+        };
         let (view, amended) = self.view(guard);
         let previous = if let Some(entry) = view.find(hash, &key) {
             // Go's order: un-expunge, put the entry back in dirty, store.
@@ -791,10 +803,9 @@ where
         ctx: &Ctx<'_>,
         guard: &'g Guard,
     ) -> Retry<Result<&'g V, (&'g V, V)>, (K, V)> {
-        let mut dirty = self.locked.dirty.lock();
-        if dirty.retired {
+        let Ok(mut dirty) = self.lock_current() else {
             return Err((key, value));
-        }
+        };
         let (view, amended) = self.view(guard);
         if let Some(entry) = view.find(hash, &key) {
             if entry.unexpunge_locked() {
@@ -866,10 +877,7 @@ where
     where
         Q: ?Sized + Equivalent<K>,
     {
-        let mut dirty = self.locked.dirty.lock();
-        if dirty.retired {
-            return Err(Retired);
-        }
+        let mut dirty = self.lock_current()?;
         let (view, amended) = self.view(guard);
         let removed = if let Some(entry) = view.find(hash, key) {
             drop(dirty);
@@ -983,10 +991,7 @@ where
         if !amended || injected(Bug::IterSkipsPromotion) {
             return Ok(view);
         }
-        let mut dirty = self.locked.dirty.lock();
-        if dirty.retired {
-            return Err(Retired);
-        }
+        let mut dirty = self.lock_current()?;
         let (view, amended) = self.view(guard);
         if !amended {
             return Ok(view);
@@ -1001,10 +1006,7 @@ where
         if view.table().is_empty() && !amended {
             return Ok(());
         }
-        let mut dirty = self.locked.dirty.lock();
-        if dirty.retired {
-            return Err(Retired);
-        }
+        let mut dirty = self.lock_current()?;
         let (view, _) = self.view(guard);
         let doomed = dirty.owned_entries(view);
         let old_dirty = dirty.table.take();
@@ -1047,10 +1049,7 @@ where
         guard: &'g Guard,
         mut f: impl FnMut(u64, &'g K, &'g V),
     ) -> Retry<(), Retired> {
-        let dirty = self.locked.dirty.lock();
-        if dirty.retired {
-            return Err(Retired);
-        }
+        let dirty = self.lock_current()?;
         let mut visit = |entry: &'g Entry<K, V>| {
             if let Some(value) = entry.load(guard) {
                 f(entry.hash, entry.key(), value);

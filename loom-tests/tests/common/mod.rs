@@ -3,8 +3,8 @@
 //!
 //! A twin is run in a child process (this same test binary, filtered to one
 //! `#[ignore]`d test, with `SNAPMAP_TWIN_CHILD=1`): a failing loom model may
-//! abort instead of unwinding (see LOOM-NOTES), and a child's exit status and
-//! output can be checked either way.
+//! abort instead of unwinding (see `loom-tests/README.md`, "How the switch
+//! works"), and a child's exit status and output can be checked either way.
 
 #![allow(dead_code)] // each test binary uses part of the harness
 

@@ -1,0 +1,298 @@
+//! The raw core: the map's fields, the read path and the one write loop.
+//!
+//! The public faces ([`SnapMap`](crate::SnapMap) and
+//! [`Pinned`](crate::Pinned)) are thin: they hash nothing, lock nothing and
+//! retry nothing themselves. They hand a hash, a guard and the operation's
+//! shard step to this module, which owns everything a write must do around
+//! that step, in one place, so that no operation can skip a part of it (as
+//! `compare_and_swap` and `update` once skipped the split/merge step when
+//! each operation had its own copy of the loop).
+//!
+//! # The write loop ([`RawMap::write`])
+//!
+//! ```text
+//!   enter the write gate (crate::gate)         per map; nested entries are free
+//!   ctx = promotion rule, capacity, stripe, snapshot build number
+//!   loop:
+//!       shard = directory.locate(hash)
+//!       capture shard for the build, if one is running (crate::snapshot)
+//!       step(shard)  ── Err(payload): shard retired by a split or merge,
+//!                       retry from the directory with the payload back
+//!       Ok(out, changed):
+//!           changed? bump the version of the shard that holds hash *now*
+//!           split, merge, or compact the shard if the step asked for it
+//!           return out
+//! ```
+//!
+//! - **Gate.** Inside it, a write is wholly before or wholly after every
+//!   snapshot's cut; a batch holds it across all its writes.
+//! - **Capture.** A writer that entered after a build's cut captures the
+//!   shard before changing it (copy before write, by pointer).
+//! - **Retry.** A shard step returns its payload (key, value) when it
+//!   finds the shard retired under its lock; the loop looks the shard up
+//!   again. Lock-free steps never see `Retired`: they work through the
+//!   retired shard's view, whose entries the new shards share.
+//! - **Version.** Bumped after the change, still inside the gate, on the
+//!   shard that holds the key now (a lock-free write may have gone through
+//!   a retired shard).
+//! - **Migration.** The step records in the context whether the shard
+//!   passed its capacity (split), became sparse (merge) or holds too many
+//!   removed keys (compact); [`RawMap::after_write`] does it, once, for
+//!   every write.
+//!
+//! [`RawMap::clear`] walks hash space shard by shard with the same pieces
+//! (one gate entry for the whole walk, a capture and an `after_write` per
+//! shard).
+//!
+//! # The read path ([`RawMap::get`])
+//!
+//! A lookup enters no gate and builds no context: directory, shard, view,
+//! entry, value, all lock-free (`Shard::get_fast`). Only a miss in an
+//! amended view takes the cold path ([`RawMap::get_slow`]), which locks the
+//! shard and retries from the directory if the shard was retired.
+
+use core::hash::{BuildHasher, Hash};
+
+use equivalent::Equivalent;
+
+use crate::directory::Directory;
+use crate::gate::{GateGuard, WriteGate};
+use crate::migrate;
+use crate::shard::{Ctx, Retired, Retry, Shard};
+use crate::snapshot::Snapshots;
+use crate::stats::Stripe;
+use crate::stats::Stripes;
+use crate::sync::epoch::Guard;
+use crate::sync::{Bug, injected};
+
+/// The map's fields. See the module docs.
+pub(crate) struct RawMap<K, V, S> {
+    pub(crate) hasher: S,
+    pub(crate) directory: Directory<K, V>,
+    pub(crate) stripes: Stripes,
+    /// Promote when `misses >= min(len(dirty), promote_after)`.
+    pub(crate) promote_after: usize,
+    /// A shard whose dirty table passes this many entries splits.
+    pub(crate) capacity: usize,
+    /// Every write runs inside it; snapshot builds close it briefly.
+    pub(crate) gate: WriteGate,
+    pub(crate) snapshots: Snapshots<K, V, S>,
+}
+
+/// What a shard step did: its result, and whether it changed the shard's
+/// content (then the loop bumps the version snapshots compare).
+pub(crate) struct Written<T> {
+    pub(crate) out: T,
+    pub(crate) changed: bool,
+}
+
+impl<T> Written<T> {
+    /// A step's result and whether it changed the content.
+    #[inline]
+    pub(crate) fn new(out: T, changed: bool) -> Self {
+        Written { out, changed }
+    }
+}
+
+impl<K, V, S> RawMap<K, V, S> {
+    pub(crate) fn new(
+        shard_bits: u32,
+        max_shard_bits: u32,
+        capacity: usize,
+        promote_after: usize,
+        hasher: S,
+    ) -> Self {
+        RawMap {
+            hasher,
+            directory: Directory::new(shard_bits, max_shard_bits),
+            stripes: Stripes::new(),
+            promote_after,
+            capacity,
+            gate: WriteGate::new(),
+            snapshots: Snapshots::new(),
+        }
+    }
+
+    /// Enters the write gate for a batch: every write the calling thread
+    /// makes to this map until the guard drops is part of one gated
+    /// section (nested entries are free).
+    pub(crate) fn enter_batch(&self) -> GateGuard<'_> {
+        self.gate.enter()
+    }
+}
+
+impl<K, V, S> RawMap<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    S: BuildHasher,
+{
+    /// One hash per operation: it picks the shard and probes its table.
+    #[inline]
+    pub(crate) fn hash<Q: ?Sized + Hash>(&self, key: &Q) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The shard that holds `hash` now.
+    #[inline]
+    pub(crate) fn shard<'g>(&self, hash: u64, guard: &'g Guard) -> &'g Shard<K, V> {
+        self.directory.locate(hash, guard)
+    }
+
+    /// The context of one operation. Writers make it inside the gate, so
+    /// that it carries the snapshot build they must capture for.
+    #[inline]
+    pub(crate) fn ctx<'s>(&self, stripe: &'s Stripe) -> Ctx<'s> {
+        Ctx::new(
+            self.promote_after,
+            self.capacity,
+            stripe,
+            self.gate.build_epoch(),
+        )
+    }
+
+    /// Looks `key` up: `(value, hit)`, where `hit` says the read view
+    /// answered without a lock (the caller counts hits where it likes).
+    #[inline]
+    pub(crate) fn get<'g, Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        guard: &'g Guard,
+        stripe: &Stripe,
+    ) -> (Option<&'g V>, bool)
+    where
+        Q: ?Sized + Equivalent<K>,
+    {
+        let shard = self.shard(hash, guard);
+        match shard.get_fast(hash, key, guard) {
+            Ok(found) => (found, true),
+            Err(()) => (self.get_slow(hash, key, shard, guard, stripe), false),
+        }
+    }
+
+    /// A miss in an amended view: look in dirty under the lock (counting a
+    /// miss), retrying from the directory if the shard was retired.
+    #[cold]
+    fn get_slow<'g, Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        mut shard: &'g Shard<K, V>,
+        guard: &'g Guard,
+        stripe: &Stripe,
+    ) -> Option<&'g V>
+    where
+        Q: ?Sized + Equivalent<K>,
+    {
+        let ctx = self.ctx(stripe);
+        loop {
+            match shard.get_slow(hash, key, &ctx, guard) {
+                Ok(found) => return found,
+                Err(Retired) => {
+                    shard = self.shard(hash, guard);
+                    if let Ok(found) = shard.get_fast(hash, key, guard) {
+                        return found;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The write loop (module docs): runs `step` on the shard that holds
+    /// `hash`, inside the gate, capturing for a snapshot build first,
+    /// retrying with the payload handed back while the shard it reached is
+    /// retired, then bumping the version and migrating as the step asked.
+    #[inline]
+    pub(crate) fn write<'g, P, T>(
+        &self,
+        hash: u64,
+        guard: &'g Guard,
+        stripe: &Stripe,
+        payload: P,
+        mut step: impl FnMut(&'g Shard<K, V>, P, &Ctx<'_>) -> Retry<Written<T>, P>,
+    ) -> T {
+        let _gate = self.gate.enter();
+        let ctx = self.ctx(stripe);
+        let mut payload = payload;
+        loop {
+            let shard = self.shard(hash, guard);
+            self.before_write(shard, &ctx, guard);
+            match step(shard, payload, &ctx) {
+                Ok(Written { out, changed }) => {
+                    if changed {
+                        // The shard that holds the key *now* (a lock-free
+                        // write may have gone through a retired shard).
+                        self.shard(hash, guard).bump_version();
+                    }
+                    self.after_write(shard, &ctx, guard);
+                    self.record_copied(&ctx);
+                    return out;
+                }
+                Err(back) => payload = back,
+            }
+        }
+    }
+
+    /// Removes every entry, shard by shard in hash order (as iteration
+    /// walks), so that splits and merges meanwhile neither skip nor repeat
+    /// a range. One gated section for the whole walk.
+    pub(crate) fn clear(&self, guard: &Guard, stripe: &Stripe) {
+        let _gate = self.gate.enter();
+        let ctx = self.ctx(stripe);
+        let mut cursor = Some(0u64);
+        while let Some(at) = cursor {
+            let shard = self.shard(at, guard);
+            self.before_write(shard, &ctx, guard);
+            if shard.clear(&ctx, guard).is_ok() {
+                cursor = shard.hash_range().1.checked_add(1);
+                // An emptied shard merges with an emptied buddy.
+                ctx.wants_merge.set(true);
+                self.after_write(shard, &ctx, guard);
+            }
+        }
+        self.record_copied(&ctx);
+    }
+
+    /// Before a write changes `shard`: if a snapshot build's cut has been
+    /// taken and the shard not yet captured for it, capture it now (or
+    /// wait for the thread capturing it). See `crate::snapshot`, "Copy
+    /// before write".
+    #[inline]
+    fn before_write(&self, shard: &Shard<K, V>, ctx: &Ctx<'_>, guard: &Guard) {
+        if ctx.build != 0 && shard.needs_capture(ctx.build) && !injected(Bug::WriteWithoutCapture) {
+            self.snapshots.capture(shard, ctx.build, guard);
+        }
+    }
+
+    /// After a write: splits, merges or compacts the shard if the write
+    /// asked for it (each request is taken, so a walk over several shards
+    /// asks afresh for each).
+    #[inline]
+    fn after_write(&self, shard: &Shard<K, V>, ctx: &Ctx<'_>, guard: &Guard) {
+        if ctx.wants_split.take() {
+            migrate::split(&self.directory, shard, ctx, guard);
+        } else if ctx.wants_merge.take() {
+            migrate::merge_cascade(&self.directory, shard, ctx, guard, &|buddy| {
+                self.before_write(buddy, ctx, guard);
+            });
+        }
+        // After a merge attempt: a merged shard was compacted by the merge
+        // (`compact` skips a retired one); a shard that could not merge (at
+        // the minimum shard count, say) still must not hold its removed
+        // keys forever.
+        if ctx.wants_compact.take() {
+            shard.compact(ctx, guard);
+        }
+    }
+
+    /// Records the entries one operation copied (the bound `stats()`
+    /// reports as the most copied by one operation).
+    #[inline]
+    fn record_copied(&self, ctx: &Ctx<'_>) {
+        let copied = ctx.copied.get();
+        if copied > 0 {
+            self.stripes.record_copied(copied);
+        }
+    }
+}
