@@ -17,11 +17,9 @@
 use core::fmt;
 use core::iter::FusedIterator;
 
-use hashbrown::hash_table;
-
 use crate::directory::Directory;
 use crate::shard::Ctx;
-use crate::shard::entry::EntryRef;
+use crate::shard::read_view::ViewIter;
 use crate::sync::epoch::Guard;
 
 /// An iterator over `(&K, &V)`, from [`Pinned::iter`](crate::Pinned::iter).
@@ -33,7 +31,7 @@ pub struct Iter<'p, K, V> {
     cursor: Option<u64>,
     /// Entries of `current` below this hash were walked already.
     from: u64,
-    current: hash_table::Iter<'p, EntryRef<K, V>>,
+    current: ViewIter<'p, K, V>,
 }
 
 impl<'p, K, V> Iter<'p, K, V> {
@@ -44,7 +42,7 @@ impl<'p, K, V> Iter<'p, K, V> {
             ctx,
             cursor: Some(0),
             from: 0,
-            current: hash_table::Iter::default(),
+            current: ViewIter::default(),
         }
     }
 }
@@ -74,7 +72,7 @@ where
             if let Ok(view) = shard.view_for_iter(&self.ctx, self.guard) {
                 self.from = at;
                 self.cursor = shard.hash_range().1.checked_add(1);
-                self.current = view.table().iter();
+                self.current = view.iter();
             }
         }
     }

@@ -219,7 +219,7 @@ pub(crate) mod epoch {
     /// - it has already been unlinked: no thread that pins after this call
     ///   can reach it.
     #[inline]
-    pub(crate) unsafe fn retire<T: Send + 'static>(
+    pub(crate) unsafe fn retire<T: ?Sized + Send + 'static>(
         guard: &Guard,
         ptr: *mut T,
         kind: RetiredKind,
@@ -232,8 +232,11 @@ pub(crate) mod epoch {
         // SAFETY: the caller guarantees the pointer is unlinked and uniquely
         // owned by this retirement; `T: Send + 'static` lets it be dropped
         // later on any thread. `defer_unchecked` runs the closure after every
-        // guard pinned at this point is gone. The closure is three words
-        // (pointer, size, kind), which crossbeam stores without allocating.
+        // guard pinned at this point is gone. For a sized `T` the closure is
+        // three words (pointer, size, kind), which crossbeam stores without
+        // allocating; a read view is a slice-tailed type whose pointer is
+        // two words, so crossbeam boxes that closure (one small allocation
+        // per retired view: once per promotion, never per write).
         unsafe {
             guard.defer_unchecked(move || {
                 drop(Box::from_raw(ptr));
@@ -306,7 +309,7 @@ pub(crate) mod epoch {
     ///
     /// As for the real `retire`: `ptr` came from `Box::into_raw`, is retired
     /// once and is already unlinked.
-    pub(crate) unsafe fn retire<T: Send + 'static>(
+    pub(crate) unsafe fn retire<T: ?Sized + Send + 'static>(
         _guard: &Guard,
         ptr: *mut T,
         kind: RetiredKind,
@@ -471,7 +474,7 @@ pub(crate) fn gate_depth(gate: u64) -> usize {
 /// # Safety
 ///
 /// As for `epoch::retire`.
-unsafe fn begin_retire<T>(
+unsafe fn begin_retire<T: ?Sized>(
     ptr: *mut T,
     kind: crate::stats::RetiredKind,
     bytes: usize,

@@ -81,7 +81,6 @@ pub(crate) mod entry;
 pub(crate) mod read_view;
 
 use core::cell::Cell;
-use core::ptr;
 
 use equivalent::Equivalent;
 
@@ -91,7 +90,7 @@ use crate::sync::epoch::{Guard, retire};
 use crate::sync::stat_atomic::{AtomicIsize, Ordering as StatOrdering};
 use crate::sync::{Bug, CachePadded, Mutex, Published, injected};
 use entry::{Entry, EntryRef, LoadOrStore, ValueNode};
-use read_view::{ReadView, Table, find, rehash, table_hash, untag, with_amended};
+use read_view::{ReadView, Table, ViewHeader, find, rehash, table_hash, untag, with_amended};
 
 /// What a shard operation needs from the map around it, and what it tells
 /// the map back (work done, migration wanted).
@@ -200,7 +199,7 @@ impl<K, V> Dirty<K, V> {
     fn owned_entries(&self, view: &ReadView<K, V>) -> Vec<EntryRef<K, V>> {
         match &self.table {
             Some(table) => table.iter().chain(&self.dead).copied().collect(),
-            None => view.table().iter().copied().collect(),
+            None => view.iter().copied().collect(),
         }
     }
 
@@ -213,7 +212,7 @@ impl<K, V> Dirty<K, V> {
 /// The read side: the view pointer and the shard's place in hash space.
 struct Head<K, V> {
     /// Tagged pointer to the current [`ReadView`]; never null.
-    read: AtomicPtr<ReadView<K, V>>,
+    read: AtomicPtr<ViewHeader<K, V>>,
     /// Where the shard sits in hash space, and who it is. Fixed for the
     /// shard's life.
     place: Published<Place>,
@@ -449,7 +448,7 @@ impl<K, V> Shard<K, V> {
     /// are freed when the view is replaced. O(view); for `stats()`.
     pub(crate) fn removed_keys_held(&self, guard: &Guard) -> usize {
         let (view, _) = self.view(guard);
-        view.table().iter().filter(|entry| !entry.is_live()).count()
+        view.iter().filter(|entry| !entry.is_live()).count()
     }
 }
 
@@ -505,7 +504,7 @@ where
     /// only in dirty too, so this errs on the side of not compacting.
     #[inline]
     fn holds_too_many_removed(&self, guard: &Guard) -> bool {
-        let held = self.view(guard).0.table().len();
+        let held = self.view(guard).0.len();
         // Relaxed: a size estimate for a tuning decision.
         let live = self.locked.live.load(StatOrdering::Relaxed).max(0) as usize;
         held.saturating_sub(live) > live + crate::sync::removed_keys_slack()
@@ -539,8 +538,8 @@ where
             // The broken twin: leave the deleted entries out without
             // expunging them (and leak them: the model reports the lost
             // store instead of a use after free).
-            let mut live = Table::with_capacity(view.table().len());
-            for &entry in view.table().iter().filter(|entry| entry.is_live()) {
+            let mut live = Table::with_capacity(view.len());
+            for &entry in view.iter().filter(|entry| entry.is_live()) {
                 live.insert_unique(rehash(&entry), entry, rehash);
             }
             self.publish_locked(ReadView::boxed(live), guard);
@@ -1003,7 +1002,7 @@ where
     /// Go's `Clear`, with every removed entry expunged (see module docs).
     pub(crate) fn clear(&self, ctx: &Ctx<'_>, guard: &Guard) -> Retry<(), Retired> {
         let (view, amended) = self.view(guard);
-        if view.table().is_empty() && !amended {
+        if view.is_empty() && !amended {
             return Ok(());
         }
         let mut dirty = self.lock_current()?;
@@ -1061,7 +1060,7 @@ where
             None => {
                 let (view, _) = self.view(guard);
                 drop(dirty);
-                view.table().iter().for_each(|entry| visit(entry));
+                view.iter().for_each(|entry| visit(entry));
             }
             Some(table) => {
                 let entries: Vec<EntryRef<K, V>> = table.iter().copied().collect();
@@ -1098,7 +1097,7 @@ where
     pub(crate) fn migration_len_locked(&self, dirty: &Dirty<K, V>, guard: &Guard) -> usize {
         match &dirty.table {
             Some(table) => table.len(),
-            None => self.view(guard).0.table().len(),
+            None => self.view(guard).0.len(),
         }
     }
 
@@ -1114,20 +1113,21 @@ where
         guard: &Guard,
         mut sink: impl FnMut(EntryRef<K, V>),
     ) -> u64 {
-        // Dirty, if present, holds every non-expunged entry of the view.
-        let source = match &dirty.table {
-            Some(table) => table,
-            None => self.view(guard).0.table(),
-        };
         let (mut moved, mut expunged) = (0, 0);
-        for &entry in source.iter() {
+        let dead = &mut dirty.dead;
+        let mut hand_over = |entry: EntryRef<K, V>| {
             if entry.try_expunge_locked() {
-                dirty.dead.push(entry);
+                dead.push(entry);
                 expunged += 1;
             } else {
                 sink(entry);
                 moved += 1;
             }
+        };
+        // Dirty, if present, holds every non-expunged entry of the view.
+        match &dirty.table {
+            Some(table) => table.iter().copied().for_each(&mut hand_over),
+            None => self.view(guard).0.iter().copied().for_each(&mut hand_over),
         }
         ctx.stripe.count(Event::Expunges, expunged);
         ctx.copied(moved);
@@ -1191,7 +1191,7 @@ where
 
     /// Publishes `new` as the (un-amended) view and retires the old one.
     /// The caller holds the lock.
-    fn publish_locked(&self, new: *mut ReadView<K, V>, guard: &Guard) {
+    fn publish_locked(&self, new: *mut ViewHeader<K, V>, guard: &Guard) {
         // Release: publishes the new view's table (and the entries it points
         // to) to readers' Acquire loads in `view`. AcqRel's Acquire half is
         // not needed: the old pointer was stored under the lock we hold.
@@ -1214,7 +1214,7 @@ where
     /// Sets the amended bit on the current view (Go:
     /// `m.read.Store(&readOnly{m: read.m, amended: true})`).
     fn mark_amended_locked(&self, view: &ReadView<K, V>) {
-        let tagged = with_amended(ptr::from_ref(view).cast_mut());
+        let tagged = with_amended(view);
         // Release, not Relaxed: a reader that Acquire-loads this tagged
         // pointer must see the view's table, and it no longer reads from the
         // Release store that first published the view (a later plain store
@@ -1229,9 +1229,9 @@ where
             return;
         }
         debug_assert!(dirty.dead.is_empty(), "invariant 4: retired at promotion");
-        let mut table = Table::with_capacity(view.table().len());
+        let mut table = Table::with_capacity(view.len());
         let mut expunged = 0;
-        for &entry in view.table().iter() {
+        for &entry in view.iter() {
             if entry.try_expunge_locked() {
                 dirty.dead.push(entry);
                 expunged += 1;

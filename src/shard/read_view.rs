@@ -2,41 +2,68 @@
 //!
 //! A [`ReadView`] is Go's `readOnly.m`: a hash table from key to entry that
 //! is never modified after it is published. Writers replace the whole view
-//! (promotion, `clear`) and retire the old one through the epoch; readers
-//! load the current view and probe it under a guard.
+//! (promotion, `clear`, compaction) and retire the old one through the
+//! epoch; readers load the current view and probe it under a guard.
 //!
-//! # The `amended` flag lives in the pointer
+//! # One allocation, found from one word
 //!
-//! Go keeps `amended` next to `m` in the `readOnly` struct, and setting it
-//! allocates a new `readOnly` sharing `m`. Here the flag is the low bit of
-//! the shard's view pointer (a view is at least 8-aligned), so a reader gets
-//! the table and the flag from one atomic load, and amending a view is one
-//! store of the same pointer with the bit set, with no allocation.
+//! A view is **one allocation**: a header line, then the slots, each the
+//! entry's full hash beside the pointer to the entry. The shard's view
+//! pointer carries, in its low bits, the `amended` flag and the log2 of the
+//! slot count (the allocation is 128-aligned, so seven bits are free). A
+//! reader therefore gets the slots' address, their number and the flag from
+//! **one atomic load**, and its next load is the slot that holds the key:
+//! the header is never read on a lookup.
 //!
 //! ```text
-//!   shard.read:  [ pointer to ReadView | amended bit ]
+//!   shard.read:  [ address of the view | log2(slots) << 1 | amended ]
 //!                         |
-//!                         v
-//!   ReadView { table: HashTable<EntryRef> }   (immutable once published)
+//!                         v            (128-aligned, one allocation)
+//!   ReadView:    [ header: len ..... | slot 0 | slot 1 | ... | slot n-1 ]
+//!                                       slot = { hash: u64, entry: *Entry }
 //! ```
 //!
-//! # Hash bits
+//! Before this layout a hit loaded the view box, then hashbrown's control
+//! bytes, then the bucket holding the entry pointer (three dependent loads,
+//! usually three cache misses at 1M keys); now it is one. Go keeps
+//! `amended` next to `m` in the `readOnly` struct, and setting it allocates
+//! a new `readOnly` sharing `m`; here amending a view is one store of the
+//! same pointer with the bit set, with no allocation.
 //!
-//! The directory picks a shard by the *top* bits of the hash, and hashbrown
-//! uses the top 7 bits of the hash it is given as its control byte. Tables
-//! are therefore given [`table_hash`], the hash rotated by 32 bits, so keys
-//! in one shard still differ in their control bytes.
+//! # Probing: Robin Hood, linear, with the hash in the slot
+//!
+//! A key's home slot is its hash's **low** bits (the directory picks the
+//! shard by the top bits, so the low bits still spread a shard's keys).
+//! Views are built once, so they are built with Robin Hood insertion: a key
+//! displaced further from its home than the slot's occupant takes the slot.
+//! A lookup walks forward from the home slot, compares the stored hash (no
+//! entry is touched unless the full 64-bit hash matches), and stops at an
+//! empty slot or at a slot whose occupant is closer to its own home than
+//! the lookup is to its home: the key cannot be further on. At most 80 %
+//! of the slots are used, so a hit usually finds its key in the home slot
+//! or the next one, on the same cache line (four slots per line).
+//!
+//! # Hash bits for the dirty table
+//!
+//! The dirty table stays a `hashbrown::HashTable`, which uses the top 7 bits
+//! of the hash it is given as its control byte. Dirty tables are therefore
+//! given [`table_hash`], the hash rotated by 32 bits, so keys in one shard
+//! still differ in their control bytes.
+
+use core::alloc::Layout;
+use core::marker::PhantomData;
+use core::ptr;
 
 use crate::shard::entry::{Entry, EntryRef};
 use crate::sync::Published;
 use equivalent::Equivalent;
 
-/// A shard's table: entries shared between the read view and dirty. The
-/// table does not own them (see `entry`'s "Reclamation"), so dropping a
-/// table is one deallocation, whatever it holds.
+/// A shard's dirty table: entries shared with the read view. The table
+/// does not own them (see `entry`'s "Reclamation"), so dropping a table is
+/// one deallocation, whatever it holds.
 pub(crate) type Table<K, V> = hashbrown::HashTable<EntryRef<K, V>>;
 
-/// The hash a table is given (see the module docs).
+/// The hash a dirty table is given (see the module docs).
 #[inline]
 pub(crate) fn table_hash(hash: u64) -> u64 {
     hash.rotate_left(32)
@@ -48,7 +75,7 @@ pub(crate) fn rehash<K, V>(entry: &EntryRef<K, V>) -> u64 {
     table_hash(entry.hash)
 }
 
-/// Looks `key` up in `table`.
+/// Looks `key` up in a dirty table.
 #[inline]
 pub(crate) fn find<'t, K, V, Q>(
     table: &'t Table<K, V>,
@@ -65,55 +92,249 @@ where
         .map(|e| &**e)
 }
 
-/// An immutable table published to lock-free readers.
-pub(crate) struct ReadView<K, V> {
-    table: Published<Table<K, V>>,
+/// One slot of a view: the entry's full hash and the entry (`None`: empty).
+#[repr(C)]
+pub(crate) struct Slot<K, V> {
+    hash: u64,
+    entry: Option<EntryRef<K, V>>,
 }
 
+/// The first line of a view's allocation; its address is what the shard
+/// publishes (tagged, see the module docs).
+#[repr(C)]
+pub(crate) struct ViewHeader<K, V> {
+    /// Entries in the view (live, deleted or expunged). Loom checks reads
+    /// of it against the view's publication.
+    len: Published<usize>,
+    _entries: PhantomData<EntryRef<K, V>>,
+}
+
+/// An immutable table published to lock-free readers: the header, then the
+/// slots, in one 128-aligned allocation.
+#[repr(C, align(128))]
+pub(crate) struct ReadView<K, V> {
+    header: ViewHeader<K, V>,
+    slots: [Slot<K, V>],
+}
+
+/// A view's alignment (`repr(align)` above): the tag bits below it are
+/// free in its address.
+const VIEW_ALIGN: usize = 128;
+
+/// The low bits of a view pointer: `amended`, then log2 of the slot count.
+const AMENDED: usize = 1;
+const LOG2_SHIFT: u32 = 1;
+const TAG_BITS: usize = 127;
+
+/// Most entries per slot: a view's slots are at most 80 % used.
+const MAX_LOAD_NUMERATOR: usize = 4;
+const MAX_LOAD_DENOMINATOR: usize = 5;
+
 impl<K, V> ReadView<K, V> {
-    /// A heap-allocated view over `table`, ready to publish.
-    pub(crate) fn boxed(table: Table<K, V>) -> *mut Self {
-        Box::into_raw(Box::new(ReadView {
-            table: Published::new(table),
-        }))
+    /// A view over the entries of `table`, ready to publish (untagged but
+    /// for its size: not amended). The table is dropped (it owns no entry).
+    pub(crate) fn boxed(table: Table<K, V>) -> *mut ViewHeader<K, V> {
+        Self::from_entries(table.iter().copied(), table.len())
     }
 
-    /// Heap bytes of the view and its table (for retirement accounting).
+    /// A view over `entries` (`len` of them, each once).
+    pub(crate) fn from_entries(
+        entries: impl IntoIterator<Item = EntryRef<K, V>>,
+        len: usize,
+    ) -> *mut ViewHeader<K, V> {
+        let capacity = (len * MAX_LOAD_DENOMINATOR)
+            .div_ceil(MAX_LOAD_NUMERATOR)
+            .max(1)
+            .next_power_of_two();
+        let layout = Self::layout(capacity);
+        // SAFETY: the layout has a non-zero size (the header is not empty).
+        let base = unsafe { std::alloc::alloc(layout) };
+        if base.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        let view = ptr::slice_from_raw_parts_mut(base.cast::<Slot<K, V>>(), capacity) as *mut Self;
+        // SAFETY: `view` points to a fresh allocation of `Self`'s layout
+        // for `capacity` slots; every field is written before any read, and
+        // the slots are plain data (no drop glue runs on the
+        // uninitialised memory: `write` does not drop).
+        unsafe {
+            ptr::addr_of_mut!((*view).header).write(ViewHeader {
+                len: Published::new(0),
+                _entries: PhantomData,
+            });
+            let slots = ptr::addr_of_mut!((*view).slots).cast::<Slot<K, V>>();
+            for i in 0..capacity {
+                slots.add(i).write(Slot {
+                    hash: 0,
+                    entry: None,
+                });
+            }
+        }
+        // SAFETY: initialised above, and not yet shared.
+        let view_ref = unsafe { &mut *view };
+        let mut count = 0;
+        for entry in entries {
+            view_ref.insert(entry);
+            count += 1;
+        }
+        debug_assert_eq!(count, len, "a view gets exactly `len` entries");
+        view_ref.header.len = Published::new(count);
+        debug_assert_eq!(
+            Layout::for_value(&*view_ref),
+            layout,
+            "the layout `Box` frees with is the one allocated"
+        );
+        Self::tag(view, capacity)
+    }
+
+    /// The allocation of a view with `capacity` slots (as `Box` will free
+    /// it: `repr(C)` puts the slots after the header, aligned, and pads the
+    /// whole to the struct's alignment).
+    fn layout(capacity: usize) -> Layout {
+        let (layout, _) = Layout::new::<ViewHeader<K, V>>()
+            .align_to(VIEW_ALIGN)
+            .and_then(|header| header.extend(Layout::array::<Slot<K, V>>(capacity)?))
+            .expect("a view's size fits in isize");
+        layout.pad_to_align()
+    }
+
+    /// The published word for a view: its address with the log2 of its
+    /// slot count in the tag bits (not amended).
+    fn tag(view: *mut Self, capacity: usize) -> *mut ViewHeader<K, V> {
+        const { assert!(VIEW_ALIGN > TAG_BITS) };
+        let log2 = capacity.trailing_zeros() as usize;
+        view.cast::<ViewHeader<K, V>>()
+            .map_addr(|a| a | (log2 << LOG2_SHIFT))
+    }
+
+    /// Robin Hood insertion of an entry not yet in the view (building only).
+    fn insert(&mut self, entry: EntryRef<K, V>) {
+        let mask = self.slots.len() - 1;
+        let mut carried = Slot {
+            hash: entry.hash,
+            entry: Some(entry),
+        };
+        let mut at = carried.hash as usize & mask;
+        let mut distance = 0;
+        loop {
+            let slot = &mut self.slots[at];
+            if slot.entry.is_none() {
+                *slot = carried;
+                return;
+            }
+            let theirs = at.wrapping_sub(slot.hash as usize) & mask;
+            if theirs < distance {
+                core::mem::swap(slot, &mut carried);
+                distance = theirs;
+            }
+            at = (at + 1) & mask;
+            distance += 1;
+        }
+    }
+
+    /// Heap bytes of the view (for retirement accounting).
     pub(crate) fn heap_bytes(&self) -> usize {
-        size_of::<Self>() + self.table().allocation_size()
+        Self::layout(self.slots.len()).size()
     }
 
-    /// The table (loom checks that this read follows the publication).
+    /// The number of entries (live, deleted or expunged).
     #[inline]
-    pub(crate) fn table(&self) -> &Table<K, V> {
-        self.table.get()
+    pub(crate) fn len(&self) -> usize {
+        *self.header.len.get()
     }
 
-    /// Looks `key` up.
+    /// Whether the view holds no entry.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The entries, in slot order.
+    #[inline]
+    pub(crate) fn iter(&self) -> ViewIter<'_, K, V> {
+        self.published();
+        ViewIter {
+            slots: self.slots.iter(),
+        }
+    }
+
+    /// Under loom: reads the header through its tracked cell, so that a
+    /// reader that reached the view without a happens-before edge from its
+    /// building is reported. Nothing in normal builds (a lookup must not
+    /// touch the header's cache line).
+    #[inline(always)]
+    fn published(&self) {
+        #[cfg(snapmap_loom)]
+        let _ = self.header.len.get();
+    }
+
+    /// Looks `key` up (see the module docs, "Probing").
     #[inline]
     pub(crate) fn find<Q>(&self, hash: u64, key: &Q) -> Option<&Entry<K, V>>
     where
         Q: ?Sized + Equivalent<K>,
     {
-        find(self.table(), hash, key)
+        self.published();
+        let mask = self.slots.len() - 1;
+        let mut at = hash as usize & mask;
+        let mut distance = 0;
+        loop {
+            // SAFETY: `at` is masked by the slot count minus one, and the
+            // slot count is a power of two.
+            let slot = unsafe { self.slots.get_unchecked(at) };
+            let entry = slot.entry.as_ref()?;
+            if slot.hash == hash {
+                let entry: &Entry<K, V> = entry;
+                if key.equivalent(entry.key()) {
+                    return Some(entry);
+                }
+            } else if at.wrapping_sub(slot.hash as usize) & mask < distance {
+                // The occupant sits closer to its home than we are to ours:
+                // Robin Hood insertion would have put the key here.
+                return None;
+            }
+            at = (at + 1) & mask;
+            distance += 1;
+        }
     }
 }
 
-/// The amended bit in a shard's view pointer.
-const AMENDED: usize = 1;
+/// The entries of a view, from [`ReadView::iter`].
+pub(crate) struct ViewIter<'v, K, V> {
+    slots: core::slice::Iter<'v, Slot<K, V>>,
+}
 
-/// Splits a tagged view pointer into the view and the amended flag.
+impl<K, V> Default for ViewIter<'_, K, V> {
+    fn default() -> Self {
+        ViewIter { slots: [].iter() }
+    }
+}
+
+impl<'v, K, V> Iterator for ViewIter<'v, K, V> {
+    type Item = &'v EntryRef<K, V>;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'v EntryRef<K, V>> {
+        self.slots.by_ref().find_map(|slot| slot.entry.as_ref())
+    }
+}
+
+/// Splits a tagged view pointer into the view (a pointer carrying its slot
+/// count) and the amended flag.
 #[inline]
-pub(crate) fn untag<K, V>(tagged: *mut ReadView<K, V>) -> (*mut ReadView<K, V>, bool) {
+pub(crate) fn untag<K, V>(tagged: *mut ViewHeader<K, V>) -> (*mut ReadView<K, V>, bool) {
+    let tag = tagged.addr() & TAG_BITS;
+    let capacity = 1usize << (tag >> LOG2_SHIFT);
+    let base = tagged.map_addr(|a| a & !TAG_BITS);
     (
-        tagged.map_addr(|a| a & !AMENDED),
-        tagged.addr() & AMENDED != 0,
+        ptr::slice_from_raw_parts_mut(base.cast::<Slot<K, V>>(), capacity) as *mut ReadView<K, V>,
+        tag & AMENDED != 0,
     )
 }
 
-/// The same view pointer with the amended bit set.
+/// The published word of `view` with the amended bit set.
 #[inline]
-pub(crate) fn with_amended<K, V>(view: *mut ReadView<K, V>) -> *mut ReadView<K, V> {
-    const { assert!(align_of::<ReadView<K, V>>() > AMENDED) };
-    view.map_addr(|a| a | AMENDED)
+pub(crate) fn with_amended<K, V>(view: &ReadView<K, V>) -> *mut ViewHeader<K, V> {
+    let capacity = view.slots.len();
+    ReadView::tag(ptr::from_ref(view).cast_mut(), capacity).map_addr(|a| a | AMENDED)
 }
