@@ -34,11 +34,12 @@
 use core::marker::PhantomData;
 
 use crate::migrate::Resize;
+use crate::reclaim::retire;
 use crate::shard::Shard;
 use crate::shard::read_view::Table;
 use crate::stats::RetiredKind;
 use crate::sync::atomic::{AtomicPtr, Ordering};
-use crate::sync::epoch::{Guard, retire};
+use crate::sync::epoch::Guard;
 use crate::sync::{CachePadded, Mutex, Published};
 
 /// The deepest directory the builder accepts (`2^26` slots).

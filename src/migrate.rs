@@ -115,11 +115,12 @@
 //! directory never grows beyond `max_shards` slots.
 
 use crate::directory::{DirTable, Directory};
+use crate::reclaim::retire;
 use crate::shard::read_view::{Table, rehash};
 use crate::shard::{Ctx, Shard};
 use crate::stats::{Event, RetiredKind};
 use crate::sync::atomic::Ordering;
-use crate::sync::epoch::{Guard, retire};
+use crate::sync::epoch::Guard;
 
 /// State kept under the directory's resize lock.
 pub(crate) struct Resize {

@@ -14,7 +14,7 @@ use crate::shard::entry::ValueNode;
 use crate::shard::{Ctx, Retired, Shard};
 use crate::stats::Stripe;
 use crate::sync::epoch::{self, Guard};
-use crate::sync::{Bug, injected};
+use crate::twins::{Bug, injected};
 
 /// A map handle that keeps the current thread pinned, from
 /// [`SnapMap::pin`].

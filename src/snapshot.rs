@@ -120,7 +120,8 @@ use crate::shard::read_view::table_hash;
 use crate::stats::{Event, Stripe};
 use crate::sync::epoch::Guard;
 use crate::sync::stat_atomic::{AtomicIsize, Ordering as StatOrdering};
-use crate::sync::{Arc, Bug, SnapshotCell, injected};
+use crate::sync::{Arc, SnapshotCell};
+use crate::twins::{Bug, injected};
 
 /// Pieces by shard id, for one build.
 type PieceMap<K, V> = HashMap<u64, Arc<Piece<K, V>>, BuildHasherDefault<IdHasher>>;
