@@ -33,7 +33,6 @@
 
 use core::marker::PhantomData;
 
-use crate::migrate::Resize;
 use crate::reclaim::retire;
 use crate::shard::Shard;
 use crate::shard::read_view::Table;
@@ -107,6 +106,14 @@ impl<K, V> DirTable<K, V> {
             })
         })
     }
+}
+
+/// State kept under the directory's resize lock, changed by the split,
+/// merge, doubling and halving procedures (`crate::migrate`).
+pub(crate) struct Resize {
+    /// How many distinct shards sit at the global depth (the directory can
+    /// halve when none does).
+    pub(crate) at_global_depth: usize,
 }
 
 /// The directory. See the module docs.

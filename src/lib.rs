@@ -186,6 +186,7 @@ mod hash;
 mod iter;
 mod map;
 mod migrate;
+mod options;
 mod pinned;
 mod reclaim;
 mod shard;

@@ -12,10 +12,10 @@ use core::hash::{BuildHasher, Hash};
 use equivalent::Equivalent;
 
 use crate::batch::{Applied, Batch, BatchOp};
-use crate::builder::{Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS};
 use crate::directory::Directory;
 use crate::gate::WriteGate;
 use crate::hash::DefaultHashBuilder;
+use crate::options::{Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS};
 use crate::pinned::Pinned;
 use crate::snapshot::{Snapshot, Snapshots};
 use crate::stats::{Event, Stats, Stripes, retired_bytes};

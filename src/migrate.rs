@@ -114,6 +114,9 @@
 //! grows past the capacity, so its rebuilds cost O(shard) again, but the
 //! directory never grows beyond `max_shards` slots.
 
+/// The state under the directory's resize lock (kept in `crate::directory`,
+/// which owns the lock; named here too, where it is changed).
+pub(crate) use crate::directory::Resize;
 use crate::directory::{DirTable, Directory};
 use crate::reclaim::retire;
 use crate::shard::read_view::{Table, rehash};
@@ -121,13 +124,6 @@ use crate::shard::{Ctx, Shard};
 use crate::stats::{Event, RetiredKind};
 use crate::sync::atomic::Ordering;
 use crate::sync::epoch::Guard;
-
-/// State kept under the directory's resize lock.
-pub(crate) struct Resize {
-    /// How many distinct shards sit at the global depth (the directory can
-    /// halve when none does).
-    pub(crate) at_global_depth: usize,
-}
 
 /// Allocates a shard for publication.
 fn boxed<K, V>(shard: Shard<K, V>) -> *mut Shard<K, V> {
