@@ -848,7 +848,7 @@ def main():
           "update (`benches/growth.rs`, section `storm`; both rows from the same run). A build closes the write "
           "gate only for its cut (waiting for the writes in progress and listing the shards); while it copies, "
           "the writer's first write to each shard not yet captured captures it first, by pointer (copy before "
-          "write, `src/snapshot.rs`). Nobody waits for threads that hold snapshots.")
+          "write, `src/snapshot/mod.rs`). Nobody waits for threads that hold snapshots.")
         w("")
         w("| case | snapshots taken | p50 | p99 | p99.9 | max |")
         w("|---|---:|---:|---:|---:|---:|")

@@ -33,12 +33,12 @@
 
 use core::marker::PhantomData;
 
-use crate::migrate::Resize;
+use crate::reclaim::retire;
 use crate::shard::Shard;
 use crate::shard::read_view::Table;
 use crate::stats::RetiredKind;
 use crate::sync::atomic::{AtomicPtr, Ordering};
-use crate::sync::epoch::{Guard, retire};
+use crate::sync::epoch::Guard;
 use crate::sync::{CachePadded, Mutex, Published};
 
 /// The deepest directory the builder accepts (`2^26` slots).
@@ -106,6 +106,14 @@ impl<K, V> DirTable<K, V> {
             })
         })
     }
+}
+
+/// State kept under the directory's resize lock, changed by the split,
+/// merge, doubling and halving procedures (`crate::migrate`).
+pub(crate) struct Resize {
+    /// How many distinct shards sit at the global depth (the directory can
+    /// halve when none does).
+    pub(crate) at_global_depth: usize,
 }
 
 /// The directory. See the module docs.

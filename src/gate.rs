@@ -54,7 +54,7 @@
 //! gate would wait for itself; `snapshot()` panics instead (see its docs).
 //!
 //! The depth is kept **per gate** (each gate has a unique id; the thread
-//! keeps a short list of the gates it is inside, `crate::sync`). Being
+//! keeps a short list of the gates it is inside, `HELD_GATES` below). Being
 //! inside map `a`'s gate says nothing about map `b`'s: a write to `b` from
 //! inside `a.batch(..)` enters `b`'s gate like any other write, and
 //! `b.snapshot()` there is an ordinary snapshot. (With one depth shared by
@@ -68,9 +68,9 @@
 //! inside each other's batches.
 
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
-use crate::sync::{
-    Bug, CachePadded, enter_gate_depth, gate_depth, injected, leave_gate_depth, yield_now,
-};
+use crate::sync::{CachePadded, thread_local, yield_now};
+use crate::thread::{next_unique_id, thread_index};
+use crate::twins::{Bug, injected};
 
 /// One thread's stripe of the gate.
 #[derive(Default)]
@@ -104,7 +104,7 @@ impl WriteGate {
     pub(crate) fn new() -> Self {
         let count = if cfg!(snapmap_loom) { 2 } else { 64 };
         WriteGate {
-            id: crate::sync::next_unique_id(),
+            id: next_unique_id(),
             stripes: (0..count)
                 .map(|_| CachePadded::new(GateStripe::default()))
                 .collect(),
@@ -126,7 +126,7 @@ impl WriteGate {
 
     #[inline]
     pub(crate) fn enter(&self) -> GateGuard<'_> {
-        let stripe = &self.stripes[crate::sync::thread_index() % self.stripes.len()];
+        let stripe = &self.stripes[thread_index() % self.stripes.len()];
         let nested = enter_gate_depth(self.nesting_key()) > 0;
         if !nested {
             loop {
@@ -274,4 +274,70 @@ impl Drop for GateGuard<'_> {
             stripe.in_flight.fetch_sub(1, Ordering::Release);
         }
     }
+}
+
+// ----- Nesting record ---------------------------------------------------------
+
+/// The write gates the calling thread is inside, each with its nesting
+/// depth: `(gate id, depth)`. One entry per gate, so that being inside one
+/// map's gate says nothing about another map's (issue 11: with one depth
+/// for every map, a write to map `b` from inside `a.batch(..)` skipped
+/// `b`'s gate). Threads are rarely inside more than one or two gates, so a
+/// short list searched from its end (the innermost gate) is the whole
+/// structure; it keeps its capacity, so entering allocates only the first
+/// time.
+type HeldGates = core::cell::RefCell<Vec<(u64, usize)>>;
+
+// Loom's thread-local under loom (`crate::sync::thread_local`): each model
+// thread has its own nesting record, as each real thread does.
+thread_local! {
+    static HELD_GATES: HeldGates = const { core::cell::RefCell::new(Vec::new()) };
+}
+
+/// Counts the calling thread into gate `gate` once more; returns the depth
+/// it was at before (0: the thread was not inside this gate).
+#[inline]
+pub(crate) fn enter_gate_depth(gate: u64) -> usize {
+    HELD_GATES.with(|held| {
+        let mut held = held.borrow_mut();
+        match held.iter_mut().rev().find(|(id, _)| *id == gate) {
+            Some((_, depth)) => {
+                *depth += 1;
+                *depth - 1
+            }
+            None => {
+                held.push((gate, 1));
+                0
+            }
+        }
+    })
+}
+
+/// Counts the calling thread out of gate `gate` once; returns the depth
+/// left (0: the thread has left this gate).
+#[inline]
+pub(crate) fn leave_gate_depth(gate: u64) -> usize {
+    HELD_GATES.with(|held| {
+        let mut held = held.borrow_mut();
+        let at = held
+            .iter()
+            .rposition(|(id, _)| *id == gate)
+            .expect("a gate guard leaves a gate its thread entered");
+        held[at].1 -= 1;
+        let left = held[at].1;
+        if left == 0 {
+            held.remove(at);
+        }
+        left
+    })
+}
+
+/// The calling thread's nesting depth in gate `gate` (0: not inside it).
+pub(crate) fn gate_depth(gate: u64) -> usize {
+    HELD_GATES.with(|held| {
+        held.borrow()
+            .iter()
+            .rfind(|(id, _)| *id == gate)
+            .map_or(0, |&(_, depth)| depth)
+    })
 }

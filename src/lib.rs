@@ -190,12 +190,16 @@ mod hash;
 mod iter;
 mod map;
 mod migrate;
+mod options;
 mod pinned;
 mod raw;
+mod reclaim;
 mod shard;
 mod snapshot;
 mod stats;
 mod sync;
+mod thread;
+mod twins;
 
 pub use batch::{Applied, Batch};
 pub use builder::{
@@ -217,7 +221,8 @@ pub use equivalent::Equivalent;
 #[cfg(snapmap_loom)]
 #[doc(hidden)]
 pub mod loom_hooks {
-    pub use crate::sync::{Bug, inject, set_removed_keys_slack};
+    pub use crate::shard::set_removed_keys_slack;
+    pub use crate::twins::{Bug, inject};
 }
 
 /// The README's examples, compiled and run as doc tests.

@@ -3,7 +3,7 @@
 //! Every method here hashes the key once, picks the shard from the
 //! directory and delegates to the shard protocol in [`crate::shard`]. The
 //! methods on [`SnapMap`] itself pin the epoch for one operation and return
-//! owned values (clones); the [`Pinned`] handle from [`SnapMap::pin`] keeps
+//! owned values (clones); the [`Pinned`](crate::Pinned) handle from [`SnapMap::pin`] keeps
 //! one pin across many operations and returns references.
 
 use core::fmt;
@@ -12,9 +12,8 @@ use core::hash::{BuildHasher, Hash};
 use equivalent::Equivalent;
 
 use crate::batch::{Applied, Batch, BatchOp};
-use crate::builder::{Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS};
 use crate::hash::DefaultHashBuilder;
-use crate::pinned::Pinned;
+use crate::options::{Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS};
 use crate::raw::RawMap;
 use crate::snapshot::Snapshot;
 use crate::stats::{Event, Stats, retired_bytes};
@@ -204,26 +203,6 @@ where
     V: Send + Sync + 'static,
     S: BuildHasher,
 {
-    /// Pins the current thread and returns a handle whose methods return
-    /// references valid for as long as the handle lives.
-    ///
-    /// Pinning costs a fence; a handle amortises it over many operations,
-    /// and read hits through a handle write no shared memory at all. Do not
-    /// hold a handle for long periods: memory retired while any handle is
-    /// pinned is freed only after it is dropped.
-    ///
-    /// ```
-    /// let map = snapmap::SnapMap::new();
-    /// map.insert("k", vec![1, 2, 3]);
-    /// let pinned = map.pin();
-    /// let v: &Vec<i32> = pinned.get("k").unwrap(); // no clone
-    /// assert_eq!(v.len(), 3);
-    /// ```
-    #[inline]
-    pub fn pin(&self) -> Pinned<'_, K, V, S> {
-        Pinned::new(self)
-    }
-
     /// The value for `key`, cloned (Go: `Load`). Use [`pin`](Self::pin) to
     /// borrow instead.
     ///
@@ -535,28 +514,6 @@ where
             }
         }
         applied
-    }
-
-    /// Runs `f` as one batch: every write it makes through the handle (or
-    /// through the map, from this thread) is all-or-nothing for snapshots.
-    ///
-    /// If `f` panics, the writes it made so far stay applied and become
-    /// visible to snapshots together.
-    ///
-    /// ```
-    /// let map = snapmap::SnapMap::new();
-    /// map.insert("from", 100);
-    /// map.insert("to", 0);
-    /// map.batch(|m| {
-    ///     m.update("from", |v| v - 30);
-    ///     m.update("to", |v| v + 30);
-    /// });
-    /// let s = map.snapshot();
-    /// assert_eq!((s.get("from"), s.get("to")), (Some(&70), Some(&30)));
-    /// ```
-    pub fn batch<R>(&self, f: impl FnOnce(&Pinned<'_, K, V, S>) -> R) -> R {
-        let _gate = self.raw.enter_batch();
-        f(&self.pin())
     }
 }
 

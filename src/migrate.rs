@@ -114,19 +114,16 @@
 //! grows past the capacity, so its rebuilds cost O(shard) again, but the
 //! directory never grows beyond `max_shards` slots.
 
+/// The state under the directory's resize lock (kept in `crate::directory`,
+/// which owns the lock; named here too, where it is changed).
+pub(crate) use crate::directory::Resize;
 use crate::directory::{DirTable, Directory};
+use crate::reclaim::retire;
 use crate::shard::read_view::{Table, rehash};
 use crate::shard::{Ctx, Shard};
 use crate::stats::{Event, RetiredKind};
 use crate::sync::atomic::Ordering;
-use crate::sync::epoch::{Guard, retire};
-
-/// State kept under the directory's resize lock.
-pub(crate) struct Resize {
-    /// How many distinct shards sit at the global depth (the directory can
-    /// halve when none does).
-    pub(crate) at_global_depth: usize,
-}
+use crate::sync::epoch::Guard;
 
 /// Allocates a shard for publication.
 fn boxed<K, V>(shard: Shard<K, V>) -> *mut Shard<K, V> {

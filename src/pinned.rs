@@ -81,6 +81,58 @@ impl<V: fmt::Debug> fmt::Display for OccupiedError<'_, V> {
 
 impl<V: fmt::Debug> std::error::Error for OccupiedError<'_, V> {}
 
+// The two `SnapMap` methods that hand out a `Pinned` live with the handle,
+// so that the face modules import each other one way only (`pinned` ->
+// `map`).
+impl<K, V, S> SnapMap<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    S: BuildHasher,
+{
+    /// Pins the current thread and returns a handle whose methods return
+    /// references valid for as long as the handle lives.
+    ///
+    /// Pinning costs a fence; a handle amortises it over many operations,
+    /// and read hits through a handle write no shared memory at all. Do not
+    /// hold a handle for long periods: memory retired while any handle is
+    /// pinned is freed only after it is dropped.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert("k", vec![1, 2, 3]);
+    /// let pinned = map.pin();
+    /// let v: &Vec<i32> = pinned.get("k").unwrap(); // no clone
+    /// assert_eq!(v.len(), 3);
+    /// ```
+    #[inline]
+    pub fn pin(&self) -> Pinned<'_, K, V, S> {
+        Pinned::new(self)
+    }
+
+    /// Runs `f` as one batch: every write it makes through the handle (or
+    /// through the map, from this thread) is all-or-nothing for snapshots.
+    ///
+    /// If `f` panics, the writes it made so far stay applied and become
+    /// visible to snapshots together.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert("from", 100);
+    /// map.insert("to", 0);
+    /// map.batch(|m| {
+    ///     m.update("from", |v| v - 30);
+    ///     m.update("to", |v| v + 30);
+    /// });
+    /// let s = map.snapshot();
+    /// assert_eq!((s.get("from"), s.get("to")), (Some(&70), Some(&30)));
+    /// ```
+    pub fn batch<R>(&self, f: impl FnOnce(&Pinned<'_, K, V, S>) -> R) -> R {
+        let _gate = self.raw.enter_batch();
+        f(&self.pin())
+    }
+}
+
 impl<'m, K, V, S> Pinned<'m, K, V, S>
 where
     K: Hash + Eq + Send + Sync + 'static,

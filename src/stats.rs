@@ -23,6 +23,7 @@
 
 use crate::sync::CachePadded;
 use crate::sync::stat_atomic::{AtomicIsize, AtomicU64, Ordering};
+use crate::thread::{cpu_count, thread_index};
 
 /// Events counted per stripe.
 #[derive(Clone, Copy)]
@@ -78,11 +79,7 @@ pub(crate) struct Stripes {
 impl Stripes {
     /// Enough stripes for the machine's threads (a power of two).
     pub(crate) fn new() -> Self {
-        let threads = if cfg!(snapmap_loom) {
-            2
-        } else {
-            crate::sync::cpu_count()
-        };
+        let threads = if cfg!(snapmap_loom) { 2 } else { cpu_count() };
         let count = (threads * 2).next_power_of_two().clamp(2, 128);
         Stripes {
             stripes: (0..count)
@@ -95,7 +92,7 @@ impl Stripes {
     /// The calling thread's stripe.
     #[inline]
     pub(crate) fn mine(&self) -> &Stripe {
-        let index = crate::sync::thread_index() & (self.stripes.len() - 1);
+        let index = thread_index() & (self.stripes.len() - 1);
         &self.stripes[index]
     }
 
@@ -158,7 +155,7 @@ static RETIRED: [CachePadded<[AtomicIsize; RETIRED_KINDS]>; RETIRED_STRIPES] =
 /// Adds `bytes` (negative when freed) to the retired count of `kind`.
 #[inline]
 pub(crate) fn count_retired(kind: RetiredKind, bytes: isize) {
-    let stripe = &RETIRED[crate::sync::thread_index() % RETIRED_STRIPES];
+    let stripe = &RETIRED[thread_index() % RETIRED_STRIPES];
     // Relaxed: a statistic.
     stripe[kind as usize].fetch_add(bytes, Ordering::Relaxed);
 }

@@ -63,7 +63,7 @@ use crate::snapshot::Snapshots;
 use crate::stats::Stripe;
 use crate::stats::Stripes;
 use crate::sync::epoch::Guard;
-use crate::sync::{Bug, injected};
+use crate::twins::{Bug, injected};
 
 /// The map's fields. See the module docs.
 pub(crate) struct RawMap<K, V, S> {

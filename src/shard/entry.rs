@@ -72,10 +72,12 @@
 use core::marker::PhantomData;
 use core::ptr;
 
+use crate::reclaim::retire;
 use crate::stats::RetiredKind;
+use crate::sync::Published;
 use crate::sync::atomic::{AtomicPtr, Ordering};
-use crate::sync::epoch::{Guard, retire};
-use crate::sync::{Bug, Published, injected};
+use crate::sync::epoch::Guard;
+use crate::twins::{Bug, injected};
 
 /// A heap cell holding one value. Its alignment is at least 2, so the
 /// address 1 can never be a real node and serves as the expunged marker.

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //!   Shard
-//!    ├─ read:   AtomicPtr<ReadView> + amended bit   (lock-free readers)
+//!    ├─ read:   AtomicPtr: view address | log2(slots) | amended   (lock-free readers)
 //!    └─ locked: Mutex<Dirty>                        (writers of new keys)
 //!                 ├─ table: Option<Table>   every non-expunged read entry + new keys
 //!                 └─ misses: usize          slow-path lookups since the last promotion
@@ -84,11 +84,16 @@ use core::cell::Cell;
 
 use equivalent::Equivalent;
 
+use crate::reclaim::retire;
 use crate::stats::{Event, RetiredKind, Stripe};
 use crate::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
-use crate::sync::epoch::{Guard, retire};
+use crate::sync::epoch::Guard;
 use crate::sync::stat_atomic::{AtomicIsize, Ordering as StatOrdering};
-use crate::sync::{Bug, CachePadded, Mutex, Published, injected};
+#[cfg(snapmap_loom)]
+use crate::sync::unmodelled::{AtomicUsize, Ordering as UnmodelledOrdering};
+use crate::sync::{CachePadded, Mutex, Published};
+use crate::thread::next_unique_id;
+use crate::twins::{Bug, injected};
 use entry::{Entry, EntryRef, LoadOrStore, ValueNode};
 use read_view::{ReadView, Table, ViewHeader, find, rehash, table_hash, untag, with_amended};
 
@@ -150,10 +155,37 @@ impl<'a> Ctx<'a> {
 /// A shard whose view holds more removed keys than live ones plus this many
 /// is compacted by the removal that tips it ([`Shard::compact`]). The slack
 /// keeps tiny shards from rebuilding on every removal. Under loom the
-/// compaction model lowers it (`crate::sync::removed_keys_slack`) so that a
+/// compaction model lowers it ([`removed_keys_slack`]) so that a
 /// two-key shard reaches the compaction; the other models keep 8 and so
 /// never compact.
 pub(crate) const REMOVED_KEYS_SLACK: usize = 8;
+
+/// The removed keys a shard may hold beyond its live count before a removal
+/// compacts it ([`REMOVED_KEYS_SLACK`]).
+#[cfg(not(snapmap_loom))]
+#[inline(always)]
+pub(crate) const fn removed_keys_slack() -> usize {
+    REMOVED_KEYS_SLACK
+}
+
+#[cfg(snapmap_loom)]
+static REMOVED_KEYS_SLACK_NOW: AtomicUsize = AtomicUsize::new(REMOVED_KEYS_SLACK);
+
+/// The removed keys a shard may hold beyond its live count before a removal
+/// compacts it (a model may lower it with [`set_removed_keys_slack`]).
+#[cfg(snapmap_loom)]
+pub(crate) fn removed_keys_slack() -> usize {
+    // Relaxed: set once before `loom::model`, a std atomic loom never sees.
+    REMOVED_KEYS_SLACK_NOW.load(UnmodelledOrdering::Relaxed)
+}
+
+/// Sets the removed-keys slack for the rest of the process (loom builds
+/// only; the compaction model sets 0 before `loom::model`).
+#[cfg(snapmap_loom)]
+pub fn set_removed_keys_slack(slack: usize) {
+    // Relaxed: see `removed_keys_slack`.
+    REMOVED_KEYS_SLACK_NOW.store(slack, UnmodelledOrdering::Relaxed);
+}
 
 /// The shard was retired by a split or merge: retry from the directory.
 #[derive(Debug)]
@@ -262,7 +294,7 @@ impl<K, V> Shard<K, V> {
                 place: Published::new(Place {
                     depth,
                     prefix,
-                    id: crate::sync::next_unique_id(),
+                    id: next_unique_id(),
                 }),
             }),
             locked: CachePadded::new(Locked {
@@ -507,7 +539,7 @@ where
         let held = self.view(guard).0.len();
         // Relaxed: a size estimate for a tuning decision.
         let live = self.locked.live.load(StatOrdering::Relaxed).max(0) as usize;
-        held.saturating_sub(live) > live + crate::sync::removed_keys_slack()
+        held.saturating_sub(live) > live + removed_keys_slack()
     }
 
     /// Drops the removed keys the view holds: promotes pending new keys,

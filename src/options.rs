@@ -1,0 +1,296 @@
+//! A map's options: the [`Builder`] that collects them, their defaults and
+//! limits, and their validation into [`Options`] (or a [`BuildError`]).
+//!
+//! Nothing here knows the map type: `Builder::build`, the one step that
+//! turns valid options into a `SnapMap`, is in `crate::builder`, so that
+//! the map can name its builder without the builder naming the map.
+
+use core::fmt;
+use core::marker::PhantomData;
+
+use crate::directory::MAX_DEPTH_LIMIT;
+use crate::hash::DefaultHashBuilder;
+
+/// The initial (and minimum) shard count unless the builder says otherwise.
+pub const DEFAULT_SHARDS: usize = 16;
+
+/// The number of entries past which a shard's dirty table splits the shard,
+/// unless the builder says otherwise. Chosen by measurement (`cargo bench
+/// --bench capacity`; the figures are in the `migrate` module's docs): the
+/// smallest capacity at which read hits are as fast as with larger shards,
+/// so that the work one operation can do stays small.
+pub const DEFAULT_SHARD_CAPACITY: usize = 512;
+
+/// The most shards (directory slots) a map may use unless the builder says
+/// otherwise: `2^20`, an 8 MiB directory.
+pub const DEFAULT_MAX_SHARDS: usize = 1 << 20;
+
+/// The most initial shards [`Builder::shards`] accepts: `2^20`, about
+/// 480 MiB of empty shards ([`EMPTY_SHARD_BYTES`] each). Initial shards are
+/// allocated at once (the map can still split up to `max_shards` as it
+/// grows, allocating shards only as keys arrive).
+pub const MAX_INITIAL_SHARDS: usize = 1 << 20;
+
+/// The largest [`Builder::shard_capacity`]: `2^30` entries. A shard's dirty
+/// rebuild copies the whole shard, so one operation on a shard that large
+/// would copy a billion entries; for a map that should not split, set
+/// `max_shards` equal to `shards` instead.
+pub const MAX_SHARD_CAPACITY: usize = 1 << 30;
+
+/// Memory of one empty shard (its header, lock, read view and directory
+/// slot), the cost of each initial shard of [`Builder::shards`]: an upper
+/// bound of both what it asks of the allocator (296 bytes in one
+/// allocation, measured in `tests/memory.rs`) and the resident memory a map
+/// of 2^20 empty shards took with glibc's malloc (about 455 bytes per
+/// shard: the allocator's headers, the directory's 8-byte slot and memory
+/// freed while the map was built but not returned to the system come on
+/// top).
+pub const EMPTY_SHARD_BYTES: usize = 512;
+
+/// Marks which map a builder builds, without owning anything: invariant in
+/// `K`, `V` and `S`, as `SnapMap<K, V, S>` is (it holds them behind
+/// atomics), and `Send`, `Sync` and unwind-safe whatever they are (a
+/// builder holds no map). Spelled without naming the map type (see the
+/// module docs); it is the marker `fn() -> SnapMap<K, V, S>` was.
+type BuildsMap<K, V, S> = fn(K, V, S) -> (K, V, S);
+
+/// Options for a [`SnapMap`](crate::SnapMap), from
+/// [`SnapMap::builder`](crate::SnapMap::builder).
+///
+/// Every option is also a test hook: a map with one shard and a promotion
+/// threshold of 1 walks through every protocol state in a handful of
+/// operations.
+///
+/// ```
+/// use snapmap::SnapMap;
+///
+/// let map = SnapMap::<String, u32>::builder()
+///     .shards(16)
+///     .promotion_threshold(8)
+///     .build()
+///     .expect("valid options");
+/// map.insert("a".to_string(), 1);
+/// assert_eq!(map.get("a"), Some(1));
+///
+/// // Invalid options are an error that says what is wrong.
+/// let err = SnapMap::<String, u32>::builder().shards(3).build().unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "shard count must be a power of two between 1 and max_shards (1048576), got 3"
+/// );
+/// ```
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder<K, V, S = DefaultHashBuilder> {
+    shards: usize,
+    max_shards: usize,
+    shard_capacity: usize,
+    promotion_threshold: usize,
+    hasher: S,
+    _map: PhantomData<BuildsMap<K, V, S>>,
+}
+
+impl<K, V> Builder<K, V, DefaultHashBuilder> {
+    pub(crate) fn new() -> Self {
+        Builder {
+            shards: DEFAULT_SHARDS,
+            max_shards: DEFAULT_MAX_SHARDS,
+            shard_capacity: DEFAULT_SHARD_CAPACITY,
+            promotion_threshold: usize::MAX,
+            hasher: DefaultHashBuilder::default(),
+            _map: PhantomData,
+        }
+    }
+}
+
+impl<K, V, S> Builder<K, V, S> {
+    /// The initial number of shards, which is also the fewest the map
+    /// merges down to: a power of two, at most
+    /// [`max_shards`](Self::max_shards). Default [`DEFAULT_SHARDS`].
+    ///
+    /// Shards split as the map grows, so this matters mostly for a map that
+    /// takes many concurrent new keys while small (each shard has one lock).
+    /// Every initial shard is allocated at once and costs up to
+    /// [`EMPTY_SHARD_BYTES`] (measured in `tests/memory.rs`), so at most
+    /// [`MAX_INITIAL_SHARDS`] are accepted.
+    ///
+    /// ```
+    /// use snapmap::{MAX_INITIAL_SHARDS, SnapMap};
+    ///
+    /// let err = SnapMap::<u64, u64>::builder()
+    ///     .max_shards(1 << 26)
+    ///     .shards(1 << 26)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     format!("initial shard count must be at most {MAX_INITIAL_SHARDS} (each empty shard costs up to 512 bytes), got 67108864")
+    /// );
+    /// ```
+    pub fn shards(mut self, count: usize) -> Self {
+        self.shards = count;
+        self
+    }
+
+    /// The most shards the map may split into (the directory's size cap): a
+    /// power of two from `shards` to `2^26`. Default [`DEFAULT_MAX_SHARDS`].
+    ///
+    /// It bounds the directory when keys' hashes agree in many top bits (a
+    /// weak hasher, or an attacker who knows it): a shard that cannot split
+    /// grows past its capacity instead, and its dirty rebuilds cost O(shard).
+    pub fn max_shards(mut self, count: usize) -> Self {
+        self.max_shards = count;
+        self
+    }
+
+    /// The number of entries past which a shard's dirty table splits the
+    /// shard: from 1 to [`MAX_SHARD_CAPACITY`]. Default
+    /// [`DEFAULT_SHARD_CAPACITY`].
+    ///
+    /// This bounds the work of one operation: a dirty rebuild copies at most
+    /// one shard. Two buddy shards merge back when they hold at most a
+    /// quarter of it together. Tiny values (say 4) are for tests.
+    pub fn shard_capacity(mut self, entries: usize) -> Self {
+        self.shard_capacity = entries;
+        self
+    }
+
+    /// Promote a shard's dirty table after `misses` slow-path lookups even
+    /// if the table holds more entries than that. Must be at least 1.
+    ///
+    /// Go's rule, the default, promotes when the misses reach the dirty
+    /// table's length: the lookups that paid the lock have then paid for the
+    /// copy. A small threshold makes new keys lock-free sooner at the cost
+    /// of more rebuilds (each new key after a promotion copies the shard).
+    /// Any value from 1 up is accepted: a threshold above the shard's size
+    /// is Go's rule.
+    pub fn promotion_threshold(mut self, misses: usize) -> Self {
+        self.promotion_threshold = misses;
+        self
+    }
+
+    /// The hasher used to pick shards and probe tables.
+    pub fn hasher<S2>(self, hasher: S2) -> Builder<K, V, S2> {
+        Builder {
+            shards: self.shards,
+            max_shards: self.max_shards,
+            shard_capacity: self.shard_capacity,
+            promotion_threshold: self.promotion_threshold,
+            hasher,
+            _map: PhantomData,
+        }
+    }
+
+    /// Checks the options, in the order [`build`](Self::build) reports
+    /// them: the first invalid one is the error.
+    pub(crate) fn validate(self) -> Result<Options<S>, BuildError> {
+        if !self.max_shards.is_power_of_two() || self.max_shards > 1 << MAX_DEPTH_LIMIT {
+            return Err(BuildError::MaxShards {
+                requested: self.max_shards,
+            });
+        }
+        if !self.shards.is_power_of_two() || self.shards > self.max_shards {
+            return Err(BuildError::ShardCount {
+                requested: self.shards,
+                max_shards: self.max_shards,
+            });
+        }
+        if self.shards > MAX_INITIAL_SHARDS {
+            return Err(BuildError::TooManyInitialShards {
+                requested: self.shards,
+            });
+        }
+        if self.shard_capacity == 0 || self.shard_capacity > MAX_SHARD_CAPACITY {
+            return Err(BuildError::ShardCapacity {
+                requested: self.shard_capacity,
+            });
+        }
+        if self.promotion_threshold == 0 {
+            return Err(BuildError::PromotionThreshold);
+        }
+        Ok(Options {
+            shard_bits: self.shards.trailing_zeros(),
+            max_shard_bits: self.max_shards.trailing_zeros(),
+            shard_capacity: self.shard_capacity,
+            promote_after: self.promotion_threshold,
+            hasher: self.hasher,
+        })
+    }
+}
+
+/// A builder's options, validated: what a map is made from.
+pub(crate) struct Options<S> {
+    /// The initial (and minimum) directory depth: `log2(shards)`.
+    pub(crate) shard_bits: u32,
+    /// The deepest the directory may grow: `log2(max_shards)`.
+    pub(crate) max_shard_bits: u32,
+    /// A shard whose dirty table passes this many entries splits.
+    pub(crate) shard_capacity: usize,
+    /// Promote after this many slow-path lookups at most.
+    pub(crate) promote_after: usize,
+    /// The map's hasher.
+    pub(crate) hasher: S,
+}
+
+/// An invalid [`Builder`] option.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The shard count is not a power of two in `1..=max_shards`.
+    ShardCount {
+        /// What was asked for.
+        requested: usize,
+        /// The `max_shards` in force.
+        max_shards: usize,
+    },
+    /// `max_shards` is not a power of two in `1..=2^26`.
+    MaxShards {
+        /// What was asked for.
+        requested: usize,
+    },
+    /// More initial shards than [`MAX_INITIAL_SHARDS`].
+    TooManyInitialShards {
+        /// What was asked for.
+        requested: usize,
+    },
+    /// The shard capacity is not in `1..=MAX_SHARD_CAPACITY`.
+    ShardCapacity {
+        /// What was asked for.
+        requested: usize,
+    },
+    /// The promotion threshold is zero.
+    PromotionThreshold,
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::ShardCount {
+                requested,
+                max_shards,
+            } => write!(
+                f,
+                "shard count must be a power of two between 1 and max_shards ({max_shards}), got {requested}"
+            ),
+            BuildError::MaxShards { requested } => write!(
+                f,
+                "max_shards must be a power of two between 1 and {}, got {requested}",
+                1usize << MAX_DEPTH_LIMIT
+            ),
+            BuildError::TooManyInitialShards { requested } => write!(
+                f,
+                "initial shard count must be at most {MAX_INITIAL_SHARDS} (each empty shard costs \
+                 up to {EMPTY_SHARD_BYTES} bytes), got {requested}"
+            ),
+            BuildError::ShardCapacity { requested } => write!(
+                f,
+                "shard capacity must be between 1 and {MAX_SHARD_CAPACITY} entries, got {requested}"
+            ),
+            BuildError::PromotionThreshold => {
+                f.write_str("promotion threshold must be at least 1 slow-path lookup, got 0")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}

@@ -1,0 +1,234 @@
+//! The build protocol: the cut, the captures, the clone and the
+//! publication (the steps of "Building one" in the `snapshot` module
+//! docs).
+//!
+//! [`Snapshots::snapshot`] returns the cached snapshot if nothing changed;
+//! otherwise it takes the build lock, announces a build, closes the write
+//! gate for the cut (listing the shards), captures every shard no writer
+//! has captured yet, clones what was captured by pointer
+//! ([`Piece::from_refs`]) while writers run, assembles the pieces in hash
+//! order and publishes. [`EndBuild`] ends the build on every path,
+//! unwinding from a user `Clone` included.
+
+use std::collections::HashMap;
+
+use hashbrown::HashTable;
+
+use crate::directory::Directory;
+use crate::gate::WriteGate;
+use crate::shard::Shard;
+use crate::shard::read_view::table_hash;
+use crate::stats::{Event, Stripe};
+use crate::sync::Arc;
+use crate::sync::epoch::Guard;
+use crate::twins::{Bug, injected};
+
+use super::Snapshots;
+use super::capture::{Build, Captured, PieceMap, Refs, take_capture};
+use super::frozen::{Frozen, Piece, PieceBytes, Snapshot};
+
+impl<K, V> Piece<K, V> {
+    /// Clones what a capture points to into a piece.
+    ///
+    /// # Safety
+    ///
+    /// Every pointer in `refs` must still be valid: the caller is the build
+    /// that `refs` was captured for, pinned since before its cut (see
+    /// [`Refs`]).
+    pub(super) unsafe fn from_refs(
+        shard_id: u64,
+        refs: &Refs<K, V>,
+        account: &Arc<PieceBytes>,
+    ) -> Self
+    where
+        K: Clone,
+        V: Clone,
+    {
+        let mut entries = Vec::with_capacity(refs.entries.len());
+        let mut index = HashTable::with_capacity(refs.entries.len());
+        for (i, &(hash, key, value)) in refs.entries.iter().enumerate() {
+            // SAFETY: valid per this function's contract; `K` and `V` are
+            // `Sync`, and nobody writes through these pointers (keys and
+            // value nodes are immutable once published).
+            let (key, value) = unsafe { (&*key, &*value) };
+            entries.push((key.clone(), value.clone()));
+            index.insert_unique(table_hash(hash), (hash, i as u32), |&(h, _)| table_hash(h));
+        }
+        let entries = entries.into_boxed_slice();
+        let bytes =
+            size_of::<Self>() + entries.len() * size_of::<(K, V)>() + index.allocation_size();
+        account.add(bytes as isize);
+        Piece {
+            shard_id,
+            version: refs.version,
+            entries,
+            index,
+            bytes,
+            account: account.clone(),
+        }
+    }
+}
+
+/// Ends a build, also when a user `Clone` panics in it: writers stop
+/// capturing and what was captured is dropped.
+struct EndBuild<'a, K, V> {
+    gate: &'a WriteGate,
+    build: &'a crate::sync::Mutex<Option<Build<K, V>>>,
+}
+
+impl<K, V> EndBuild<'_, K, V> {
+    /// Ends the build (through `drop`) and returns what it captured.
+    fn take(self) -> Option<Build<K, V>> {
+        self.build.lock().take()
+    }
+}
+
+impl<K, V> Drop for EndBuild<'_, K, V> {
+    fn drop(&mut self) {
+        self.gate.end_build();
+        drop(self.build.lock().take());
+    }
+}
+
+impl<K, V, S> Snapshots<K, V, S>
+where
+    K: Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: Clone,
+{
+    /// The cached snapshot, if no write has completed or begun since it was
+    /// built.
+    #[inline]
+    fn unchanged(&self, gate: &WriteGate) -> Option<Snapshot<K, V, S>> {
+        let cached = self.cell.load_full()?;
+        (gate.quiet_writes() == Some(cached.writes)).then_some(Snapshot { frozen: cached })
+    }
+
+    /// Builds (or returns the cached) snapshot. See the module docs.
+    pub(crate) fn snapshot(
+        &self,
+        directory: &Directory<K, V>,
+        gate: &WriteGate,
+        hasher: &S,
+        stripe: &Stripe,
+        guard: &Guard,
+    ) -> Snapshot<K, V, S> {
+        assert!(
+            !gate.held_by_current_thread(),
+            "SnapMap::snapshot() called inside a batch or a write closure of the same map: \
+             it would wait for itself. Take the snapshot before or after the batch (a \
+             snapshot of another map is fine here), or read the batch's own writes \
+             through its handle"
+        );
+        if let Some(snapshot) = self.unchanged(gate) {
+            return snapshot;
+        }
+        let mut last_epoch = self.builder.lock();
+        if let Some(snapshot) = self.unchanged(gate) {
+            return snapshot;
+        }
+        *last_epoch += 1;
+        let epoch = *last_epoch;
+        let previous: Arc<PieceMap<K, V>> = self
+            .cell
+            .load_full()
+            .map(|frozen| {
+                frozen
+                    .pieces
+                    .iter()
+                    .map(|p| (p.shard_id, p.clone()))
+                    .collect::<PieceMap<K, V>>()
+            })
+            .unwrap_or_default()
+            .into();
+        *self.build.lock() = Some(Build {
+            epoch,
+            previous: previous.clone(),
+            captured: HashMap::default(),
+        });
+        let end = EndBuild {
+            gate,
+            build: &self.build,
+        };
+
+        // Step 2: the cut. With the gate closed no write is in progress:
+        // list the current shards and announce the build, then reopen.
+        let (writes, closed) = if injected(Bug::SnapshotWithoutGate) {
+            (gate.quiet_writes().unwrap_or(u64::MAX), None)
+        } else {
+            let (writes, closed) = gate.close();
+            (writes, Some(closed))
+        };
+        let table = directory.table(guard);
+        let depth = table.depth();
+        let cut: Vec<*mut Shard<K, V>> = table.distinct().collect();
+        gate.begin_build(epoch);
+        drop(closed);
+
+        // Step 3: capture every shard of the cut that no writer has
+        // captured yet (writers capture what they are about to change).
+        // Pointers only: writers wait for a capture, never for a clone.
+        // The build keeps its own captures here, by cut position, without
+        // the build lock; writers' captures are in `Build::captured`.
+        let mut own: Vec<Option<Captured<K, V>>> = Vec::with_capacity(cut.len());
+        for &shard in &cut {
+            // SAFETY: a distinct slot value of a table loaded under `guard`
+            // is a shard kept alive by the epoch for `guard`'s life.
+            let shard = unsafe { &*shard };
+            let mut mine = None;
+            shard.capture_once(epoch, || mine = take_capture(shard, &previous, guard));
+            own.push(mine);
+        }
+        let mut build = end
+            .take()
+            .expect("the build ends only here or on unwinding");
+
+        // Step 4: clone what was captured by pointer, assemble in hash
+        // order and publish. Writers now change shards freely; what the
+        // pointers reach stays alive while `guard` is pinned (`Refs`).
+        let mut slots = vec![0u32; 1 << depth];
+        let (mut pieces, mut len) = (Vec::with_capacity(cut.len()), 0);
+        let (mut copied, mut reused) = (0, 0);
+        for (&shard, mine) in cut.iter().zip(own) {
+            // SAFETY: as above.
+            let shard = unsafe { &*shard };
+            // Every shard of the cut was captured above, by the build or a
+            // writer; only the broken twin that skips the gate can miss one
+            // (a writer that was not waited for retired it uncaptured).
+            let Some(captured) = mine.or_else(|| build.captured.remove(&shard.id())) else {
+                continue;
+            };
+            let piece = match captured {
+                Captured::Reused(piece) => {
+                    reused += 1;
+                    piece
+                }
+                Captured::Refs(refs) => {
+                    copied += 1;
+                    // SAFETY: `refs` was captured for this build, and
+                    // `guard` has been pinned since before its cut.
+                    Arc::new(unsafe { Piece::from_refs(shard.id(), &refs, &self.bytes) })
+                }
+            };
+            len += piece.entries.len();
+            let span = 1usize << (depth - shard.depth());
+            let first = (shard.prefix() as usize) << (depth - shard.depth());
+            slots[first..first + span].fill(pieces.len() as u32);
+            pieces.push(piece);
+        }
+        let frozen = Arc::new(Frozen {
+            pieces: pieces.into_boxed_slice(),
+            slots: slots.into_boxed_slice(),
+            depth,
+            len,
+            writes,
+            hasher: hasher.clone(),
+        });
+        self.cell.store(frozen.clone());
+        drop(last_epoch);
+        stripe.count(Event::SnapshotBuilds, 1);
+        stripe.count(Event::SnapshotPiecesCopied, copied);
+        stripe.count(Event::SnapshotPiecesReused, reused);
+        Snapshot { frozen }
+    }
+}

@@ -1,0 +1,152 @@
+//! Snapshots: Go's `atomic.Value` copy-on-write idiom without its O(n) cost.
+//!
+//! A [`Snapshot`] is an immutable copy of the map at one point in time,
+//! shared through an `Arc`: `Send + Sync + 'static`, cheap to clone, safe to
+//! hold across `.await` or for minutes. It is made of one frozen **piece**
+//! per shard: the shard's live entries as a contiguous `Box<[(K, V)]>` with
+//! a small hash index beside it, so that iterating a snapshot is a walk over
+//! slices and a lookup is one probe.
+//!
+//! ```text
+//!   Snapshot ── Arc<Frozen> ── pieces: [Arc<Piece>, Arc<Piece>, ...]   (hash order)
+//!                               slots:  [piece index; 2^G]              (top G hash bits)
+//!   Piece { shard id, version, entries: [(K, V)], index: {(hash, position)} }
+//! ```
+//!
+//! A lookup indexes `slots` by the top bits of the hash (as the map's
+//! directory does), probes the piece's index, whose buckets hold the full
+//! hash beside the position so that only a matching hash touches the entry,
+//! and compares the key.
+//!
+//! ```text
+//! ```
+//!
+//! # Building one: O(1) if nothing changed, O(changed shards) otherwise
+//!
+//! 1. **Unchanged?** The last snapshot is cached in the map's snapshot cell
+//!    (`arc-swap`) with the write gate's completed-write count at the time.
+//!    If no writer is inside the gate and the count is the same, nothing has
+//!    changed: the cached snapshot is returned (an `Arc` clone, no
+//!    allocation).
+//! 2. **The cut, briefly.** Close the write gate (wait until no write is in
+//!    progress), list the current shards, announce the build's number
+//!    (`WriteGate::begin_build`) and reopen the gate. The snapshot will be
+//!    the map as it was at this moment. Writers wait only for the writes
+//!    already in progress and for a walk over the directory: no copying,
+//!    no user code.
+//! 3. **Capture, writers running.** For each listed shard, capture it:
+//!    reuse the previous snapshot's piece if the shard's id and version are
+//!    the same, otherwise copy it. Then assemble the pieces in hash order
+//!    and publish.
+//!
+//! # Copy before write
+//!
+//! A writer that entered the gate after the cut and is about to change a
+//! shard that has not been captured for this build captures it first
+//! (`Snapshots::capture`; a second thread that wants the same shard waits
+//! for the first). So a listed shard never changes before its capture, and
+//! every capture is the shard as of the cut. Each shard is captured once
+//! per build, by whoever needs it first: the build never re-copies, so its
+//! work does not grow with the write rate.
+//!
+//! A capture copies *pointers* (the hash, key and value of each live
+//! entry: `Refs`), not the entries: about a microsecond for a full shard,
+//! and no user code. The build clones what they point to after all shards
+//! are captured, while writers run freely; the epoch keeps those keys and
+//! values alive because the build has been pinned since before its cut
+//! (`Refs` explains why that suffices). So a writer never runs `Clone`, and
+//! never waits for more than one or two shards' pointer copy (two when a
+//! removal merges a shard with its buddy, which must be captured before it
+//! is retired).
+//!
+//! This replaces an earlier scheme (copy optimistically while writers run,
+//! then re-copy under the closed gate whatever changed meanwhile; do not
+//! return to it). Under a writer that changes shards faster than a
+//! build copies them, its optimistic passes never converged, and the gate
+//! stayed closed for 65-110 ms while most of the map was re-copied
+//! (BENCHMARKS.md, "Writers during a storm of snapshots").
+//!
+//! Shards made by a split or merge after the cut are born captured
+//! (`Shard::born_during`): the snapshot uses the listed shards they
+//! replaced, which were captured before the split or merge (the writer
+//! splitting had captured the shard it wrote; a merge captures both
+//! halves); capturing them again would only waste a copy. A capture for a
+//! build that has already ended (by a writer that entered during it and
+//! arrived late) is dropped.
+//!
+//! # Why it is one point in time
+//!
+//! Every write runs inside the gate. The cut closes it, so every write has
+//! either completed before the cut (the gate's Release/Acquire hand-off
+//! orders it before everything the build reads) or entered after it. A
+//! writer that entered after the cut read the build's number (its Acquire
+//! read of the gate's `pending` flag synchronises with the Release that
+//! reopened it) and captures before changing anything; the capture's
+//! Release store of the shard's `captured` mark, read with Acquire by
+//! every later writer, orders the copy before their changes. Batches hold
+//! the gate for all their writes, so a batch is wholly before the cut or
+//! wholly after it.
+//!
+//! The version (bumped after every change, inside the gate) only decides
+//! whether the previous snapshot's piece can be reused. A lock-free write
+//! may go through a retired shard's view (its entries are shared with the
+//! shards that replaced it); the writer therefore bumps the version of the
+//! shard that holds the key *now*, found again after the write.
+//!
+//! # Memory
+//!
+//! Pieces are reference counted: a snapshot that shares a piece with a newer
+//! one costs nothing extra, and a piece is freed when the last snapshot
+//! holding it is dropped. `stats()` reports the bytes held by live pieces.
+//!
+//! The map itself holds its latest snapshot (that is what lets an unchanged
+//! map answer in O(1) and a changed one copy only what changed), so one
+//! snapshot's worth stays alive as long as the map, until the next build
+//! replaces it or `SnapMap::forget_snapshot` drops it.
+//!
+//! # Where the code is
+//!
+//! - `frozen`: the read side, immutable once built: [`Snapshot`],
+//!   [`SnapshotIter`], `Frozen` and `Piece` (lookups, iteration, serde).
+//! - `capture`: the capture state (`Build`, `Captured`, `Refs`) and
+//!   capturing a shard (`take_capture`, [`Snapshots::capture`]).
+//! - `build`: the build protocol (the steps above,
+//!   [`Snapshots::snapshot`]).
+//! - here: [`Snapshots`], the per-map state the other two share.
+
+mod build;
+mod capture;
+pub(crate) mod frozen;
+
+pub(crate) use frozen::{Frozen, PieceBytes};
+pub use frozen::{Snapshot, SnapshotIter};
+
+use crate::sync::{Arc, SnapshotCell};
+use capture::Build;
+
+/// The map's snapshot machinery: the cell with the latest snapshot, the
+/// lock that makes builds take turns (it holds the last build number), the
+/// build in progress, and the byte account.
+pub(crate) struct Snapshots<K, V, S> {
+    cell: SnapshotCell<Frozen<K, V, S>>,
+    builder: crate::sync::Mutex<u64>,
+    build: crate::sync::Mutex<Option<Build<K, V>>>,
+    pub(crate) bytes: Arc<PieceBytes>,
+}
+
+impl<K, V, S> Snapshots<K, V, S> {
+    pub(crate) fn new() -> Self {
+        Snapshots {
+            cell: SnapshotCell::new(),
+            builder: crate::sync::Mutex::new(0),
+            build: crate::sync::Mutex::new(None),
+            bytes: Arc::new(PieceBytes::default()),
+        }
+    }
+
+    /// Drops the map's reference to its latest snapshot.
+    pub(crate) fn forget(&self) {
+        let _one_builder = self.builder.lock();
+        self.cell.clear();
+    }
+}
