@@ -112,9 +112,8 @@ fn new_key_is_served_from_dirty_then_promoted() {
 fn go_rule_promotes_when_misses_reach_dirty_len() {
     for n in 1..=8u64 {
         let map = one_shard();
-        let keys: Vec<&'static str> = (0..n)
-            .map(|i| &*Box::leak(format!("k{i}").into_boxed_str()))
-            .collect();
+        const NAMES: [&str; 8] = ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7"];
+        let keys = &NAMES[..n as usize];
         for (i, key) in keys.iter().enumerate() {
             map.insert(*key, i as u64);
         }
