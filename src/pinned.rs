@@ -10,7 +10,6 @@ use equivalent::Equivalent;
 use crate::iter::{Iter, Keys, Values};
 use crate::map::SnapMap;
 use crate::raw::{RawMap, Written};
-use crate::shard::entry::ValueNode;
 use crate::stats::Stripe;
 use crate::sync::epoch::{self, Guard};
 
@@ -215,14 +214,13 @@ where
         let raw = self.raw();
         let hash = raw.hash(&key);
         let guard = &self.guard;
-        let payload = (key, ValueNode::boxed(value));
         raw.write(
             hash,
             guard,
             self.stripe,
-            payload,
-            |shard, (key, node), ctx| {
-                let previous = shard.insert(hash, key, node, ctx, guard)?;
+            (key, value),
+            |shard, (key, value), ctx| {
+                let previous = shard.insert(hash, key, value, ctx, guard)?;
                 Ok(Written::new(previous, true))
             },
         )

@@ -64,6 +64,10 @@ pub enum Bug {
     /// store into one of those (through the old view) lands in an entry
     /// that no current table holds.
     CompactWithoutExpunge,
+    /// A value stored into a deleted cell is written over the entry's
+    /// inline value (reusing its bytes) instead of getting a node of its
+    /// own, so a reader still holding the old inline value sees it change.
+    ReuseInlineSlot,
 }
 
 /// Whether `bug` is switched on. Always `false` outside loom builds.

@@ -36,8 +36,14 @@
 //! rebuild that the next new key causes, and the promotion that replaces
 //! the view retires the view *and* the expunged entry (its key with it).
 //!
+//! Its values are `u64`, which need no drop, so every entry here is an
+//! *inline* entry (`src/shard/entry.rs`, "Inline values"): the value the
+//! reader holds lives in the entry's own allocation, and the entry's
+//! retirement through the epoch is what keeps it readable. Tier 2 runs this
+//! on the real collector.
+//!
 //! **Interleaving.** A reader pins and walks the map (one shard), holding
-//! the key of entry 0; a writer removes key 0, inserts key 1 (rebuild:
+//! the key and the (inline) value of entry 0; a writer removes key 0, inserts key 1 (rebuild:
 //! entry 0 expunged) and looks key 1 up (promotion: entry 0 retired).
 //!
 //! **Invariant.** While the reader is pinned, the key it holds has not been

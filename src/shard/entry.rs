@@ -13,7 +13,7 @@
 //!
 //! | cell | state | meaning |
 //! |---|---|---|
-//! | pointer to a [`ValueNode`] | **live** | the key maps to that value |
+//! | pointer to a [`ValueNode`] (a node of its own, or the entry's inline node) | **live** | the key maps to that value |
 //! | null | **deleted** | the key is absent, but the entry is still in the dirty table (if there is one), so it may be revived lock-free |
 //! | `EXPUNGED` (address 1) | **expunged** | the key is absent and the entry is *not* in the dirty table; only a lock holder may revive it, after putting it back |
 //!
@@ -32,6 +32,26 @@
 //! lock-free store first checks that the cell is not expunged: that is what
 //! keeps a value from being stored into an entry the next promotion would
 //! drop.
+//!
+//! # Inline values
+//!
+//! When `V` needs no drop (`core::mem::needs_drop`: integers, `Copy`
+//! structs, `&'static str`), a new key's entry is allocated together with
+//! its first value (`InlineEntry`: the entry, then a `ValueNode`), and the
+//! cell points to that inline node. A read hit of a key written once then
+//! reads the value from the entry's own allocation: no pointer to a
+//! separate node, and one allocation per new key instead of two.
+//!
+//! A value that replaces it, or that is stored after a removal, gets a node
+//! of its own, as before: the inline bytes are **never written again**,
+//! because a reader pinned before the replacement may still hold a
+//! reference into them (the loom model `loom-tests/tests/inline.rs` and its
+//! twin `ReuseInlineSlot`). When the inline value leaves the cell nothing is
+//! retired: it needs no drop, and its bytes go with the entry, which the
+//! epoch keeps alive for every reader that reached it. Values that need a
+//! drop (a `String`, an `Arc`) always live in nodes: dropping a replaced
+//! inline value would need a deferred drop ordered before the entry's own
+//! free, which two epoch retirements do not guarantee.
 //!
 //! # Reclamation
 //!
@@ -100,7 +120,7 @@ impl<V> ValueNode<V> {
         self.value.get()
     }
 
-    fn into_value(self) -> V {
+    pub(crate) fn into_value(self) -> V {
         self.value.into_inner()
     }
 }
@@ -136,6 +156,47 @@ pub(crate) struct Entry<K, V> {
     /// The entry owns the node the cell points to (for drop check and for
     /// `Send`/`Sync`: an entry is as thread-safe as a `V` it owns).
     _owns: PhantomData<Box<ValueNode<V>>>,
+}
+
+/// An entry with its first value inline: the allocation of every entry
+/// whose value type needs no drop (see the module docs, "Inline values").
+#[repr(C)]
+struct InlineEntry<K, V> {
+    entry: Entry<K, V>,
+    node: ValueNode<V>,
+}
+
+impl<K, V> Entry<K, V> {
+    /// Whether entries of this type carry their first value inline: when
+    /// `V` needs no drop (so a replaced inline value needs no deferred
+    /// drop, only its bytes, which go with the entry).
+    const INLINE: bool = !core::mem::needs_drop::<V>();
+
+    /// Bytes of one entry's allocation (for retired-bytes accounting).
+    pub(crate) const ALLOCATION_SIZE: usize = if Self::INLINE {
+        size_of::<InlineEntry<K, V>>()
+    } else {
+        size_of::<Entry<K, V>>()
+    };
+
+    /// The address of this entry's inline node (compared, never read
+    /// through: the node is reached through the pointer in the cell, which
+    /// carries the whole allocation's provenance). Null if the entry has
+    /// none.
+    #[inline]
+    fn inline_node(&self) -> *mut ValueNode<V> {
+        if Self::INLINE {
+            let entry = ptr::from_ref(self).cast::<InlineEntry<K, V>>();
+            // `repr(C)`: the node follows the entry in the same allocation.
+            entry
+                .cast::<u8>()
+                .wrapping_add(core::mem::offset_of!(InlineEntry<K, V>, node))
+                .cast::<ValueNode<V>>()
+                .cast_mut()
+        } else {
+            ptr::null_mut()
+        }
+    }
 }
 
 /// A table's pointer to an [`Entry`]. Tables do not own entries: see
@@ -210,8 +271,15 @@ impl<K, V> EntryRef<K, V> {
     /// No table that anyone can still reach points to it (the map is being
     /// dropped with exclusive access), and it is freed exactly once.
     pub(crate) unsafe fn free_exclusive(self) {
-        // SAFETY: per the contract, this is the only pointer left.
-        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+        if Entry::<K, V>::INLINE {
+            // SAFETY: per the contract, this is the only pointer left; an
+            // entry of this type was allocated as an `InlineEntry`
+            // (`Entry::boxed`), whose first field it is.
+            drop(unsafe { Box::from_raw(self.0.as_ptr().cast::<InlineEntry<K, V>>()) });
+        } else {
+            // SAFETY: per the contract, this is the only pointer left.
+            drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+        }
     }
 }
 
@@ -237,29 +305,60 @@ impl<K: Send + 'static, V: Send + 'static> EntryRef<K, V> {
             unsafe { ptr::drop_in_place(self.0.as_ptr()) };
             return;
         }
-        // SAFETY: per the contract: unlinked, retired once, and a reader
-        // that can still reach it through an old table is pinned.
-        unsafe {
-            retire(
-                guard,
-                self.0.as_ptr(),
-                RetiredKind::Entry,
-                size_of::<Entry<K, V>>(),
-            )
-        };
+        let bytes = Entry::<K, V>::ALLOCATION_SIZE;
+        if Entry::<K, V>::INLINE {
+            // SAFETY: per the contract: unlinked, retired once, and a reader
+            // that can still reach it through an old table is pinned. The
+            // entry was allocated as an `InlineEntry` (`Entry::boxed`).
+            unsafe {
+                retire(
+                    guard,
+                    self.0.as_ptr().cast::<InlineEntry<K, V>>(),
+                    RetiredKind::Entry,
+                    bytes,
+                )
+            };
+        } else {
+            // SAFETY: as above; allocated as a plain `Entry`.
+            unsafe { retire(guard, self.0.as_ptr(), RetiredKind::Entry, bytes) };
+        }
     }
 }
 
 impl<K, V> Entry<K, V> {
-    /// A new live entry on the heap, ready to go into a dirty table.
-    pub(crate) fn boxed(hash: u64, key: K, node: Box<ValueNode<V>>) -> EntryRef<K, V> {
-        let entry = Box::new(Entry {
-            hash,
-            key: Published::new(key),
-            cell: AtomicPtr::new(Box::into_raw(node)),
-            _owns: PhantomData,
-        });
-        EntryRef(ptr::NonNull::from(Box::leak(entry)))
+    /// A new live entry on the heap, ready to go into a dirty table: one
+    /// allocation holding the value too if `V` needs no drop, otherwise
+    /// the entry and a value node.
+    pub(crate) fn boxed(hash: u64, key: K, value: V) -> EntryRef<K, V> {
+        if Self::INLINE {
+            let inline = Box::into_raw(Box::new(InlineEntry {
+                entry: Entry {
+                    hash,
+                    key: Published::new(key),
+                    cell: AtomicPtr::new(ptr::null_mut()),
+                    _owns: PhantomData,
+                },
+                node: ValueNode {
+                    value: Published::new(value),
+                },
+            }));
+            // SAFETY: `inline` is a fresh, unshared allocation; the cell
+            // gets a pointer to its own node, derived from the allocation's
+            // pointer (so it may be read through for the entry's life).
+            unsafe {
+                let node = ptr::addr_of_mut!((*inline).node);
+                (*inline).entry.cell = AtomicPtr::new(node);
+            }
+            EntryRef(ptr::NonNull::new(inline.cast::<Entry<K, V>>()).expect("Box is non-null"))
+        } else {
+            let entry = Box::new(Entry {
+                hash,
+                key: Published::new(key),
+                cell: AtomicPtr::new(Box::into_raw(ValueNode::boxed(value))),
+                _owns: PhantomData,
+            });
+            EntryRef(ptr::NonNull::from(Box::leak(entry)))
+        }
     }
 
     /// The key.
@@ -306,9 +405,22 @@ impl<K, V: Send + 'static> Entry<K, V> {
     /// `prev` was just swapped out of this cell by the caller (so the caller
     /// is its unique retirer), and `K`, `V` may be dropped on another thread.
     #[inline]
-    unsafe fn retire_previous(prev: *mut ValueNode<V>, guard: &Guard) -> Option<&V> {
+    unsafe fn retire_previous<'g>(
+        &self,
+        prev: *mut ValueNode<V>,
+        guard: &'g Guard,
+    ) -> Option<&'g V> {
         if !is_live(prev) {
             return None;
+        }
+        if prev == self.inline_node() {
+            // The inline value: its bytes belong to the entry, which the
+            // epoch keeps alive for every thread that reached it while
+            // pinned, and it needs no drop. Nothing to retire; it is never
+            // stored into again (a later value gets a node).
+            // SAFETY: `prev` points into this entry, alive for `'g` (the
+            // caller reached the entry while `guard` was pinned).
+            return Some(unsafe { (*prev).value() });
         }
         // SAFETY: `prev` left the cell by our swap/CAS, so no thread pinning
         // later can load it and nobody else retires it; the reference we
@@ -337,6 +449,17 @@ impl<K, V: Send + 'static> Entry<K, V> {
                 // SAFETY: `new` was never published; we still own it.
                 return Err(unsafe { Box::from_raw(new) });
             }
+            if current.is_null() && Self::INLINE && injected(Bug::ReuseInlineSlot) {
+                // The broken twin: overwrite the inline value in place.
+                let inline = self.inline_node();
+                // SAFETY: none (the twin writes under possible readers).
+                // `new` was never published; its value moves into the
+                // inline node's bytes, which need no drop.
+                unsafe { ptr::write(inline, *Box::from_raw(new)) };
+                // Release: as in the real path.
+                self.cell.store(inline, Ordering::Release);
+                return Ok(None);
+            }
             // AcqRel on success: Release publishes `new`'s value; Acquire
             // makes the previous node's value readable (we return it).
             // Relaxed on failure: we only compare the fresh value again.
@@ -345,7 +468,7 @@ impl<K, V: Send + 'static> Entry<K, V> {
                 .compare_exchange_weak(current, new, Ordering::AcqRel, Ordering::Relaxed)
             {
                 // SAFETY: `prev` just left the cell through our CAS.
-                Ok(prev) => return Ok(unsafe { Self::retire_previous(prev, guard) }),
+                Ok(prev) => return Ok(unsafe { self.retire_previous(prev, guard) }),
                 Err(actual) => current = actual,
             }
         }
@@ -363,7 +486,7 @@ impl<K, V: Send + 'static> Entry<K, V> {
         let prev = self.cell.swap(Box::into_raw(node), Ordering::AcqRel);
         debug_assert!(prev != expunged(), "swap_locked on an expunged entry");
         // SAFETY: `prev` just left the cell through our swap.
-        unsafe { Self::retire_previous(prev, guard) }
+        unsafe { self.retire_previous(prev, guard) }
     }
 
     /// Go: `entry.unexpungeLocked`: expunged → deleted. Returns whether the
@@ -421,7 +544,7 @@ impl<K, V: Send + 'static> Entry<K, V> {
                 Ordering::Relaxed,
             ) {
                 // SAFETY: `prev` just left the cell through our CAS.
-                Ok(prev) => return unsafe { Self::retire_previous(prev, guard) },
+                Ok(prev) => return unsafe { self.retire_previous(prev, guard) },
                 Err(actual) => p = actual,
             }
         }
@@ -500,7 +623,7 @@ impl<K, V: Send + 'static> Entry<K, V> {
                 // ordering.
                 let prev = self.cell.swap(raw, Ordering::AcqRel);
                 // SAFETY: `prev` just left the cell through our swap.
-                unsafe { Self::retire_previous(prev, guard) };
+                unsafe { self.retire_previous(prev, guard) };
                 return true;
             }
             // AcqRel on success: Release publishes the new node; Acquire
@@ -512,7 +635,7 @@ impl<K, V: Send + 'static> Entry<K, V> {
             {
                 Ok(prev) => {
                     // SAFETY: `prev` just left the cell through our CAS.
-                    unsafe { Self::retire_previous(prev, guard) };
+                    unsafe { self.retire_previous(prev, guard) };
                     return true;
                 }
                 Err(actual) => {
@@ -546,7 +669,7 @@ impl<K, V: Send + 'static> Entry<K, V> {
             ) {
                 Ok(prev) => {
                     // SAFETY: `prev` just left the cell through our CAS.
-                    unsafe { Self::retire_previous(prev, guard) };
+                    unsafe { self.retire_previous(prev, guard) };
                     return true;
                 }
                 Err(actual) => p = actual,
@@ -577,7 +700,7 @@ impl<K, V: Send + 'static> Entry<K, V> {
                     // SAFETY: `prev` just left the cell through our CAS; `raw`
                     // is now in the cell and freed only through the epoch.
                     unsafe {
-                        Self::retire_previous(prev, guard);
+                        self.retire_previous(prev, guard);
                         return Some((*raw).value());
                     }
                 }
@@ -597,7 +720,7 @@ impl<K, V: Send + 'static> Entry<K, V> {
         // on another thread, after being read here); Release is harmless.
         let prev = self.cell.swap(expunged(), Ordering::AcqRel);
         // SAFETY: `prev` just left the cell through our swap.
-        unsafe { Self::retire_previous(prev, guard) }.is_some()
+        unsafe { self.retire_previous(prev, guard) }.is_some()
     }
 }
 
@@ -611,9 +734,11 @@ impl<K, V> Drop for Entry<K, V> {
         // are deleted or expunged (checked when retired); the map's `Drop`
         // frees entries with their live values, which no reader can hold
         // any more.
-        if is_live(p) {
+        if is_live(p) && p != self.inline_node() {
             // SAFETY: no table reaches the entry any more, and a live node
-            // is owned by its cell: freed once, here.
+            // other than the inline one is owned by its cell: freed once,
+            // here. (The inline node needs no drop and goes with the entry's
+            // allocation.)
             drop(unsafe { Box::from_raw(p) });
         }
     }

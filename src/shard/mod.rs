@@ -701,29 +701,31 @@ where
 
     // ----- Swap (insert) ----------------------------------------------
 
-    /// Go's `Swap`: stores `node` under `key`, returning the previous value.
+    /// Go's `Swap`: stores `value` under `key`, returning the previous
+    /// value. A new key's value goes inline in its entry (when `V` needs no
+    /// drop); a replacing value gets a node of its own.
     pub(crate) fn insert<'g>(
         &self,
         hash: u64,
         key: K,
-        node: Box<ValueNode<V>>,
+        value: V,
         ctx: &Ctx<'_>,
         guard: &'g Guard,
-    ) -> Retry<Option<&'g V>, (K, Box<ValueNode<V>>)> {
+    ) -> Retry<Option<&'g V>, (K, V)> {
         let (view, _) = self.view(guard);
-        let node = match view.find(hash, &key) {
-            Some(entry) => match entry.try_swap(node, guard) {
+        let value = match view.find(hash, &key) {
+            Some(entry) => match entry.try_swap(ValueNode::boxed(value), guard) {
                 Ok(previous) => {
                     if previous.is_none() {
                         self.adjust_live(ctx, 1);
                     }
                     return Ok(previous);
                 }
-                Err(node) => node,
+                Err(node) => (*node).into_value(),
             },
-            None => node,
+            None => value,
         };
-        self.insert_slow(hash, key, node, ctx, guard)
+        self.insert_slow(hash, key, value, ctx, guard)
     }
 
     #[cold]
@@ -731,12 +733,12 @@ where
         &self,
         hash: u64,
         key: K,
-        node: Box<ValueNode<V>>,
+        value: V,
         ctx: &Ctx<'_>,
         guard: &'g Guard,
-    ) -> Retry<Option<&'g V>, (K, Box<ValueNode<V>>)> {
+    ) -> Retry<Option<&'g V>, (K, V)> {
         let Ok(mut dirty) = self.lock_current() else {
-            return Err((key, node));
+            return Err((key, value));
         };
         let (view, amended) = self.view(guard);
         let previous = if let Some(entry) = view.find(hash, &key) {
@@ -744,15 +746,15 @@ where
             if entry.unexpunge_locked() && !injected(Bug::SkipPutBack) {
                 dirty.put_back(entry);
             }
-            entry.swap_locked(node, guard)
+            entry.swap_locked(ValueNode::boxed(value), guard)
         } else if let Some(entry) = dirty.find(hash, &key) {
-            entry.swap_locked(node, guard)
+            entry.swap_locked(ValueNode::boxed(value), guard)
         } else {
             self.insert_new_locked(
                 &mut dirty,
                 view,
                 amended,
-                Entry::boxed(hash, key, node),
+                Entry::boxed(hash, key, value),
                 ctx,
                 guard,
             );
@@ -849,7 +851,7 @@ where
             self.miss_locked(&mut dirty, ctx, guard);
             return Ok(outcome);
         }
-        let entry = Entry::boxed(hash, key, ValueNode::boxed(value));
+        let entry = Entry::boxed(hash, key, value);
         Ok(Ok(self.insert_new_locked(
             &mut dirty, view, amended, entry, ctx, guard,
         )))
