@@ -1021,8 +1021,9 @@ def main():
     w("")
     facts = why_facts(groups, growth, cg, lat)
     w("- **A read hit costs more dependent loads than a flat table.** The ceiling hashes, loads a control group "
-      "and compares the key stored inline in the bucket: two dependent loads. snapmap loads the directory table, "
-      "its slot array (a separate allocation), the shard, the read-view pointer, the view (another allocation "
+      "and compares the key stored inline in the bucket: two dependent loads. snapmap loads the directory "
+      "table's header, the slot (inline after the header, one allocation), the shard, the read-view pointer, "
+      "the view (another allocation "
       "holding the table header), the control bytes, the bucket (a pointer to the entry), the entry (hash, key, "
       "value cell) and finally the value node: nine, of which four or five miss the cache on a 1M-key map, where "
       "each miss is a trip to memory. "

@@ -1248,7 +1248,16 @@ where
     /// Sets the amended bit on the current view (Go:
     /// `m.read.Store(&readOnly{m: read.m, amended: true})`).
     fn mark_amended_locked(&self, view: &ReadView<K, V>) {
-        let tagged = with_amended(view);
+        // Relaxed: only lock holders store the view word, and we hold the
+        // lock. The amended word is derived from the stored pointer, not
+        // from `view` (a shared reference): the stored one carries the
+        // allocation's provenance, which the view's eventual free needs.
+        let current = self.head.read.load(Ordering::Relaxed);
+        debug_assert!(
+            core::ptr::eq(untag(current).0, view),
+            "amends the current view"
+        );
+        let tagged = with_amended(current);
         // Release, not Relaxed: a reader that Acquire-loads this tagged
         // pointer must see the view's table, and it no longer reads from the
         // Release store that first published the view (a later plain store

@@ -332,9 +332,9 @@ pub(crate) fn untag<K, V>(tagged: *mut ViewHeader<K, V>) -> (*mut ReadView<K, V>
     )
 }
 
-/// The published word of `view` with the amended bit set.
+/// A published view word with the amended bit set (derived from the word
+/// itself, so the pointer keeps the allocation's provenance).
 #[inline]
-pub(crate) fn with_amended<K, V>(view: &ReadView<K, V>) -> *mut ViewHeader<K, V> {
-    let capacity = view.slots.len();
-    ReadView::tag(ptr::from_ref(view).cast_mut(), capacity).map_addr(|a| a | AMENDED)
+pub(crate) fn with_amended<K, V>(tagged: *mut ViewHeader<K, V>) -> *mut ViewHeader<K, V> {
+    tagged.map_addr(|a| a | AMENDED)
 }
