@@ -126,11 +126,13 @@
 //!   node and retires the old one; a `Mutex<V>` inside the value may be
 //!   cheaper.
 //! - **Memory-tight maps of small entries.** Each entry is a cell shared
-//!   by the read view and the dirty table, plus a separately allocated
-//!   value (so that updates are one CAS and reads of replaced values stay
-//!   safe): about 51 bytes per `u64 -> u64` entry at 1M entries, against
-//!   36 for a `hashbrown::HashMap` of the same size (`BENCHMARKS.md`, heap
-//!   bytes per entry).
+//!   by the read view and the dirty table (holding its first value inline
+//!   when `V` needs no drop; a replaced value gets its own node, so that
+//!   updates are one CAS and reads of replaced values stay safe), and the
+//!   read view's slots hold each entry's full hash beside its pointer:
+//!   about 66 heap bytes per `u64 -> u64` entry at 1M entries, against 36
+//!   for a `hashbrown::HashMap` and 54 for papaya
+//!   (`cargo bench --bench growth -- memory`).
 //!
 //! # Memory
 //!

@@ -152,6 +152,19 @@ fn is_current<K, V>(table: &DirTable<K, V>, shard: &Shard<K, V>, guard: &Guard) 
         )
 }
 
+/// The pointer a current shard's first slot stores, the one to retire it
+/// through: it carries the allocation's provenance (from [`boxed`]),
+/// which a pointer made from `&Shard` does not (freeing through that one is
+/// undefined behaviour under the aliasing models Miri checks). The caller
+/// holds the resize lock and has checked that `shard` is current.
+fn owning_pointer<K, V>(table: &DirTable<K, V>, shard: &Shard<K, V>) -> *mut Shard<K, V> {
+    let index = (shard.prefix() as usize) << (table.depth() - shard.depth());
+    // Relaxed: slots change only under the resize lock, which we hold.
+    let owned = table.slots[index].load(Ordering::Relaxed);
+    debug_assert!(core::ptr::eq(owned, shard), "the shard is current");
+    owned
+}
+
 /// Frees shards that were built but never published.
 ///
 /// # Safety
@@ -168,18 +181,17 @@ unsafe fn discard<K, V>(shards: &[*mut Shard<K, V>]) {
 ///
 /// # Safety
 ///
-/// `shard` was allocated by [`boxed`], is no longer in any slot of the
-/// current table, has been marked retired under its lock, and is retired
-/// only once.
-unsafe fn retire_shard<K, V>(shard: &Shard<K, V>, bytes: usize, guard: &Guard)
+/// `shard` is the pointer [`boxed`] returned (read back from a slot with
+/// [`owning_pointer`]), is no longer in any slot of the current table, has
+/// been marked retired under its lock, and is retired only once.
+unsafe fn retire_shard<K, V>(shard: *mut Shard<K, V>, bytes: usize, guard: &Guard)
 where
     K: Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
-    let ptr = core::ptr::from_ref(shard).cast_mut();
     // SAFETY: per the contract; readers pinned before now may still use it,
     // and the epoch waits for them.
-    unsafe { retire(guard, ptr, RetiredKind::Shard, bytes) };
+    unsafe { retire(guard, shard, RetiredKind::Shard, bytes) };
 }
 
 /// Splits `shard` if it is current and over capacity. See the module docs.
@@ -215,6 +227,7 @@ where
             Shard::with_table(depth + 1, (prefix << 1) | 1, high, live[1]).born_during(ctx.build),
         ),
     ];
+    let owned;
     {
         let mut resize = dir.resize.lock();
         let mut table = dir.table(guard);
@@ -229,6 +242,7 @@ where
         let global = table.depth();
         let span = 1usize << (global - depth - 1);
         let start = (prefix as usize) << (global - depth);
+        owned = owning_pointer(table, shard);
         point_slots(table, start, span, new[0]);
         point_slots(table, start + span, span, new[1]);
         if depth + 1 == global {
@@ -240,7 +254,7 @@ where
     drop(dirty);
     // SAFETY: the shard left its slots above and was marked retired under
     // its lock; only the holder of that lock (now us) retires it, once.
-    unsafe { retire_shard(shard, bytes, guard) };
+    unsafe { retire_shard(owned, bytes, guard) };
     ctx.stripe.count(Event::Splits, 1);
 }
 
@@ -300,6 +314,7 @@ where
     high.drain_for_migration_locked(&mut high_dirty, ctx, guard, &mut take);
     let merged_shard =
         boxed(Shard::with_table(depth - 1, prefix >> 1, merged, live).born_during(ctx.build));
+    let (owned_low, owned_high);
     {
         let mut resize = dir.resize.lock();
         let mut table = dir.table(guard);
@@ -308,6 +323,7 @@ where
             unsafe { discard(&[merged_shard]) };
             return None;
         }
+        (owned_low, owned_high) = (owning_pointer(table, low), owning_pointer(table, high));
         let global = table.depth();
         let span = 1usize << (global - depth + 1);
         point_slots(
@@ -332,8 +348,8 @@ where
     // SAFETY: both left their slots above and were marked retired under
     // their locks, which we held; each is retired once, here.
     unsafe {
-        retire_shard(low, low_bytes, guard);
-        retire_shard(high, high_bytes, guard);
+        retire_shard(owned_low, low_bytes, guard);
+        retire_shard(owned_high, high_bytes, guard);
     }
     ctx.stripe.count(Event::Merges, 1);
     // SAFETY: the merged shard is in the current table and is retired only

@@ -237,16 +237,10 @@ impl<K, V> core::ops::Deref for EntryRef<K, V> {
 }
 
 impl<K, V> EntryRef<K, V> {
-    /// The pointer to an entry already in a table (to put it in another).
+    /// Whether this points to `entry` (compares addresses only).
     #[inline]
-    pub(crate) fn from_entry(entry: &Entry<K, V>) -> Self {
-        EntryRef(ptr::NonNull::from(entry))
-    }
-
-    /// Whether both point to the same entry (no entry is read).
-    #[inline]
-    pub(crate) fn same(&self, other: &Self) -> bool {
-        self.0 == other.0
+    pub(crate) fn points_to(&self, entry: &Entry<K, V>) -> bool {
+        ptr::eq(self.0.as_ptr(), entry)
     }
 
     /// The entry, for as long as `_guard` stays pinned.

@@ -213,17 +213,22 @@ impl<K, V> Dirty<K, V> {
     /// it off `dead` (invariant 4).
     fn put_back(&mut self, entry: &Entry<K, V>) {
         debug_assert!(!entry.is_expunged(), "un-expunge before putting back");
+        // A scan of at most one rebuild's expunged entries, on the rare
+        // path that revives a key deleted before that rebuild. The pointer
+        // put back is the one from `dead` (it carries the entry's
+        // allocation's provenance, which its eventual free needs; one made
+        // from `&Entry` would not).
+        let at = self
+            .dead
+            .iter()
+            .position(|e| e.points_to(entry))
+            .expect("invariant 4: an expunged entry is on `dead`");
+        let entry = self.dead.swap_remove(at);
         let table = self
             .table
             .as_mut()
             .expect("invariant 3: an expunged entry implies a dirty table");
-        let entry = EntryRef::from_entry(entry);
         table.insert_unique(rehash(&entry), entry, rehash);
-        // A scan of at most one rebuild's expunged entries, on the rare
-        // path that revives a key deleted before that rebuild.
-        if let Some(at) = self.dead.iter().position(|e| e.same(&entry)) {
-            self.dead.swap_remove(at);
-        }
     }
 
     /// Every entry the shard's current tables hold, each once (invariant
@@ -670,9 +675,16 @@ where
             }
         }
         let found = dirty
-            .find(hash, key)
+            .table
+            .as_ref()
+            .and_then(|t| {
+                t.find(table_hash(hash), |e| {
+                    e.hash == hash && key.equivalent(e.key())
+                })
+            })
+            .copied()
             // SAFETY: found in dirty, under the lock, while pinned.
-            .map(|e| unsafe { EntryRef::from_entry(e).pinned(guard) })
+            .map(|e| unsafe { e.pinned(guard) })
             .and_then(in_dirty);
         self.miss_locked(&mut dirty, ctx, guard);
         Ok(found)
