@@ -28,7 +28,7 @@
 
 mod common;
 
-use common::{Bug, assert_twin_caught, check, run_twin, spawn};
+use common::{Bug, assert_remove_or_store_first, assert_twin_caught, check, run_twin, spawn};
 use loom::sync::Arc;
 use snapmap::SnapMap;
 
@@ -60,28 +60,7 @@ fn model() {
     let removed = remover.join().unwrap();
     let previous = storer.join().unwrap();
 
-    match removed {
-        // The store came first and the remove took its value.
-        Some(111) => {
-            assert_eq!(previous, Some(100));
-            assert_eq!(map.get(&1), None, "a removed key came back");
-        }
-        // The remove came first; the store must survive the compaction.
-        Some(100) => {
-            assert_eq!(previous, None);
-            assert_eq!(
-                map.get(&1),
-                Some(111),
-                "a stored key was lost at the compaction"
-            );
-        }
-        other => panic!("impossible remove result {other:?}"),
-    }
-    assert_eq!(
-        map.len(),
-        map.pin().iter().count(),
-        "len disagrees with the entries"
-    );
+    assert_remove_or_store_first(&map, removed, previous, "the compaction");
     assert_eq!(map.get(&2), None);
 }
 

@@ -26,7 +26,7 @@
 
 mod common;
 
-use common::{Bug, assert_twin_caught, check, run_twin, spawn};
+use common::{Bug, assert_remove_or_store_first, assert_twin_caught, check, run_twin, spawn};
 use loom::sync::Arc;
 use snapmap::SnapMap;
 
@@ -56,28 +56,7 @@ fn model() {
     let previous = storer.join().unwrap();
 
     assert_eq!(map.get(&2), Some(200)); // a miss on a dirty key: promotes
-    match removed {
-        // The store came first and the remove took its value.
-        Some(111) => {
-            assert_eq!(previous, Some(100));
-            assert_eq!(map.get(&1), None, "a removed key came back");
-        }
-        // The remove came first; the store must survive the promotion.
-        Some(100) => {
-            assert_eq!(previous, None);
-            assert_eq!(
-                map.get(&1),
-                Some(111),
-                "a stored key was lost at the promotion"
-            );
-        }
-        other => panic!("impossible remove result {other:?}"),
-    }
-    assert_eq!(
-        map.len(),
-        map.pin().iter().count(),
-        "len disagrees with the entries"
-    );
+    assert_remove_or_store_first(&map, removed, previous, "the promotion");
 }
 
 #[test]

@@ -116,3 +116,35 @@ pub fn assert_twin_caught(child: &str, expected: &str) {
         start.elapsed()
     );
 }
+
+/// The check shared by the models in which `T1` removes key 1 (which held
+/// 100) while `T2` stores 111 under it (`expunge.rs`, `compact.rs`): the
+/// outcome must be one of the two linearizable orders, and the map's length
+/// must agree with its entries. `lost` names where a store could be lost
+/// (the twins' expected failure message is "a stored key was lost at
+/// {lost}").
+pub fn assert_remove_or_store_first(
+    map: &snapmap::SnapMap<u64, u64>,
+    removed: Option<u64>,
+    previous: Option<u64>,
+    lost: &str,
+) {
+    match removed {
+        // The store came first and the remove took its value.
+        Some(111) => {
+            assert_eq!(previous, Some(100));
+            assert_eq!(map.get(&1), None, "a removed key came back");
+        }
+        // The remove came first; the store must survive.
+        Some(100) => {
+            assert_eq!(previous, None);
+            assert_eq!(map.get(&1), Some(111), "a stored key was lost at {lost}");
+        }
+        other => panic!("impossible remove result {other:?}"),
+    }
+    assert_eq!(
+        map.len(),
+        map.pin().iter().count(),
+        "len disagrees with the entries"
+    );
+}
