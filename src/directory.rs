@@ -65,11 +65,9 @@
 //! builds check it against `Layout::for_value` of the result. That is the
 //! layout `Box` frees a `DirTable` with, so a table is freed by
 //! `Box::from_raw`: in the directory's `Drop`, or by the epoch once
-//! replaced. `epoch::retire` takes a `Box` of a sized type, so a replaced
-//! table goes to the epoch inside a two-word carrier box (allocated only
-//! when the directory doubles or halves), and its retired bytes count both:
-//! `32 + 8 * 2^G` in a normal build (`24 + 8 * 2^G` before, for a 24-byte
-//! box and a separate slot array).
+//! replaced (`reclaim::retire` takes the unsized pointer as it is); its
+//! retired bytes are `16 + 8 * 2^G` in a normal build (`24 + 8 * 2^G`
+//! before, for a 24-byte box and a separate slot array).
 //!
 //! # The hit path
 //!
@@ -121,7 +119,6 @@ use core::ptr;
 
 use crate::reclaim::retire;
 use crate::shard::Shard;
-use crate::shard::read_view::Table;
 use crate::stats::RetiredKind;
 use crate::sync::atomic::{AtomicPtr, Ordering};
 use crate::sync::epoch::Guard;
@@ -331,28 +328,6 @@ impl<K, V> Drop for Filling<K, V> {
     }
 }
 
-/// A replaced table on its way through the epoch: a sized owner that frees
-/// it, because `epoch::retire` takes a `Box` of a sized type. A raw pointer
-/// rather than a `Box<DirTable>`, which would claim unique access while
-/// readers pinned before the replacement may still read the table.
-struct RetiredTable<K, V>(*mut DirTable<K, V>);
-
-// SAFETY: the carrier is the table's only owner once retired, and the
-// epoch drops it only after every reader that could reach the table has
-// unpinned. Freeing a table drops nothing but its header (depth and count)
-// and its atomic slots (the shards are not the table's), so any thread may
-// do it, whatever `K` and `V` are.
-unsafe impl<K, V> Send for RetiredTable<K, V> {}
-
-impl<K, V> Drop for RetiredTable<K, V> {
-    fn drop(&mut self) {
-        // SAFETY: the pointer came from `DirTable::boxed`, whose layout is
-        // the one `Box` frees a `DirTable` with; the epoch drops the carrier
-        // once, after the last reader of the table (`Send` above).
-        drop(unsafe { Box::from_raw(self.0) });
-    }
-}
-
 /// The directory. See the module docs.
 pub(crate) struct Directory<K, V> {
     /// The current table, as a thin pointer to its start (a `DirTable` is
@@ -374,10 +349,10 @@ impl<K, V> Directory<K, V> {
     pub(crate) fn new(depth: u32, max_depth: u32) -> Self {
         debug_assert!(depth <= max_depth && max_depth <= MAX_DEPTH_LIMIT);
         let table = DirTable::<K, V>::boxed(depth, |i| {
-            Box::into_raw(Box::new(Shard::with_table(
+            Box::into_raw(Box::new(Shard::with_entries(
                 depth,
                 i as u64,
-                Table::new(),
+                Vec::new(),
                 0,
             )))
         });
@@ -452,16 +427,13 @@ where
         // SAFETY: the old table is live: we hold the resize lock, and only
         // its holder retires tables.
         let old = unsafe { DirTable::from_header(old) };
-        let bytes = size_of::<RetiredTable<K, V>>()
-            // SAFETY: the old table is live (above).
-            + unsafe { &*old }.heap_bytes();
-        // `retire` frees a `Box` of a sized type and a table is unsized, so
-        // the table goes to the epoch inside a carrier box, counted with it.
-        let carrier = Box::into_raw(Box::new(RetiredTable(old)));
+        // SAFETY: the old table is live (above).
+        let bytes = unsafe { &*old }.heap_bytes();
         // SAFETY: the old table is unlinked; readers pinned before now may
         // still hold it and the epoch waits for them. Retired once, by the
-        // lock holder, through a fresh carrier box.
-        unsafe { retire(guard, carrier, RetiredKind::Directory, bytes) };
+        // lock holder, through the pointer `DirTable::boxed` made (its
+        // layout is the one `Box` frees a `DirTable` with).
+        unsafe { retire(guard, old, RetiredKind::Directory, bytes) };
         // SAFETY: `new` is the current table, retired only after being
         // replaced, and `guard` is pinned.
         unsafe { &*new }

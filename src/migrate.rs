@@ -119,7 +119,6 @@
 pub(crate) use crate::directory::Resize;
 use crate::directory::{DirTable, Directory};
 use crate::reclaim::retire;
-use crate::shard::read_view::{Table, rehash};
 use crate::shard::{Ctx, Shard};
 use crate::stats::{Event, RetiredKind};
 use crate::sync::atomic::Ordering;
@@ -210,21 +209,21 @@ where
     }
     let bit = 63 - depth;
     // Each half gets about half the entries: room for 5/8 of them means
-    // one allocation per half (growing from empty would allocate and
-    // rehash eight times), with slack for an uneven split.
+    // one allocation per half, with slack for an uneven split. The halves
+    // are lists: each becomes its new shard's read view directly.
     let half = shard.migration_len_locked(&dirty, guard) * 5 / 8 + 8;
-    let mut halves = [Table::with_capacity(half), Table::with_capacity(half)];
+    let mut halves = [Vec::with_capacity(half), Vec::with_capacity(half)];
     let mut live = [0usize; 2];
     shard.drain_for_migration_locked(&mut dirty, ctx, guard, |entry| {
         let half = ((entry.hash >> bit) & 1) as usize;
-        halves[half].insert_unique(rehash(&entry), entry, rehash);
+        halves[half].push(entry);
         live[half] += usize::from(entry.is_live());
     });
     let [low, high] = halves;
     let new = [
-        boxed(Shard::with_table(depth + 1, prefix << 1, low, live[0]).born_during(ctx.build)),
+        boxed(Shard::with_entries(depth + 1, prefix << 1, low, live[0]).born_during(ctx.build)),
         boxed(
-            Shard::with_table(depth + 1, (prefix << 1) | 1, high, live[1]).born_during(ctx.build),
+            Shard::with_entries(depth + 1, (prefix << 1) | 1, high, live[1]).born_during(ctx.build),
         ),
     ];
     let owned;
@@ -304,16 +303,16 @@ where
     if high_dirty.is_retired() {
         return None;
     }
-    let mut merged = Table::with_capacity(low.live() + high.live());
+    let mut merged = Vec::with_capacity(low.live() + high.live());
     let mut live = 0usize;
     let mut take = |entry: crate::shard::entry::EntryRef<K, V>| {
-        merged.insert_unique(rehash(&entry), entry, rehash);
+        merged.push(entry);
         live += usize::from(entry.is_live());
     };
     low.drain_for_migration_locked(&mut low_dirty, ctx, guard, &mut take);
     high.drain_for_migration_locked(&mut high_dirty, ctx, guard, &mut take);
     let merged_shard =
-        boxed(Shard::with_table(depth - 1, prefix >> 1, merged, live).born_during(ctx.build));
+        boxed(Shard::with_entries(depth - 1, prefix >> 1, merged, live).born_during(ctx.build));
     let (owned_low, owned_high);
     {
         let mut resize = dir.resize.lock();

@@ -206,6 +206,12 @@ pub(crate) struct Dirty<K, V> {
 
 impl<K, V> Dirty<K, V> {
     fn find<Q: ?Sized + Equivalent<K>>(&self, hash: u64, key: &Q) -> Option<&Entry<K, V>> {
+        self.find_ref(hash, key).map(|entry| &**entry)
+    }
+
+    /// The table's own pointer to the entry for `key` (to keep beyond the
+    /// lock while pinned, see [`EntryRef::pinned`]).
+    fn find_ref<Q: ?Sized + Equivalent<K>>(&self, hash: u64, key: &Q) -> Option<&EntryRef<K, V>> {
         self.table.as_ref().and_then(|t| find(t, hash, key))
     }
 
@@ -290,12 +296,18 @@ pub(crate) struct Shard<K, V> {
 }
 
 impl<K, V> Shard<K, V> {
-    /// A shard at `(depth, prefix)` whose view is `table` (already promoted:
-    /// no dirty table), holding `live` live entries.
-    pub(crate) fn with_table(depth: u32, prefix: u64, table: Table<K, V>, live: usize) -> Self {
+    /// A shard at `(depth, prefix)` whose view holds `entries` (already
+    /// promoted: no dirty table), `live` of them live.
+    pub(crate) fn with_entries(
+        depth: u32,
+        prefix: u64,
+        entries: Vec<EntryRef<K, V>>,
+        live: usize,
+    ) -> Self {
+        let len = entries.len();
         Shard {
             head: CachePadded::new(Head {
-                read: AtomicPtr::new(ReadView::boxed(table)),
+                read: AtomicPtr::new(ReadView::from_entries(entries, len)),
                 place: Published::new(Place {
                     depth,
                     prefix,
@@ -575,11 +587,9 @@ where
             // The broken twin: leave the deleted entries out without
             // expunging them (and leak them: the model reports the lost
             // store instead of a use after free).
-            let mut live = Table::with_capacity(view.len());
-            for &entry in view.iter().filter(|entry| entry.is_live()) {
-                live.insert_unique(rehash(&entry), entry, rehash);
-            }
-            self.publish_locked(ReadView::boxed(live), guard);
+            let live: Vec<_> = view.iter().copied().filter(|e| e.is_live()).collect();
+            let len = live.len();
+            self.publish_locked(ReadView::from_entries(live, len), guard);
             return;
         }
         self.rebuild_dirty_locked(&mut dirty, view, ctx);
@@ -675,14 +685,7 @@ where
             }
         }
         let found = dirty
-            .table
-            .as_ref()
-            .and_then(|t| {
-                t.find(table_hash(hash), |e| {
-                    e.hash == hash && key.equivalent(e.key())
-                })
-            })
-            .copied()
+            .find_ref(hash, key)
             // SAFETY: found in dirty, under the lock, while pinned.
             .map(|e| unsafe { e.pinned(guard) })
             .and_then(in_dirty);
@@ -792,7 +795,7 @@ where
     ) -> &'g V {
         if !amended {
             self.rebuild_dirty_locked(dirty, view, ctx);
-            self.mark_amended_locked(view);
+            self.mark_amended_locked();
         }
         // SAFETY: we created the entry while pinned; it goes into dirty
         // below, and only a later lock holder can retire it.
@@ -1062,7 +1065,7 @@ where
                 removed += 1;
             }
         }
-        self.publish_locked(ReadView::boxed(Table::new()), guard);
+        self.publish_locked(ReadView::from_entries([], 0), guard);
         for entry in doomed {
             // SAFETY: the empty view just replaced the old one and dirty is
             // gone, so the entry is in no current table; under the lock,
@@ -1187,8 +1190,7 @@ where
             return;
         }
         dirty.retired = true;
-        let (view, _) = self.view(guard);
-        self.mark_amended_locked(view);
+        self.mark_amended_locked();
         // The shards that replace this one hold every entry that is not
         // expunged; the expunged ones (from rebuilds and from the drain)
         // leave the map with this shard.
@@ -1259,17 +1261,12 @@ where
 
     /// Sets the amended bit on the current view (Go:
     /// `m.read.Store(&readOnly{m: read.m, amended: true})`).
-    fn mark_amended_locked(&self, view: &ReadView<K, V>) {
+    fn mark_amended_locked(&self) {
         // Relaxed: only lock holders store the view word, and we hold the
-        // lock. The amended word is derived from the stored pointer, not
-        // from `view` (a shared reference): the stored one carries the
-        // allocation's provenance, which the view's eventual free needs.
-        let current = self.head.read.load(Ordering::Relaxed);
-        debug_assert!(
-            core::ptr::eq(untag(current).0, view),
-            "amends the current view"
-        );
-        let tagged = with_amended(current);
+        // lock. The amended word is derived from the stored pointer (not
+        // from a `&ReadView`): it carries the allocation's provenance,
+        // which the view's eventual free needs.
+        let tagged = with_amended(self.head.read.load(Ordering::Relaxed));
         // Release, not Relaxed: a reader that Acquire-loads this tagged
         // pointer must see the view's table, and it no longer reads from the
         // Release store that first published the view (a later plain store

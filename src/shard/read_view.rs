@@ -86,21 +86,19 @@ pub(crate) fn rehash<K, V>(entry: &EntryRef<K, V>) -> u64 {
     table_hash(entry.hash)
 }
 
-/// Looks `key` up in a dirty table.
+/// Looks `key` up in a dirty table: the table's pointer to its entry.
 #[inline]
 pub(crate) fn find<'t, K, V, Q>(
     table: &'t Table<K, V>,
     hash: u64,
     key: &Q,
-) -> Option<&'t Entry<K, V>>
+) -> Option<&'t EntryRef<K, V>>
 where
     Q: ?Sized + Equivalent<K>,
 {
-    table
-        .find(table_hash(hash), |e| {
-            e.hash == hash && key.equivalent(e.key())
-        })
-        .map(|e| &**e)
+    table.find(table_hash(hash), |e| {
+        e.hash == hash && key.equivalent(e.key())
+    })
 }
 
 /// One slot of a view: the entry's full hash and the entry (`None`: empty).
