@@ -57,8 +57,8 @@ where
     #[inline]
     fn next(&mut self) -> Option<(&'p K, &'p V)> {
         loop {
-            for entry in self.current.by_ref() {
-                if entry.hash < self.from {
+            for (hash, entry) in self.current.by_ref() {
+                if hash < self.from {
                     continue;
                 }
                 if let Some(value) = entry.load(self.guard) {

@@ -305,7 +305,7 @@ where
     }
     let mut merged = Vec::with_capacity(low.live() + high.live());
     let mut live = 0usize;
-    let mut take = |entry: crate::shard::entry::EntryRef<K, V>| {
+    let mut take = |entry: crate::shard::entry::Hashed<K, V>| {
         merged.push(entry);
         live += usize::from(entry.is_live());
     };

@@ -2,10 +2,12 @@
 //!
 //! An [`Entry`] is shared by a shard's read view and its dirty table,
 //! exactly as Go's `*entry` is shared by `read.m` and `dirty`: both tables
-//! hold the same [`EntryRef`] (a plain pointer). The key and its full 64-bit
-//! hash live once, in the entry; tables rehash from the stored hash, so a
-//! table never calls the user's `Hash` again (a panicking `Hash` can only
-//! panic before anything changes).
+//! hold the same [`EntryRef`] (a plain pointer). The key lives once, in the
+//! entry; its full 64-bit hash is stored beside every table pointer to it
+//! (the view's slots, the dirty table's [`Hashed`] elements), so tables
+//! rehash from the stored hash and never call the user's `Hash` again (a
+//! panicking `Hash` can only panic before anything changes), and a probe
+//! compares hashes before it touches an entry.
 //!
 //! # The value cell (Go's `entry.p`)
 //!
@@ -148,9 +150,12 @@ pub(crate) enum LoadOrStore<'g, V> {
     Expunged(V),
 }
 
-/// One key, its hash, and its value cell. See the module docs.
+/// One key and its value cell. See the module docs. The key's hash is
+/// not stored here but beside every table pointer to the entry
+/// ([`Hashed`], and the read view's slots), where probes compare it
+/// before they touch the entry: an entry of a `u64 -> u64` map is 24
+/// bytes with its value inline (a 32-byte allocation, not 48).
 pub(crate) struct Entry<K, V> {
-    pub(crate) hash: u64,
     key: Published<K>,
     cell: AtomicPtr<ValueNode<V>>,
     /// The entry owns the node the cell points to (for drop check and for
@@ -220,6 +225,32 @@ impl<K, V> Copy for EntryRef<K, V> {}
 unsafe impl<K, V> Send for EntryRef<K, V> where Entry<K, V>: Send + Sync {}
 // SAFETY: as above; sharing an `&EntryRef` only shares `&Entry`.
 unsafe impl<K, V> Sync for EntryRef<K, V> where Entry<K, V>: Sync {}
+
+/// A table's pointer to an entry with the key's full hash beside it (a
+/// dirty table's element, and every list of entries a rebuild, split or
+/// merge passes around): rehashing and probing never touch the entry, and
+/// never call user code.
+pub(crate) struct Hashed<K, V> {
+    pub(crate) hash: u64,
+    pub(crate) entry: EntryRef<K, V>,
+}
+
+impl<K, V> Clone for Hashed<K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K, V> Copy for Hashed<K, V> {}
+
+impl<K, V> core::ops::Deref for Hashed<K, V> {
+    type Target = Entry<K, V>;
+
+    #[inline]
+    fn deref(&self) -> &Entry<K, V> {
+        &self.entry
+    }
+}
 
 impl<K, V> core::ops::Deref for EntryRef<K, V> {
     type Target = Entry<K, V>;
@@ -323,11 +354,10 @@ impl<K, V> Entry<K, V> {
     /// A new live entry on the heap, ready to go into a dirty table: one
     /// allocation holding the value too if `V` needs no drop, otherwise
     /// the entry and a value node.
-    pub(crate) fn boxed(hash: u64, key: K, value: V) -> EntryRef<K, V> {
+    pub(crate) fn boxed(key: K, value: V) -> EntryRef<K, V> {
         if Self::INLINE {
             let inline = Box::into_raw(Box::new(InlineEntry {
                 entry: Entry {
-                    hash,
                     key: Published::new(key),
                     cell: AtomicPtr::new(ptr::null_mut()),
                     _owns: PhantomData,
@@ -346,7 +376,6 @@ impl<K, V> Entry<K, V> {
             EntryRef(ptr::NonNull::new(inline.cast::<Entry<K, V>>()).expect("Box is non-null"))
         } else {
             let entry = Box::new(Entry {
-                hash,
                 key: Published::new(key),
                 cell: AtomicPtr::new(Box::into_raw(ValueNode::boxed(value))),
                 _owns: PhantomData,

@@ -94,7 +94,7 @@ use crate::sync::unmodelled::{AtomicUsize, Ordering as UnmodelledOrdering};
 use crate::sync::{CachePadded, Mutex, Published};
 use crate::thread::next_unique_id;
 use crate::twins::{Bug, injected};
-use entry::{Entry, EntryRef, LoadOrStore, ValueNode};
+use entry::{Entry, EntryRef, Hashed, LoadOrStore, ValueNode};
 use read_view::{ReadView, Table, ViewHeader, find, rehash, table_hash, untag, with_amended};
 
 /// What a shard operation needs from the map around it, and what it tells
@@ -201,7 +201,7 @@ pub(crate) struct Dirty<K, V> {
     retired: bool,
     /// Entries expunged since the last promotion, to retire when they
     /// leave the view (invariant 4).
-    dead: Vec<EntryRef<K, V>>,
+    dead: Vec<Hashed<K, V>>,
 }
 
 impl<K, V> Dirty<K, V> {
@@ -227,7 +227,7 @@ impl<K, V> Dirty<K, V> {
         let at = self
             .dead
             .iter()
-            .position(|e| e.points_to(entry))
+            .position(|e| e.entry.points_to(entry))
             .expect("invariant 4: an expunged entry is on `dead`");
         let entry = self.dead.swap_remove(at);
         let table = self
@@ -239,10 +239,10 @@ impl<K, V> Dirty<K, V> {
 
     /// Every entry the shard's current tables hold, each once (invariant
     /// 4). Copied out, so the caller may free or retire them.
-    fn owned_entries(&self, view: &ReadView<K, V>) -> Vec<EntryRef<K, V>> {
+    fn owned_entries(&self, view: &ReadView<K, V>) -> Vec<Hashed<K, V>> {
         match &self.table {
             Some(table) => table.iter().chain(&self.dead).copied().collect(),
-            None => view.iter().copied().collect(),
+            None => view.iter().hashed().collect(),
         }
     }
 
@@ -301,7 +301,7 @@ impl<K, V> Shard<K, V> {
     pub(crate) fn with_entries(
         depth: u32,
         prefix: u64,
-        entries: Vec<EntryRef<K, V>>,
+        entries: Vec<Hashed<K, V>>,
         live: usize,
     ) -> Self {
         let len = entries.len();
@@ -477,7 +477,7 @@ impl<K, V> Shard<K, V> {
         for entry in self.locked.dirty.get_mut().owned_entries(view) {
             // SAFETY: exclusive access to the whole map (our contract), and
             // `owned_entries` lists each entry once.
-            unsafe { entry.free_exclusive() };
+            unsafe { entry.entry.free_exclusive() };
         }
     }
 
@@ -497,7 +497,7 @@ impl<K, V> Shard<K, V> {
     /// are freed when the view is replaced. O(view); for `stats()`.
     pub(crate) fn removed_keys_held(&self, guard: &Guard) -> usize {
         let (view, _) = self.view(guard);
-        view.iter().filter(|entry| !entry.is_live()).count()
+        view.iter().filter(|(_, entry)| !entry.is_live()).count()
     }
 }
 
@@ -587,7 +587,7 @@ where
             // The broken twin: leave the deleted entries out without
             // expunging them (and leak them: the model reports the lost
             // store instead of a use after free).
-            let live: Vec<_> = view.iter().copied().filter(|e| e.is_live()).collect();
+            let live: Vec<_> = view.iter().hashed().filter(|e| e.is_live()).collect();
             let len = live.len();
             self.publish_locked(ReadView::from_entries(live, len), guard);
             return;
@@ -769,7 +769,10 @@ where
                 &mut dirty,
                 view,
                 amended,
-                Entry::boxed(hash, key, value),
+                Hashed {
+                    hash,
+                    entry: Entry::boxed(key, value),
+                },
                 ctx,
                 guard,
             );
@@ -789,7 +792,7 @@ where
         dirty: &mut Dirty<K, V>,
         view: &ReadView<K, V>,
         amended: bool,
-        entry: EntryRef<K, V>,
+        entry: Hashed<K, V>,
         ctx: &Ctx<'_>,
         guard: &'g Guard,
     ) -> &'g V {
@@ -799,7 +802,7 @@ where
         }
         // SAFETY: we created the entry while pinned; it goes into dirty
         // below, and only a later lock holder can retire it.
-        let value = unsafe { entry.pinned(guard) }
+        let value = unsafe { entry.entry.pinned(guard) }
             .load(guard)
             .expect("a new entry is live");
         let table = dirty
@@ -866,7 +869,10 @@ where
             self.miss_locked(&mut dirty, ctx, guard);
             return Ok(outcome);
         }
-        let entry = Entry::boxed(hash, key, value);
+        let entry = Hashed {
+            hash,
+            entry: Entry::boxed(key, value),
+        };
         Ok(Ok(self.insert_new_locked(
             &mut dirty, view, amended, entry, ctx, guard,
         )))
@@ -945,11 +951,11 @@ where
             self.miss_locked(&mut dirty, ctx, guard);
             // SAFETY: read from dirty under the lock while pinned, and
             // retired only below.
-            let removed = detached.and_then(|entry| unsafe { entry.pinned(guard) }.delete(guard));
+            let removed = detached.and_then(|e| unsafe { e.entry.pinned(guard) }.delete(guard));
             if let Some(entry) = detached {
                 // SAFETY: just unlinked from dirty, its only current table,
                 // under the lock we hold; retired once, here.
-                unsafe { entry.retire(guard) };
+                unsafe { entry.entry.retire(guard) };
             }
             drop(dirty);
             removed
@@ -1070,7 +1076,7 @@ where
             // SAFETY: the empty view just replaced the old one and dirty is
             // gone, so the entry is in no current table; under the lock,
             // each retired once.
-            unsafe { entry.retire(guard) };
+            unsafe { entry.entry.retire(guard) };
         }
         dirty.misses = 0;
         self.bump_version();
@@ -1098,9 +1104,9 @@ where
         mut f: impl FnMut(u64, &'g K, &'g V),
     ) -> Retry<(), Retired> {
         let dirty = self.lock_current()?;
-        let mut visit = |entry: &'g Entry<K, V>| {
+        let mut visit = |hash: u64, entry: &'g Entry<K, V>| {
             if let Some(value) = entry.load(guard) {
-                f(entry.hash, entry.key(), value);
+                f(hash, entry.key(), value);
             }
         };
         match &dirty.table {
@@ -1109,16 +1115,16 @@ where
             None => {
                 let (view, _) = self.view(guard);
                 drop(dirty);
-                view.iter().for_each(|entry| visit(entry));
+                view.iter().for_each(|(hash, entry)| visit(hash, entry));
             }
             Some(table) => {
-                let entries: Vec<EntryRef<K, V>> = table.iter().copied().collect();
+                let entries: Vec<Hashed<K, V>> = table.iter().copied().collect();
                 drop(dirty);
                 entries
                     .into_iter()
                     // SAFETY: copied out of dirty under the lock, while
                     // `guard` was pinned.
-                    .for_each(|entry| visit(unsafe { entry.pinned(guard) }));
+                    .for_each(|e| visit(e.hash, unsafe { e.entry.pinned(guard) }));
             }
         }
         Ok(())
@@ -1138,7 +1144,7 @@ where
         size_of::<Self>()
             + self.view(guard).0.heap_bytes()
             + dirty.table.as_ref().map_or(0, Table::allocation_size)
-            + dirty.dead.capacity() * size_of::<EntryRef<K, V>>()
+            + dirty.dead.capacity() * size_of::<Hashed<K, V>>()
     }
 
     /// How many entries [`Shard::drain_for_migration_locked`] will look at
@@ -1160,11 +1166,11 @@ where
         dirty: &mut Dirty<K, V>,
         ctx: &Ctx<'_>,
         guard: &Guard,
-        mut sink: impl FnMut(EntryRef<K, V>),
+        mut sink: impl FnMut(Hashed<K, V>),
     ) -> u64 {
         let (mut moved, mut expunged) = (0, 0);
         let dead = &mut dirty.dead;
-        let mut hand_over = |entry: EntryRef<K, V>| {
+        let mut hand_over = |entry: Hashed<K, V>| {
             if entry.try_expunge_locked() {
                 dead.push(entry);
                 expunged += 1;
@@ -1176,7 +1182,7 @@ where
         // Dirty, if present, holds every non-expunged entry of the view.
         match &dirty.table {
             Some(table) => table.iter().copied().for_each(&mut hand_over),
-            None => self.view(guard).0.iter().copied().for_each(&mut hand_over),
+            None => self.view(guard).0.iter().hashed().for_each(&mut hand_over),
         }
         ctx.stripe.count(Event::Expunges, expunged);
         ctx.copied(moved);
@@ -1206,7 +1212,7 @@ where
             // (invariants 3 and 4) and listed once, and the view that held
             // it was just unlinked, under the lock we hold; it cannot be
             // un-expunged meanwhile (that needs this lock).
-            unsafe { entry.retire(guard) };
+            unsafe { entry.entry.retire(guard) };
         }
     }
 
@@ -1283,7 +1289,7 @@ where
         debug_assert!(dirty.dead.is_empty(), "invariant 4: retired at promotion");
         let mut table = Table::with_capacity(view.len());
         let mut expunged = 0;
-        for &entry in view.iter() {
+        for entry in view.iter().hashed() {
             if entry.try_expunge_locked() {
                 dirty.dead.push(entry);
                 expunged += 1;

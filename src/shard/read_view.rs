@@ -65,14 +65,14 @@ use core::alloc::Layout;
 use core::marker::PhantomData;
 use core::ptr;
 
-use crate::shard::entry::{Entry, EntryRef};
+use crate::shard::entry::{Entry, EntryRef, Hashed};
 use crate::sync::Published;
 use equivalent::Equivalent;
 
-/// A shard's dirty table: entries shared with the read view. The table
-/// does not own them (see `entry`'s "Reclamation"), so dropping a table is
-/// one deallocation, whatever it holds.
-pub(crate) type Table<K, V> = hashbrown::HashTable<EntryRef<K, V>>;
+/// A shard's dirty table: entries shared with the read view, each with its
+/// key's hash. The table does not own them (see `entry`'s "Reclamation"),
+/// so dropping a table is one deallocation, whatever it holds.
+pub(crate) type Table<K, V> = hashbrown::HashTable<Hashed<K, V>>;
 
 /// The hash a dirty table is given (see the module docs).
 #[inline]
@@ -82,7 +82,7 @@ pub(crate) fn table_hash(hash: u64) -> u64 {
 
 /// Rehashes a stored entry from its stored hash: never calls user code.
 #[inline]
-pub(crate) fn rehash<K, V>(entry: &EntryRef<K, V>) -> u64 {
+pub(crate) fn rehash<K, V>(entry: &Hashed<K, V>) -> u64 {
     table_hash(entry.hash)
 }
 
@@ -96,9 +96,11 @@ pub(crate) fn find<'t, K, V, Q>(
 where
     Q: ?Sized + Equivalent<K>,
 {
-    table.find(table_hash(hash), |e| {
-        e.hash == hash && key.equivalent(e.key())
-    })
+    table
+        .find(table_hash(hash), |e| {
+            e.hash == hash && key.equivalent(e.key())
+        })
+        .map(|e| &e.entry)
 }
 
 /// One slot of a view: the entry's full hash and the entry (`None`: empty).
@@ -164,7 +166,7 @@ impl<K, V> ReadView<K, V> {
 
     /// A view over `entries` (`len` of them, each once).
     pub(crate) fn from_entries(
-        entries: impl IntoIterator<Item = EntryRef<K, V>>,
+        entries: impl IntoIterator<Item = Hashed<K, V>>,
         len: usize,
     ) -> *mut ViewHeader<K, V> {
         let capacity = (len * MAX_LOAD_DENOMINATOR)
@@ -246,11 +248,11 @@ impl<K, V> ReadView<K, V> {
 
     /// Robin Hood insertion of an entry not yet in the view (building
     /// only, before the mirror is written).
-    fn insert(&mut self, entry: EntryRef<K, V>) {
+    fn insert(&mut self, entry: Hashed<K, V>) {
         let mask = self.capacity() - 1;
         let mut carried = Slot {
             hash: entry.hash,
-            entry: Some(entry),
+            entry: Some(entry.entry),
         };
         let mut at = carried.hash as usize & mask;
         let mut distance = 0;
@@ -379,11 +381,27 @@ impl<K, V> Default for ViewIter<'_, K, V> {
 }
 
 impl<'v, K, V> Iterator for ViewIter<'v, K, V> {
-    type Item = &'v EntryRef<K, V>;
+    /// An entry and its key's hash (from the slot: the entry holds none).
+    type Item = (u64, &'v EntryRef<K, V>);
 
     #[inline]
-    fn next(&mut self) -> Option<&'v EntryRef<K, V>> {
-        self.slots.by_ref().find_map(|slot| slot.entry.as_ref())
+    fn next(&mut self) -> Option<(u64, &'v EntryRef<K, V>)> {
+        self.slots
+            .by_ref()
+            .find_map(|slot| slot.entry.as_ref().map(|entry| (slot.hash, entry)))
+    }
+}
+
+impl<'v, K, V> ViewIter<'v, K, V> {
+    /// The entries with their hashes, copied out (for a rebuild, split or
+    /// merge).
+    #[inline]
+    pub(crate) fn hashed(self) -> impl Iterator<Item = Hashed<K, V>> + 'v
+    where
+        K: 'v,
+        V: 'v,
+    {
+        self.map(|(hash, &entry)| Hashed { hash, entry })
     }
 }
 
