@@ -55,6 +55,8 @@ pub struct Pinned<'m, K, V, S> {
     map: &'m SnapMap<K, V, S>,
     guard: Guard,
     stripe: &'m Stripe,
+    /// Whether this thread owns `stripe`'s hit counter (`crate::stats`).
+    owns_hits: bool,
     read_hits: Cell<u64>,
 }
 
@@ -140,10 +142,12 @@ where
 {
     #[inline]
     pub(crate) fn new(map: &'m SnapMap<K, V, S>) -> Self {
+        let (stripe, owns_hits) = map.raw.stripes.mine_for_hits();
         Pinned {
             map,
             guard: epoch::pin(),
-            stripe: map.raw.stripes.mine(),
+            stripe,
+            owns_hits,
             read_hits: Cell::new(0),
         }
     }
@@ -485,7 +489,7 @@ impl<K, V, S> Drop for Pinned<'_, K, V, S> {
     fn drop(&mut self) {
         let hits = self.read_hits.get();
         if hits != 0 {
-            self.stripe.count(crate::stats::Event::ReadHits, hits);
+            self.stripe.count_hits(hits, self.owns_hits);
         }
     }
 }

@@ -71,7 +71,7 @@ pub(crate) mod atomic {
 /// every build: under loom they stay invisible, and loom's state space is
 /// spent on the protocol, not on counter bumps.
 pub(crate) mod stat_atomic {
-    pub(crate) use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 }
 
 /// Std primitives that loom must not see, in every build.
