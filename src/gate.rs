@@ -22,10 +22,10 @@
 //!   if pending:                [Acquire]   for each stripe:
 //!       stripe.in_flight -= 1                  wait in_flight == 0 [Acquire]
 //!       wait !pending, retry               list shards, build = number
-//!   read build                             pending = false         [Release]
-//!   ... capture if needed, write ...       ... capture, publish ...
-//!   stripe.writes += 1
-//!   stripe.in_flight -= 1   [Release]
+//!   mark the change word dirty             list shards, build = number,
+//!   read build                             change word = number << 1
+//!   ... capture if needed, write ...       pending = false         [Release]
+//!   stripe.in_flight -= 1   [Release]      ... capture, publish ...
 //! ```
 //!
 //! The enter/close pair is Dekker's: each side stores, then loads the other
@@ -41,9 +41,37 @@
 //! fences exactly (a total order), so the fenced form is the one the model
 //! checks, and the one we ship. On x86 it adds one `mfence` per write.
 //!
-//! The `writes` counters let `snapshot()` see in O(stripes) that nothing
-//! has changed since the cached snapshot: if every stripe is idle and the
-//! summed count equals the cached one, no write has completed since.
+//! # The change word: "has anything changed since that snapshot?"
+//!
+//! One word beside `pending` (every writer reads that line anyway) answers
+//! it for `snapshot()` and for [`Reader`](crate::Reader) handles with one
+//! load and a compare: `build number << 1 | dirty`.
+//!
+//! - A snapshot's cut, with the gate closed, stores `number << 1` (clean);
+//!   the snapshot keeps that value as its **stamp**.
+//! - A writer, once inside the gate and **before it changes anything**,
+//!   sets the dirty bit if it is clear (a plain load; a `fetch_or` only for
+//!   the first write after a cut).
+//!
+//! So the word equals a snapshot's stamp exactly while no write has entered
+//! the gate since that snapshot's cut: then the map holds what the snapshot
+//! holds, and the snapshot can be handed out again. The order matters: a
+//! thread that sees a write's effect (say, through `get`) has synchronised
+//! with a Release store the writer made after marking, so its next load of
+//! the word sees the mark, and its next `snapshot()` is not the stale one
+//! (marking after the write, the broken twin `MarkAfterWrite`, lets a
+//! reader see a value through `get` and then miss it in its snapshot; the
+//! loom model `loom-tests/tests/reader.rs` finds that schedule). A writer
+//! that reads a dirty word left from before the cut cannot exist: it
+//! either entered before the cut, and the cut waited for it, or it read
+//! the `pending = false` that reopened the gate after the cut's store.
+//!
+//! The mark is set on entry, so a write that changes nothing (removing an
+//! absent key) still makes the next `snapshot()` build; that build reuses
+//! every piece (the shard versions are unchanged). Before the change word,
+//! each stripe counted completed writes and `snapshot()` summed them: a
+//! second locked add on every write, and a 64-stripe walk on every
+//! unchanged `snapshot()`.
 //!
 //! # Nesting
 //!
@@ -77,8 +105,6 @@ use crate::twins::{Bug, injected};
 struct GateStripe {
     /// Writers of this stripe now inside the gate.
     in_flight: AtomicUsize,
-    /// Gated sections this stripe has completed.
-    writes: AtomicU64,
 }
 
 /// The gate's shared words, on one cache line: every writer reads both.
@@ -90,7 +116,13 @@ struct Shared {
     /// still being captured, or 0 (see `crate::snapshot`, "Copy before
     /// write").
     build: AtomicU64,
+    /// The change word: the last cut's build number `<< 1`, with
+    /// [`DIRTY`] set once a writer has entered since (module docs).
+    changes: AtomicU64,
 }
+
+/// The change word's bit for "a writer has entered since the cut".
+const DIRTY: u64 = 1;
 
 /// The gate. See the module docs.
 pub(crate) struct WriteGate {
@@ -140,6 +172,9 @@ impl WriteGate {
                 // the build number stored before it (`begin_build`)
                 // visible to `build_epoch`.
                 if !self.shared.pending.load(Ordering::Acquire) {
+                    if !injected(Bug::MarkAfterWrite) {
+                        self.mark_changed();
+                    }
                     break;
                 }
                 // Release: nothing was written; lets the snapshot proceed.
@@ -149,6 +184,7 @@ impl WriteGate {
         }
         GateGuard {
             gate: self.nesting_key(),
+            gate_ref: self,
             stripe: (!nested).then_some(stripe),
         }
     }
@@ -161,47 +197,65 @@ impl WriteGate {
         }
     }
 
+    /// Sets the change word's dirty bit (module docs, "The change word"),
+    /// before this writer changes anything.
+    #[inline]
+    fn mark_changed(&self) {
+        // Relaxed: a thread that later sees this writer's change has
+        // synchronised with a Release store sequenced after this mark, so it
+        // sees the mark (or a later word) too; and this load cannot return a
+        // dirty word older than the last cut (module docs).
+        let word = self.shared.changes.load(Ordering::Relaxed);
+        if word & DIRTY == 0 {
+            // Relaxed: as above; the first write after a cut pays this RMW.
+            self.shared.changes.fetch_or(DIRTY, Ordering::Relaxed);
+        }
+    }
+
+    /// The change word now: equal to a snapshot's stamp while no write has
+    /// entered the gate since that snapshot's cut.
+    #[inline]
+    pub(crate) fn changes(&self) -> u64 {
+        // Acquire: a stamp comparison orders nothing by itself, but a reader
+        // that finds the word changed goes on to read the newer snapshot,
+        // which arc-swap publishes with its own Release/Acquire.
+        self.shared.changes.load(Ordering::Acquire)
+    }
+
     /// Whether the calling thread is inside this gate (not another map's).
     pub(crate) fn held_by_current_thread(&self) -> bool {
         gate_depth(self.nesting_key()) > 0
     }
 
-    /// The number of completed gated sections, or `None` if a writer is
-    /// inside the gate now (then the map may be changing).
-    pub(crate) fn quiet_writes(&self) -> Option<u64> {
-        let mut writes = 0;
+    /// Whether no writer is inside the gate now.
+    fn quiet(&self) -> bool {
         for stripe in self.stripes.iter() {
             // Acquire: a writer's Release decrement, if seen, orders its
-            // write and its `writes` increment before what follows.
+            // write before what follows.
             if stripe.in_flight.load(Ordering::Acquire) != 0 {
-                return None;
+                return false;
             }
-            // Relaxed: ordered by the load above.
-            writes += stripe.writes.load(Ordering::Relaxed);
         }
-        Some(writes)
+        true
     }
 
     /// Closes the gate: waits until no writer is inside and keeps new ones
     /// out until the returned guard is dropped (also on a panic: user
     /// `Clone` runs while the gate is closed, and a gate left closed would
-    /// stall every writer). Returns the completed-section count.
-    pub(crate) fn close(&self) -> (u64, ClosedGate<'_>) {
-        let writes = self.close_raw();
-        (writes, ClosedGate(self))
+    /// stall every writer).
+    pub(crate) fn close(&self) -> ClosedGate<'_> {
+        self.close_raw();
+        ClosedGate(self)
     }
 
-    fn close_raw(&self) -> u64 {
-        // Relaxed: ordered against the loads in `quiet_writes` by the fence.
+    fn close_raw(&self) {
+        // Relaxed: ordered against the loads in `quiet` by the fence.
         self.shared.pending.store(true, Ordering::Relaxed);
         // SeqCst fence: the snapshot's half of the Dekker pair; pairs with
         // the fence in `enter`.
         fence(Ordering::SeqCst);
-        loop {
-            match self.quiet_writes() {
-                Some(writes) => return writes,
-                None => yield_now(),
-            }
+        while !self.quiet() {
+            yield_now();
         }
     }
 
@@ -227,10 +281,16 @@ impl WriteGate {
 
     /// Announces snapshot build `epoch`, with the gate closed (its cut):
     /// every writer that enters after the gate reopens captures the shards
-    /// it changes for that build.
-    pub(crate) fn begin_build(&self, epoch: u64) {
+    /// it changes for that build. Returns the snapshot's stamp, now the
+    /// change word (module docs).
+    pub(crate) fn begin_build(&self, epoch: u64) -> u64 {
         // Relaxed: published by the Release store of `open` (module docs).
         self.shared.build.store(epoch, Ordering::Relaxed);
+        let stamp = epoch << 1;
+        // Relaxed: published by the Release store of `open`, like the build
+        // number; no writer is inside the gate to race with it.
+        self.shared.changes.store(stamp, Ordering::Relaxed);
+        stamp
     }
 
     /// Ends a build: writers no longer capture.
@@ -254,6 +314,8 @@ impl Drop for ClosedGate<'_> {
 pub(crate) struct GateGuard<'a> {
     /// The gate's id, for the thread's nesting record.
     gate: u64,
+    /// The gate itself (the broken twin `MarkAfterWrite` marks on leaving).
+    gate_ref: &'a WriteGate,
     /// The stripe to leave, unless this was a nested entry.
     stripe: Option<&'a CachePadded<GateStripe>>,
 }
@@ -268,8 +330,10 @@ impl Drop for GateGuard<'_> {
             "only the outermost guard of a gate holds its stripe"
         );
         if let Some(stripe) = self.stripe {
-            // Relaxed: published by the Release decrement below.
-            stripe.writes.fetch_add(1, Ordering::Relaxed);
+            if injected(Bug::MarkAfterWrite) {
+                // The broken twin: mark only once the write is done.
+                self.gate_ref.mark_changed();
+            }
             // Release: orders the whole write before a snapshot's wait.
             stripe.in_flight.fetch_sub(1, Ordering::Release);
         }

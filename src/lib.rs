@@ -100,7 +100,10 @@
 //!   also costs O(shard), and takes the directory's resize lock briefly;
 //!   doubling the directory copies slot pointers only.
 //! - **Writers and snapshots:** every write passes a striped *write gate*
-//!   (two atomic operations and a fence on its own thread's cache line). A
+//!   (two atomic operations and a fence on its own thread's cache line,
+//!   and a load of one shared word that only the first write after a
+//!   snapshot writes: the change word that tells a [`Reader`] whether its
+//!   snapshot is still current). A
 //!   snapshot build closes the gate only for its *cut* (it waits for the
 //!   writes in progress and lists the shards); then a writer about to
 //!   change a shard the build has not captured yet captures it first, by
@@ -196,6 +199,7 @@ mod migrate;
 mod options;
 mod pinned;
 mod raw;
+mod reader;
 mod reclaim;
 mod shard;
 mod snapshot;
@@ -213,6 +217,7 @@ pub use hash::DefaultHashBuilder;
 pub use iter::{Iter, Keys, Values};
 pub use map::SnapMap;
 pub use pinned::{OccupiedError, Pinned};
+pub use reader::Reader;
 pub use snapshot::{Snapshot, SnapshotIter};
 pub use stats::{RetiredBytes, Stats, retired_bytes};
 

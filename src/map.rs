@@ -15,6 +15,7 @@ use crate::batch::{Applied, Batch, BatchOp};
 use crate::hash::DefaultHashBuilder;
 use crate::options::{Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS};
 use crate::raw::RawMap;
+use crate::reader::Reader;
 use crate::snapshot::Snapshot;
 use crate::stats::{Event, Stats, retired_bytes};
 use crate::sync::epoch;
@@ -441,14 +442,33 @@ where
     /// from here; the map is unchanged and the next snapshot is built
     /// afresh.
     pub fn snapshot(&self) -> Snapshot<K, V, S> {
-        let guard = epoch::pin();
-        self.raw.snapshots.snapshot(
-            &self.raw.directory,
-            &self.raw.gate,
-            &self.raw.hasher,
-            self.raw.stripes.mine(),
-            &guard,
-        )
+        self.raw.snapshot()
+    }
+}
+
+impl<K, V, S> SnapMap<K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Clone,
+{
+    /// A reader handle: a cached snapshot that refreshes itself only when
+    /// the map has changed, at the cost of one load and a compare when it
+    /// has not (see [`Reader`]). For readers that want one consistent view
+    /// of a configuration on every lookup; keep one per thread.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert("limit", 10);
+    /// let mut reader = map.reader();
+    /// assert_eq!(reader.get("limit"), Some(&10));
+    /// assert!(reader.is_current());
+    /// map.insert("limit", 20);
+    /// assert!(!reader.is_current());
+    /// assert_eq!(reader.get("limit"), Some(&20)); // refreshed
+    /// ```
+    pub fn reader(&self) -> Reader<'_, K, V, S> {
+        Reader::new(&self.raw)
     }
 }
 

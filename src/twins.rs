@@ -59,6 +59,11 @@ pub enum Bug {
     /// another map counts as already inside that map's gate, so the other
     /// map's snapshot builds neither wait for it nor see it capture.
     SharedGateDepth,
+    /// A writer sets the write gate's change-word dirty bit when it leaves
+    /// the gate, after its change, instead of on entering: a reader can see
+    /// the change through `get` and then be handed the older snapshot as
+    /// current.
+    MarkAfterWrite,
     /// A compaction builds the new view from the live entries alone,
     /// without expunging the deleted ones it leaves out, so a lock-free
     /// store into one of those (through the old view) lands in an entry

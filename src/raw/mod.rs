@@ -59,7 +59,7 @@ use crate::directory::Directory;
 use crate::gate::{GateGuard, WriteGate};
 use crate::migrate;
 use crate::shard::{Ctx, Retired, Retry, Shard};
-use crate::snapshot::Snapshots;
+use crate::snapshot::{Snapshot, Snapshots};
 use crate::stats::Stripe;
 use crate::stats::Stripes;
 use crate::sync::epoch::Guard;
@@ -232,6 +232,24 @@ where
                 Err(back) => payload = back,
             }
         }
+    }
+
+    /// A snapshot (see `crate::snapshot`): the cached one if nothing
+    /// changed, otherwise a build.
+    pub(crate) fn snapshot(&self) -> Snapshot<K, V, S>
+    where
+        K: Clone,
+        V: Clone,
+        S: Clone,
+    {
+        let guard = crate::sync::epoch::pin();
+        self.snapshots.snapshot(
+            &self.directory,
+            &self.gate,
+            &self.hasher,
+            self.stripes.mine(),
+            &guard,
+        )
     }
 
     /// Removes every entry, shard by shard in hash order (as iteration

@@ -101,7 +101,7 @@ where
     #[inline]
     fn unchanged(&self, gate: &WriteGate) -> Option<Snapshot<K, V, S>> {
         let cached = self.cell.load_full()?;
-        (gate.quiet_writes() == Some(cached.writes)).then_some(Snapshot { frozen: cached })
+        (gate.changes() == cached.stamp).then_some(Snapshot { frozen: cached })
     }
 
     /// Builds (or returns the cached) snapshot. See the module docs.
@@ -153,16 +153,11 @@ where
 
         // Step 2: the cut. With the gate closed no write is in progress:
         // list the current shards and announce the build, then reopen.
-        let (writes, closed) = if injected(Bug::SnapshotWithoutGate) {
-            (gate.quiet_writes().unwrap_or(u64::MAX), None)
-        } else {
-            let (writes, closed) = gate.close();
-            (writes, Some(closed))
-        };
+        let closed = (!injected(Bug::SnapshotWithoutGate)).then(|| gate.close());
         let table = directory.table(guard);
         let depth = table.depth();
         let cut: Vec<*mut Shard<K, V>> = table.distinct().collect();
-        gate.begin_build(epoch);
+        let stamp = gate.begin_build(epoch);
         drop(closed);
 
         // Step 3: capture every shard of the cut that no writer has
@@ -221,7 +216,7 @@ where
             slots: slots.into_boxed_slice(),
             depth,
             len,
-            writes,
+            stamp,
             hasher: hasher.clone(),
         });
         self.cell.store(frozen.clone());

@@ -72,8 +72,9 @@ pub(crate) struct Frozen<K, V, S> {
     /// snapshot was built).
     pub(super) depth: u32,
     pub(super) len: usize,
-    /// The write gate's completed-write count when this was built.
-    pub(super) writes: u64,
+    /// The write gate's change word at this snapshot's cut (its stamp):
+    /// while the word still equals it, nothing has changed since.
+    pub(super) stamp: u64,
     pub(super) hasher: S,
 }
 
@@ -130,6 +131,13 @@ impl<K, V, S> Snapshot<K, V, S> {
     /// ```
     pub fn len(&self) -> usize {
         self.frozen.len
+    }
+
+    /// The write gate's change word at this snapshot's cut (see
+    /// `crate::gate`, "The change word").
+    #[inline]
+    pub(crate) fn stamp(&self) -> u64 {
+        self.frozen.stamp
     }
 
     /// Whether the snapshot has no entries.

@@ -24,13 +24,15 @@
 //! # Building one: O(1) if nothing changed, O(changed shards) otherwise
 //!
 //! 1. **Unchanged?** The last snapshot is cached in the map's snapshot cell
-//!    (`arc-swap`) with the write gate's completed-write count at the time.
-//!    If no writer is inside the gate and the count is the same, nothing has
-//!    changed: the cached snapshot is returned (an `Arc` clone, no
-//!    allocation).
+//!    (`arc-swap`) with its **stamp**, the write gate's change word at its
+//!    cut. If the word still equals the stamp, no write has entered the
+//!    gate since (`crate::gate`, "The change word"): the cached snapshot is
+//!    returned (an `Arc` clone, no allocation). [`Reader`](crate::Reader)
+//!    handles make the same comparison against the snapshot they hold.
 //! 2. **The cut, briefly.** Close the write gate (wait until no write is in
 //!    progress), list the current shards, announce the build's number
-//!    (`WriteGate::begin_build`) and reopen the gate. The snapshot will be
+//!    (`WriteGate::begin_build`, which also stores the clean change word
+//!    that becomes the snapshot's stamp) and reopen the gate. The snapshot will be
 //!    the map as it was at this moment. Writers wait only for the writes
 //!    already in progress and for a walk over the directory: no copying,
 //!    no user code.

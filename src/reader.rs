@@ -1,0 +1,165 @@
+//! The reader handle: a thread's cached snapshot, refreshed only when the
+//! map has changed (in the spirit of `arc_swap::Cache`).
+//!
+//! A [`Reader`] holds the last [`Snapshot`] it was given and the snapshot's
+//! **stamp**, the write gate's change word at its cut (`crate::gate`, "The
+//! change word"). Every access first loads the map's change word and
+//! compares it with the stamp:
+//!
+//! - **equal**: no write has entered the map since the snapshot's cut, so
+//!   the snapshot *is* the map's current content. The reader answers from
+//!   it: one load of a line that writers only read, a compare, and the
+//!   snapshot's own lookup. No reference count is touched, nothing is
+//!   written, nothing allocated.
+//! - **different**: the reader asks the map for a snapshot
+//!   ([`SnapMap::snapshot`](crate::SnapMap::snapshot)), which returns the map's cached one if another
+//!   reader already had it built (an `Arc` clone), or builds one (O(changed
+//!   shards)), and keeps it.
+//!
+//! So a reader always answers from a snapshot that was current at the
+//! moment of the check: its lookups are linearizable, like the map's own,
+//! and several lookups through one [`Reader::snapshot`] borrow see one
+//! consistent state (a configuration reload is never seen half done).
+//!
+//! The cost of a refresh is paid by the first reader that reads after a
+//! write, not by the writer; a map that is written continuously gives its
+//! readers a snapshot build (or at least a snapshot clone) per read, and
+//! suits `pin().get` better.
+
+use core::fmt;
+use core::hash::{BuildHasher, Hash};
+
+use equivalent::Equivalent;
+
+use crate::raw::RawMap;
+use crate::snapshot::Snapshot;
+
+/// A cached snapshot of a [`SnapMap`](crate::SnapMap) that refreshes itself when the map
+/// changes, from [`SnapMap::reader`](crate::SnapMap::reader). See the module docs.
+///
+/// One per thread: the handle is cheap to make and to keep (it holds one
+/// snapshot), and it is `Send`, so it can move with a task, but its methods
+/// take `&mut self`, so it is not shared.
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// let map = Arc::new(snapmap::SnapMap::new());
+/// map.insert("cert", 1);
+/// map.insert("key", 1);
+///
+/// let reloader = {
+///     let map = map.clone();
+///     std::thread::spawn(move || {
+///         for version in 2..100 {
+///             // A reload: both keys change in one batch.
+///             map.batch(|b| {
+///                 b.insert("cert", version);
+///                 b.insert("key", version);
+///             });
+///         }
+///     })
+/// };
+/// let mut reader = map.reader();
+/// for _ in 0..1000 {
+///     // One consistent view: never a new "cert" with an old "key".
+///     let config = reader.snapshot();
+///     assert_eq!(config.get("cert"), config.get("key"));
+/// }
+/// reloader.join().unwrap();
+/// assert_eq!(reader.get("cert"), Some(&99));
+/// ```
+pub struct Reader<'m, K, V, S> {
+    raw: &'m RawMap<K, V, S>,
+    snapshot: Snapshot<K, V, S>,
+}
+
+impl<'m, K, V, S> Reader<'m, K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Clone,
+{
+    pub(crate) fn new(raw: &'m RawMap<K, V, S>) -> Self {
+        Reader {
+            raw,
+            snapshot: raw.snapshot(),
+        }
+    }
+
+    /// The map's current content, as a snapshot: the cached one if the map
+    /// has not changed since it was taken, otherwise a fresh one.
+    ///
+    /// Like [`SnapMap::snapshot`](crate::SnapMap::snapshot), this panics when called inside a batch or
+    /// a write closure of the same map (a refresh would wait for itself).
+    #[inline]
+    pub fn snapshot(&mut self) -> &Snapshot<K, V, S> {
+        if !self.is_current() {
+            self.refresh();
+        }
+        &self.snapshot
+    }
+
+    /// The value for `key` in the map's current content (see
+    /// [`snapshot`](Self::snapshot)).
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert(1, "a");
+    /// let mut reader = map.reader();
+    /// assert_eq!(reader.get(&1), Some(&"a"));
+    /// map.insert(1, "b");
+    /// assert_eq!(reader.get(&1), Some(&"b"));
+    /// ```
+    #[inline]
+    pub fn get<Q>(&mut self, key: &Q) -> Option<&V>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+    {
+        self.snapshot().get(key)
+    }
+
+    /// Whether `key` is in the map's current content.
+    #[inline]
+    pub fn contains_key<Q>(&mut self, key: &Q) -> bool
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+    {
+        self.get(key).is_some()
+    }
+
+    /// Whether the cached snapshot is still the map's current content (no
+    /// write has entered the map since its cut). One load and a compare.
+    #[inline]
+    pub fn is_current(&self) -> bool {
+        self.raw.gate.changes() == self.snapshot.stamp()
+    }
+
+    /// The cached snapshot, as it is: possibly older than the map (no check).
+    pub fn cached(&self) -> &Snapshot<K, V, S> {
+        &self.snapshot
+    }
+
+    /// Replaces the cached snapshot with the map's current one.
+    #[cold]
+    pub fn refresh(&mut self) {
+        self.snapshot = self.raw.snapshot();
+    }
+}
+
+impl<K, V, S> Clone for Reader<'_, K, V, S> {
+    fn clone(&self) -> Self {
+        Reader {
+            raw: self.raw,
+            snapshot: self.snapshot.clone(),
+        }
+    }
+}
+
+impl<K, V, S> fmt::Debug for Reader<'_, K, V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reader")
+            .field("cached_len", &self.snapshot.len())
+            .finish_non_exhaustive()
+    }
+}
