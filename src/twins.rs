@@ -64,6 +64,9 @@ pub enum Bug {
     /// the change through `get` and then be handed the older snapshot as
     /// current.
     MarkAfterWrite,
+    /// A write does not bump its shard's version, so the next snapshot
+    /// build reuses the previous snapshot's piece for a shard that changed.
+    VersionNotBumped,
     /// A compaction builds the new view from the live entries alone,
     /// without expunging the deleted ones it leaves out, so a lock-free
     /// store into one of those (through the old view) lands in an entry

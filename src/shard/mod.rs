@@ -416,12 +416,33 @@ impl<K, V> Shard<K, V> {
 
     /// Records that the shard's content changed. Called after the change,
     /// inside the write gate.
+    ///
+    /// A load and a store, not a read-modify-write (no locked instruction
+    /// on the write path): two writers of one shard may both store the
+    /// same number, and that loses nothing, because a version is only ever
+    /// compared for *equality* with the one a capture recorded, and every
+    /// store between two cuts is larger than it. A capture records the
+    /// version at the cut (the first writer after a cut captures before it
+    /// writes), and every writer inside the gate after that cut loads at
+    /// least that number (the cut waited for the writers before it, and
+    /// the ones after it synchronised with the gate's reopening), so it
+    /// stores at least that number plus one; the next cut waits for all of
+    /// them. The loom snapshot models run this code, and their twin
+    /// `VersionNotBumped` shows what a version that fails to change costs:
+    /// a stale piece reused.
     #[inline]
     pub(crate) fn bump_version(&self) {
+        if injected(Bug::VersionNotBumped) {
+            return;
+        }
+        // Relaxed: ordered before the store below, which publishes it.
+        let version = self.locked.version.load(Ordering::Relaxed);
         // Release: a snapshot that reads the new version (Acquire) sees the
         // change; one that read the old version sees the new one when it
         // re-checks under the closed gate, and copies again.
-        self.locked.version.fetch_add(1, Ordering::Release);
+        self.locked
+            .version
+            .store(version.wrapping_add(1), Ordering::Release);
     }
 
     /// The first and last hash this shard holds.
