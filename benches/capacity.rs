@@ -3,7 +3,8 @@
 //! For each capacity: grow a map to 1M keys on one thread (total time, the
 //! slowest single insert, the most entries one operation copied, splits),
 //! then time read hits through a pinned handle. Run with
-//! `cargo bench --bench capacity` (`SNAPMAP_BENCH_QUICK=1` for a toy size).
+//! `cargo bench -p snapmap-benches --bench capacity`
+//! (`SNAPMAP_BENCH_QUICK=1` for a toy size).
 //! The figures are recorded in `src/migrate.rs`'s module docs.
 
 use std::hint::black_box;

@@ -23,9 +23,6 @@
 //! `$SNAPMAP_BENCH_OUT/growth.json` (default `target/snapmap-bench`).
 //! `SNAPMAP_BENCH_QUICK=1` shrinks everything (50K keys, one repetition).
 
-#[path = "common/mod.rs"]
-mod common;
-
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -33,7 +30,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-use common::*;
+use snapmap_benches::*;
 
 // ----- The counting allocator ------------------------------------------------------
 

@@ -1,5 +1,5 @@
 //! Criterion benches: snapmap against its peers and ceilings, same run,
-//! same code (see `benches/common/mod.rs`).
+//! same code (see `benches/lib.rs`).
 //!
 //! Groups (each with 1 and 2 threads; this machine has 2 cores):
 //!
@@ -24,16 +24,13 @@
 //! nothing about speed). `scripts/bench-report.sh` runs everything and
 //! writes BENCHMARKS.md.
 
-#[path = "common/mod.rs"]
-mod common;
-
 use std::hint::black_box;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::*;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
+use snapmap_benches::*;
 
 const THREADS: [usize; 2] = [1, 2];
 

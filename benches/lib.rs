@@ -6,8 +6,12 @@
 //! the only thing that differs between two rows of a table is the map.
 //! Keys and values are `u64`; keys come from a bijective mixer, so two
 //! different indices never give the same key.
-
-#![allow(dead_code)] // each bench binary uses a different subset
+//!
+//! This is the library of the `snapmap-benches` package, a workspace member
+//! of its own so that the peers and criterion are dependencies of the
+//! benchmarks only, never of snapmap's tests and examples. The bench
+//! binaries (`maps.rs`, `growth.rs`, `lookup_cost.rs`, `capacity.rs`) sit
+//! beside it: `cargo bench -p snapmap-benches --bench NAME`.
 
 use std::hash::BuildHasher;
 use std::sync::{Arc, Barrier};
