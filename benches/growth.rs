@@ -12,113 +12,29 @@
 //!    RapidGrow mix (5/80/5/10, latency of its inserts). Three repetitions;
 //!    the report takes the median of each percentile.
 //!
-//! Allocations are counted by a global allocator that forwards to the
-//! system allocator and, only while a measurement window is open, adds to
-//! relaxed atomic counters (one relaxed load per allocation otherwise).
-//! It lives in this binary only, so the criterion benches run on the plain
-//! system allocator. Byte counts are requested sizes (`Layout::size`), not
-//! the allocator's size classes.
+//! Allocations are counted by the workspace's counting global allocator
+//! (`snapmap-counting-alloc`): it forwards to the system allocator and,
+//! only while a measurement window is open, adds to relaxed atomic counters
+//! (one relaxed load per allocation otherwise, plus a per-thread count in a
+//! thread-local). It is installed in this binary only, so the criterion
+//! benches run on the plain system allocator. Byte counts are requested
+//! sizes (`Layout::size`), not the allocator's size classes.
 //!
 //! Results are printed and written as JSON to
 //! `$SNAPMAP_BENCH_OUT/growth.json` (default `target/snapmap-bench`).
 //! `SNAPMAP_BENCH_QUICK=1` shrinks everything (50K keys, one repetition).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use snapmap_benches::*;
-
-// ----- The counting allocator ------------------------------------------------------
-
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static ALLOC_BYTES: AtomicU64 = AtomicU64::new(0);
-static FREED_BYTES: AtomicU64 = AtomicU64::new(0);
-
-#[inline]
-fn on_alloc(size: usize) {
-    if COUNTING.load(Relaxed) {
-        ALLOCS.fetch_add(1, Relaxed);
-        ALLOC_BYTES.fetch_add(size as u64, Relaxed);
-    }
-}
-
-#[inline]
-fn on_free(size: usize) {
-    if COUNTING.load(Relaxed) {
-        FREED_BYTES.fetch_add(size as u64, Relaxed);
-    }
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments
-// unchanged, so `System`'s guarantees are ours; the counters have no
-// effect on the memory returned.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        on_alloc(layout.size());
-        // SAFETY: forwarded unchanged (the caller upholds `alloc`'s contract).
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        on_alloc(layout.size());
-        // SAFETY: forwarded unchanged.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        on_free(layout.size());
-        // SAFETY: forwarded unchanged.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        on_free(layout.size());
-        on_alloc(new_size);
-        // SAFETY: forwarded unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use snapmap_counting_alloc::{CountingAlloc, Counts, counted};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// What happened in one counting window.
-#[derive(Clone, Copy, Debug, Default)]
-struct Counts {
-    allocs: u64,
-    alloc_bytes: u64,
-    freed_bytes: u64,
-}
-
-impl Counts {
-    fn live_delta(&self) -> i64 {
-        self.alloc_bytes as i64 - self.freed_bytes as i64
-    }
-}
-
-/// Runs `f` with counting on and returns what it allocated and freed (on
-/// every thread).
-fn counted<R>(f: impl FnOnce() -> R) -> (R, Counts) {
-    ALLOCS.store(0, Relaxed);
-    ALLOC_BYTES.store(0, Relaxed);
-    FREED_BYTES.store(0, Relaxed);
-    COUNTING.store(true, Relaxed);
-    let r = f();
-    COUNTING.store(false, Relaxed);
-    let counts = Counts {
-        allocs: ALLOCS.load(Relaxed),
-        alloc_bytes: ALLOC_BYTES.load(Relaxed),
-        freed_bytes: FREED_BYTES.load(Relaxed),
-    };
-    (r, counts)
-}
+static ALLOCATOR: CountingAlloc = CountingAlloc;
 
 // ----- JSON, by hand (no serde in this crate) ---------------------------------------
 
