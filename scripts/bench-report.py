@@ -642,7 +642,7 @@ def main():
         w(r)
     w("")
     if by_size(groups, "snapshot_"):
-        w("Snapshots (`map.snapshot()`, docs/ARCHITECTURE.md, "Snapshots") have no goal in the issue; they are measured in "
+        w("Snapshots (`map.snapshot()`, docs/ARCHITECTURE.md, \"Snapshots\") have no goal in the issue; they are measured in "
           "[Snapshots](#snapshots), and snapshot reads and iteration appear as the `snapmap snapshot` rows.")
     else:
         w("Snapshot workloads: **not measured — snapmap has no snapshot API in this build**.")
