@@ -3,26 +3,18 @@
 //! For each capacity: grow a map to 1M keys on one thread (total time, the
 //! slowest single insert, the most entries one operation copied, splits),
 //! then time read hits through a pinned handle. Run with
-//! `cargo bench --bench capacity` (`SNAPMAP_BENCH_QUICK=1` for a toy size).
+//! `cargo bench -p snapmap-benches --bench capacity`
+//! (`SNAPMAP_BENCH_QUICK=1` for a toy size).
 //! The figures are recorded in `src/migrate.rs`'s module docs.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use snapmap::SnapMap;
-
-type Fast = foldhash::fast::FixedState;
-
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
+use snapmap_benches::{Fast, mix, quick};
 
 fn main() {
-    let quick = std::env::var_os("SNAPMAP_BENCH_QUICK").is_some();
+    let quick = quick();
     let n: u64 = if quick { 20_000 } else { 1_000_000 };
     let reads = if quick { 20_000 } else { 2_000_000 };
     println!(

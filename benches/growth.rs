@@ -9,164 +9,126 @@
 //! 3. **Per-insert latency during rapid growth** to 5M keys with 2
 //!    threads: `Instant` around every insert, then p50 / p99 / p99.9 /
 //!    p99.99 / max, for an insert-only growth and for conc-map-bench's
-//!    RapidGrow mix (5/80/5/10, latency of its inserts). Three repetitions;
+//!    RapidGrow mix (5/80/5/10, latency of its inserts). Five repetitions;
 //!    the report takes the median of each percentile.
 //!
-//! Allocations are counted by a global allocator that forwards to the
-//! system allocator and, only while a measurement window is open, adds to
-//! relaxed atomic counters (one relaxed load per allocation otherwise).
-//! It lives in this binary only, so the criterion benches run on the plain
-//! system allocator. Byte counts are requested sizes (`Layout::size`), not
-//! the allocator's size classes.
+//! Allocations are counted by the workspace's counting global allocator
+//! (`snapmap-counting-alloc`): it forwards to the system allocator and,
+//! only while a measurement window is open, adds to relaxed atomic counters
+//! (one relaxed load per allocation otherwise, plus a per-thread count in a
+//! thread-local). It is installed in this binary only, so the criterion
+//! benches run on the plain system allocator. Byte counts are requested
+//! sizes (`Layout::size`), not the allocator's size classes.
+//!
+//! Latencies go into `hdrhistogram` histograms (3 significant digits: a
+//! percentile or maximum is exact to within 0.1 %), one per thread, merged
+//! after the run.
 //!
 //! Results are printed and written as JSON to
-//! `$SNAPMAP_BENCH_OUT/growth.json` (default `target/snapmap-bench`).
-//! `SNAPMAP_BENCH_QUICK=1` shrinks everything (50K keys, one repetition).
+//! `$SNAPMAP_BENCH_OUT/growth.json` (default: the workspace's
+//! `target/snapmap-bench`). `SNAPMAP_BENCH_QUICK=1` shrinks everything (50K
+//! keys, one repetition).
 
-#[path = "common/mod.rs"]
-mod common;
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::fmt::Write as _;
 use std::hint::black_box;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use common::*;
-
-// ----- The counting allocator ------------------------------------------------------
-
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static ALLOC_BYTES: AtomicU64 = AtomicU64::new(0);
-static FREED_BYTES: AtomicU64 = AtomicU64::new(0);
-
-#[inline]
-fn on_alloc(size: usize) {
-    if COUNTING.load(Relaxed) {
-        ALLOCS.fetch_add(1, Relaxed);
-        ALLOC_BYTES.fetch_add(size as u64, Relaxed);
-    }
-}
-
-#[inline]
-fn on_free(size: usize) {
-    if COUNTING.load(Relaxed) {
-        FREED_BYTES.fetch_add(size as u64, Relaxed);
-    }
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments
-// unchanged, so `System`'s guarantees are ours; the counters have no
-// effect on the memory returned.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        on_alloc(layout.size());
-        // SAFETY: forwarded unchanged (the caller upholds `alloc`'s contract).
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        on_alloc(layout.size());
-        // SAFETY: forwarded unchanged.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        on_free(layout.size());
-        // SAFETY: forwarded unchanged.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        on_free(layout.size());
-        on_alloc(new_size);
-        // SAFETY: forwarded unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use snapmap_benches::*;
+use snapmap_counting_alloc::{CountingAlloc, Counts, counted};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static ALLOCATOR: CountingAlloc = CountingAlloc;
 
-/// What happened in one counting window.
-#[derive(Clone, Copy, Debug, Default)]
-struct Counts {
-    allocs: u64,
-    alloc_bytes: u64,
-    freed_bytes: u64,
+// ----- The report (growth.json) ------------------------------------------------------
+
+/// Everything this binary measured; written once at the end.
+#[derive(Serialize)]
+struct Report {
+    /// `"quick"` or `"full"`.
+    mode: &'static str,
+    heap: Vec<HeapRow>,
+    allocs: Vec<AllocRow>,
+    growth: Vec<GrowthRow>,
+    storm: Vec<StormRow>,
 }
 
-impl Counts {
-    fn live_delta(&self) -> i64 {
-        self.alloc_bytes as i64 - self.freed_bytes as i64
-    }
+/// Heap bytes per entry of one map.
+#[derive(Serialize)]
+struct HeapRow {
+    map: String,
+    entries: usize,
+    bytes_per_entry: f64,
+    build_allocs: Option<u64>,
+    retired_pending: Option<usize>,
 }
 
-/// Runs `f` with counting on and returns what it allocated and freed (on
-/// every thread).
-fn counted<R>(f: impl FnOnce() -> R) -> (R, Counts) {
-    ALLOCS.store(0, Relaxed);
-    ALLOC_BYTES.store(0, Relaxed);
-    FREED_BYTES.store(0, Relaxed);
-    COUNTING.store(true, Relaxed);
-    let r = f();
-    COUNTING.store(false, Relaxed);
-    let counts = Counts {
-        allocs: ALLOCS.load(Relaxed),
-        alloc_bytes: ALLOC_BYTES.load(Relaxed),
-        freed_bytes: FREED_BYTES.load(Relaxed),
-    };
-    (r, counts)
+/// Allocations per operation of one kind on one map.
+#[derive(Serialize)]
+struct AllocRow {
+    map: String,
+    op: String,
+    ops: usize,
+    allocs_per_op: f64,
+    bytes_per_op: f64,
 }
 
-// ----- JSON, by hand (no serde in this crate) ---------------------------------------
-
-#[derive(Default)]
-struct Json {
-    heap: Vec<String>,
-    allocs: Vec<String>,
-    growth: Vec<String>,
-    storm: Vec<String>,
+/// One map's growth runs (latencies in ns).
+#[derive(Serialize)]
+struct GrowthRow {
+    map: String,
+    workload: &'static str,
+    threads: usize,
+    /// Medians over the CPU-timed runs.
+    cpu_p999: u64,
+    cpu_max: u64,
+    work_max: u64,
+    cpu_maxes: Vec<u64>,
+    work_maxes: Vec<u64>,
+    /// The wall-timed runs.
+    reps: Vec<GrowthRep>,
 }
 
-static OUT: Mutex<Json> = Mutex::new(Json {
+/// One wall-timed growth run (latencies in ns).
+#[derive(Serialize)]
+struct GrowthRep {
+    p50: u64,
+    p99: u64,
+    p999: u64,
+    p9999: u64,
+    max: u64,
+    wall_s: f64,
+    inserts: u64,
+    stats: Option<String>,
+}
+
+/// A writer's update latencies with or without a snapshot storm.
+#[derive(Serialize)]
+struct StormRow {
+    case: &'static str,
+    updates: usize,
+    snapshots: u64,
+    p50_ns: u64,
+    p99_ns: u64,
+    p999_ns: u64,
+    max_ns: u64,
+}
+
+static OUT: Mutex<Report> = Mutex::new(Report {
+    mode: "",
     heap: Vec::new(),
     allocs: Vec::new(),
     growth: Vec::new(),
     storm: Vec::new(),
 });
 
-fn js(s: &str) -> String {
-    format!("{s:?}")
-}
-
-fn write_json() {
-    let out = OUT.lock().unwrap();
-    let mut s = String::new();
-    let mode = if quick() { "quick" } else { "full" };
-    let _ = writeln!(s, "{{\n  \"mode\": {},", js(mode));
-    for (name, rows, last) in [
-        ("heap", &out.heap, false),
-        ("allocs", &out.allocs, false),
-        ("growth", &out.growth, false),
-        ("storm", &out.storm, true),
-    ] {
-        let _ = writeln!(
-            s,
-            "  \"{name}\": [\n    {}\n  ]{}",
-            rows.join(",\n    "),
-            if last { "" } else { "," }
-        );
-    }
-    s.push_str("}\n");
-    let dir = std::env::var("SNAPMAP_BENCH_OUT").unwrap_or_else(|_| "target/snapmap-bench".into());
-    std::fs::create_dir_all(&dir).expect("create the output directory");
-    std::fs::write(format!("{dir}/growth.json"), s).expect("write growth.json");
-    println!("wrote {dir}/growth.json");
+fn write_report() {
+    let mut report = OUT.lock().unwrap();
+    report.mode = if quick() { "quick" } else { "full" };
+    let path = write_json("growth.json", &*report).expect("write growth.json");
+    println!("wrote {}", path.display());
 }
 
 // ----- 1 + 2: heap bytes and allocations ----------------------------------------------
@@ -178,13 +140,13 @@ fn alloc_row(map: &str, op: &str, ops: usize, c: Counts) {
         per(c.allocs),
         per(c.alloc_bytes)
     );
-    OUT.lock().unwrap().allocs.push(format!(
-        "{{\"map\": {}, \"op\": {}, \"ops\": {ops}, \"allocs_per_op\": {}, \"bytes_per_op\": {}}}",
-        js(map),
-        js(op),
-        per(c.allocs),
-        per(c.alloc_bytes)
-    ));
+    OUT.lock().unwrap().allocs.push(AllocRow {
+        map: map.to_owned(),
+        op: op.to_owned(),
+        ops,
+        allocs_per_op: per(c.allocs),
+        bytes_per_op: per(c.alloc_bytes),
+    });
 }
 
 /// Builds `M` with `n` keys, measuring its heap, then counts allocations of
@@ -207,12 +169,13 @@ fn memory<M: BenchMap>(n: usize, ops: usize) {
             ", {p} bytes retired and not yet freed"
         ))
     );
-    OUT.lock().unwrap().heap.push(format!(
-        "{{\"map\": {}, \"entries\": {n}, \"bytes_per_entry\": {per_entry}, \"build_allocs\": {}, \"retired_pending\": {}}}",
-        js(&name),
-        c.allocs,
-        pending.map_or("null".into(), |p| p.to_string())
-    ));
+    OUT.lock().unwrap().heap.push(HeapRow {
+        map: name.clone(),
+        entries: n,
+        bytes_per_entry: per_entry,
+        build_allocs: Some(c.allocs),
+        retired_pending: pending,
+    });
 
     // Reads: the criterion workload's loop, batched handles.
     let stream = lookup_stream(&keys, ops.next_power_of_two(), 0);
@@ -262,10 +225,13 @@ fn vec_memory(n: usize) {
     let per_entry = (c.live_delta() as f64 - (n * 8) as f64) / n as f64; // minus the keys Vec
     let name = "Vec<(u64, u64)>";
     println!("{name}: {per_entry:.1} heap bytes/entry");
-    OUT.lock().unwrap().heap.push(format!(
-        "{{\"map\": {}, \"entries\": {n}, \"bytes_per_entry\": {per_entry}, \"build_allocs\": null, \"retired_pending\": null}}",
-        js(name)
-    ));
+    OUT.lock().unwrap().heap.push(HeapRow {
+        map: name.to_owned(),
+        entries: n,
+        bytes_per_entry: per_entry,
+        build_allocs: None,
+        retired_pending: None,
+    });
     let (_, c) = counted(|| black_box(vec_sum(&v)));
     alloc_row(name, "iteration pass", 1, c);
 }
@@ -283,12 +249,13 @@ fn snapshot_allocs(n: usize) {
         "  {name}: the first snapshot allocated {:.1} bytes per entry",
         c.alloc_bytes as f64 / n as f64
     );
-    OUT.lock().unwrap().heap.push(format!(
-        "{{\"map\": {}, \"entries\": {n}, \"bytes_per_entry\": {}, \"build_allocs\": {}, \"retired_pending\": null}}",
-        js("snapshot (pieces, on top of the map)"),
-        c.live_delta() as f64 / n as f64,
-        c.allocs
-    ));
+    OUT.lock().unwrap().heap.push(HeapRow {
+        map: "snapshot (pieces, on top of the map)".to_owned(),
+        entries: n,
+        bytes_per_entry: c.live_delta() as f64 / n as f64,
+        build_allocs: Some(c.allocs),
+        retired_pending: None,
+    });
     let (_, c) = counted(|| black_box(map.0.snapshot()));
     alloc_row(name, "snapshot (unchanged)", 1, c);
     map.0.update(&keys[0], |v| v + 1);
@@ -387,12 +354,20 @@ impl Growth {
     }
 }
 
-fn percentile(sorted: &[u32], p: f64) -> u32 {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
+/// A latency histogram in nanoseconds, from 1 ns to about 70 s at 3
+/// significant digits (0.1 %), allocated up front so recording never
+/// allocates in a timed loop. Longer latencies are recorded as the largest.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 1 << 36, 3).expect("valid histogram bounds")
 }
 
-/// One growth run; returns (sorted latencies in ns, wall time, stats).
+/// The latency at quantile `q` (0.999 for p99.9) of `h`.
+fn at(h: &Histogram<u64>, q: f64) -> u64 {
+    h.value_at_quantile(q)
+}
+
+/// One growth run; returns (latencies in ns, CPU times in ns, wall time,
+/// stats).
 ///
 /// With `cpu`, each insert is timed by the thread's CPU clock *and* by
 /// `Instant`, and the latency recorded is the smaller of the two: the
@@ -400,21 +375,17 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
 /// the CPU time; a VM's CPU clock sometimes jumps by a millisecond with no
 /// wall time passing (steal accounting), which inflates the CPU time but
 /// not the wall time. Both at once in the same insert is rare. The second
-/// vector is the plain CPU times. (Two system calls per insert: slower, so
-/// in separate runs.)
+/// histogram is the plain CPU times (empty without `cpu`). (Two system
+/// calls per insert: slower, so in separate runs.)
 fn growth_run<M: BenchMap>(
     streams: &[Vec<Op>],
     cpu: bool,
-) -> (Vec<u32>, Vec<u32>, f64, Option<String>) {
+) -> (Histogram<u64>, Histogram<u64>, f64, Option<String>) {
     let threads = streams.len();
     let map = M::new();
-    let lats: Vec<Mutex<(Vec<u32>, Vec<u32>)>> = streams
+    let lats: Vec<Mutex<(Histogram<u64>, Histogram<u64>)>> = streams
         .iter()
-        .map(|s| {
-            let inserts = s.iter().filter(|o| o.kind == Kind::Insert).count();
-            let cpu_inserts = if cpu { inserts } else { 0 };
-            Mutex::new((Vec::with_capacity(inserts), Vec::with_capacity(cpu_inserts)))
-        })
+        .map(|_| Mutex::new((latency_histogram(), latency_histogram())))
         .collect();
     let wall = run_threads(
         threads,
@@ -433,14 +404,13 @@ fn growth_run<M: BenchMap>(
                             h.insert(op.key, op.key);
                             let ns = thread_cpu_ns() - start;
                             let wall = wall.elapsed().as_nanos() as u64;
-                            lat.push(ns.min(wall).min(u64::from(u32::MAX)) as u32);
-                            cpu_lat.push(ns.min(u64::from(u32::MAX)) as u32);
+                            lat.saturating_record(ns.min(wall));
+                            cpu_lat.saturating_record(ns);
                         }
                         Kind::Insert => {
                             let start = Instant::now();
                             h.insert(op.key, op.key);
-                            let ns = start.elapsed().as_nanos();
-                            lat.push(ns.min(u128::from(u32::MAX)) as u32);
+                            lat.saturating_record(start.elapsed().as_nanos() as u64);
                         }
                         Kind::Read => acc = acc.wrapping_add(h.get(op.key).unwrap_or(0)),
                         Kind::Remove => acc += u64::from(h.remove(op.key)),
@@ -454,31 +424,31 @@ fn growth_run<M: BenchMap>(
     let stats = map.stats();
     drop(map);
     flush_epoch();
-    let (mut all, mut all_cpu) = (Vec::new(), Vec::new());
+    let (mut all, mut all_cpu) = (latency_histogram(), latency_histogram());
     for m in lats {
         let (lat, cpu_lat) = m.into_inner().unwrap();
-        all.extend(lat);
-        all_cpu.extend(cpu_lat);
+        all.add(&lat).expect("histograms with the same bounds");
+        all_cpu
+            .add(&cpu_lat)
+            .expect("histograms with the same bounds");
     }
-    all.sort_unstable();
-    all_cpu.sort_unstable();
     (all, all_cpu, wall.as_secs_f64(), stats)
 }
 
-fn median(mut v: Vec<u32>) -> u32 {
+/// The median of a few repetitions' figures.
+fn median(mut v: Vec<u64>) -> u64 {
     v.sort_unstable();
     v[v.len() / 2]
 }
 
 fn growth<M: BenchMap>(kind: Growth, streams: &[Vec<Op>], reps: usize) {
     let name = M::name();
-    let mut rows = Vec::new();
     let (mut work_maxes, mut cpu_maxes, mut cpu_p999s) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..reps {
         let (work, cpu_lat, _, _) = growth_run::<M>(streams, true);
-        let work_max = *work.last().expect("some inserts");
-        let cpu_max = *cpu_lat.last().expect("some inserts");
-        let cpu_p999 = percentile(&cpu_lat, 0.999);
+        assert!(!work.is_empty(), "some inserts");
+        let (work_max, cpu_max) = (work.max(), cpu_lat.max());
+        let cpu_p999 = at(&cpu_lat, 0.999);
         println!(
             "  {name:<34} {:<20} per insert, separate run: CPU time p99.9 {cpu_p999} ns, max {cpu_max} ns; min(CPU, wall) max {work_max} ns",
             kind.name()
@@ -487,55 +457,47 @@ fn growth<M: BenchMap>(kind: Growth, streams: &[Vec<Op>], reps: usize) {
         cpu_maxes.push(cpu_max);
         cpu_p999s.push(cpu_p999);
     }
-    let join = |v: &[u32]| {
-        v.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
+    let mut row = GrowthRow {
+        map: name.clone(),
+        workload: kind.name(),
+        threads: streams.len(),
+        cpu_p999: median(cpu_p999s),
+        cpu_max: median(cpu_maxes.clone()),
+        work_max: median(work_maxes.clone()),
+        cpu_maxes,
+        work_maxes,
+        reps: Vec::new(),
     };
-    let cpu_fields = format!(
-        "\"cpu_p999\": {}, \"cpu_max\": {}, \"work_max\": {}, \"cpu_maxes\": [{}], \"work_maxes\": [{}]",
-        median(cpu_p999s),
-        median(cpu_maxes.clone()),
-        median(work_maxes.clone()),
-        join(&cpu_maxes),
-        join(&work_maxes)
-    );
     for _ in 0..reps {
         let (lat, _, wall, stats) = growth_run::<M>(streams, false);
-        let pct = [0.5, 0.99, 0.999, 0.9999].map(|p| percentile(&lat, p));
-        let max = *lat.last().expect("some inserts");
+        assert!(!lat.is_empty(), "some inserts");
+        let rep = GrowthRep {
+            p50: at(&lat, 0.5),
+            p99: at(&lat, 0.99),
+            p999: at(&lat, 0.999),
+            p9999: at(&lat, 0.9999),
+            max: lat.max(),
+            wall_s: wall,
+            inserts: lat.len(),
+            stats,
+        };
         println!(
             "  {name:<34} {:<20} inserts {:>8}  p50 {:>6} ns  p99 {:>7} ns  p99.9 {:>8} ns  p99.99 {:>9} ns  max {:>10} ns  wall {:>7.1} ms{}",
             kind.name(),
-            lat.len(),
-            pct[0],
-            pct[1],
-            pct[2],
-            pct[3],
-            max,
+            rep.inserts,
+            rep.p50,
+            rep.p99,
+            rep.p999,
+            rep.p9999,
+            rep.max,
             wall * 1e3,
-            stats
+            rep.stats
                 .as_ref()
                 .map_or(String::new(), |s| format!("\n      stats: {s}"))
         );
-        rows.push(format!(
-            "{{\"p50\": {}, \"p99\": {}, \"p999\": {}, \"p9999\": {}, \"max\": {max}, \"wall_s\": {wall}, \"inserts\": {}, \"stats\": {}}}",
-            pct[0],
-            pct[1],
-            pct[2],
-            pct[3],
-            lat.len(),
-            stats.map_or("null".into(), |s| js(&s))
-        ));
+        row.reps.push(rep);
     }
-    OUT.lock().unwrap().growth.push(format!(
-        "{{\"map\": {}, \"workload\": {}, \"threads\": {}, {cpu_fields}, \"reps\": [{}]}}",
-        js(&name),
-        js(kind.name()),
-        streams.len(),
-        rows.join(", ")
-    ));
+    OUT.lock().unwrap().growth.push(row);
 }
 
 fn growth_all(kind: Growth, n: usize, threads: usize, reps: usize) {
@@ -616,7 +578,7 @@ fn storm(n: usize, updates: usize) {
         drop(map.snapshot());
         let stop = AtomicBool::new(false);
         let snapshots = AtomicU64::new(0);
-        let mut latencies: Vec<u64> = Vec::with_capacity(updates);
+        let mut latencies = latency_histogram();
         std::thread::scope(|scope| {
             if with_storm {
                 scope.spawn(|| {
@@ -634,28 +596,34 @@ fn storm(n: usize, updates: usize) {
                 let k = keys[(mix(i as u64 + 17) % n as u64) as usize];
                 let t = Instant::now();
                 map.insert(k, i as u64);
-                latencies.push(t.elapsed().as_nanos() as u64);
+                latencies.saturating_record(t.elapsed().as_nanos() as u64);
             }
             stop.store(true, Relaxed);
         });
-        latencies.sort_unstable();
-        let at =
-            |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
         let case = if with_storm {
             "during a storm of snapshots"
         } else {
             "no snapshots"
         };
-        let (p50, p99, p999, max) = (at(0.5), at(0.99), at(0.999), *latencies.last().unwrap());
+        let (p50, p99, p999, max) = (
+            at(&latencies, 0.5),
+            at(&latencies, 0.99),
+            at(&latencies, 0.999),
+            latencies.max(),
+        );
         println!(
             "  {case:<28} p50 {p50} ns  p99 {p99} ns  p99.9 {p999} ns  max {max} ns  ({} snapshots)",
             snapshots.load(Relaxed)
         );
-        OUT.lock().unwrap().storm.push(format!(
-            "{{\"case\": {}, \"updates\": {updates}, \"snapshots\": {}, \"p50_ns\": {p50}, \"p99_ns\": {p99}, \"p999_ns\": {p999}, \"max_ns\": {max}}}",
-            js(case),
-            snapshots.load(Relaxed)
-        ));
+        OUT.lock().unwrap().storm.push(StormRow {
+            case,
+            updates,
+            snapshots: snapshots.load(Relaxed),
+            p50_ns: p50,
+            p99_ns: p99,
+            p999_ns: p999,
+            max_ns: max,
+        });
     }
 }
 
@@ -701,7 +669,7 @@ fn main() {
     if wants("storm") {
         storm(sizes.big, if quick() { 2_000 } else { 200_000 });
     }
-    write_json();
+    write_report();
     println!(
         "growth harness done in {:.1} s",
         started.elapsed().as_secs_f64()

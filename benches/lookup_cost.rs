@@ -11,12 +11,9 @@
 //! Without arguments (as `cargo bench` runs it) it runs every map once
 //! with small sizes, as a smoke test.
 
-#[path = "common/mod.rs"]
-mod common;
-
 use std::hint::black_box;
 
-use common::*;
+use snapmap_benches::*;
 
 /// The lookup stream is always this long (cycled), so that the runs with N
 /// and with 0 lookups do the same set-up work.

@@ -1,5 +1,5 @@
 //! Criterion benches: snapmap against its peers and ceilings, same run,
-//! same code (see `benches/common/mod.rs`).
+//! same code (see `benches/lib.rs`).
 //!
 //! Groups (each with 1 and 2 threads; this machine has 2 cores):
 //!
@@ -24,16 +24,13 @@
 //! nothing about speed). `scripts/bench-report.sh` runs everything and
 //! writes BENCHMARKS.md.
 
-#[path = "common/mod.rs"]
-mod common;
-
 use std::hint::black_box;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::*;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
+use snapmap_benches::*;
 
 const THREADS: [usize; 2] = [1, 2];
 
@@ -411,17 +408,20 @@ fn mixes(c: &mut Criterion, cap_log2: u32) {
     }
 }
 
-fn write_stats() {
-    let dir = std::env::var("SNAPMAP_BENCH_OUT").unwrap_or_else(|_| "target/snapmap-bench".into());
-    let stats = SNAP_STATS.lock().unwrap();
-    let mut out = String::from("{\n");
-    for (i, (id, s)) in stats.iter().enumerate() {
-        let comma = if i + 1 == stats.len() { "" } else { "," };
-        out.push_str(&format!("  {id:?}: {s:?}{comma}\n"));
+/// snapmap's `stats()` after each mix run, as one JSON object in run order
+/// (`snapmap-stats.json`: run id -> stats line).
+struct StatsInRunOrder<'a>(&'a [(String, String)]);
+
+impl serde::Serialize for StatsInRunOrder<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(id, stats)| (id, stats)))
     }
-    out.push_str("}\n");
-    if std::fs::create_dir_all(&dir).is_ok() {
-        let _ = std::fs::write(format!("{dir}/snapmap-stats.json"), out);
+}
+
+fn write_stats() {
+    let stats = SNAP_STATS.lock().unwrap();
+    if let Err(e) = write_json("snapmap-stats.json", &StatsInRunOrder(&stats)) {
+        eprintln!("could not write snapmap-stats.json: {e}");
     }
 }
 

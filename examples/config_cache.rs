@@ -133,45 +133,48 @@ Exit status: 0 if every check passed, 1 if any failed, 2 for bad options.
     )
 }
 
-/// Parses the arguments after the program name: `--flag N` or `--flag=N`.
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+/// Parses the arguments after the program name (`--flag N` or
+/// `--flag=N`) with `lexopt`.
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, lexopt::Error> {
+    use lexopt::prelude::*;
+
     let mut options = Options {
         seconds: 10,
         readers: default_readers(),
         keys: 10_000,
     };
-    while let Some(arg) = args.next() {
-        if arg == "--help" || arg == "-h" {
-            return Ok(Command::Help);
-        }
-        let (flag, inline_value) = match arg.split_once('=') {
-            Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
-            None => (arg.clone(), None),
-        };
-        let (min, max) = match flag.as_str() {
-            "--seconds" => (1, 86_400),
-            "--readers" => (1, 1_024),
-            "--keys" => (1, 10_000_000),
-            _ => return Err(format!("unknown argument `{arg}`")),
-        };
-        let Some(text) = inline_value.or_else(|| args.next()) else {
-            return Err(format!("`{flag}` needs a value, as in `{flag} {min}`"));
-        };
-        let number: u64 = text
-            .parse()
-            .map_err(|_| format!("`{flag}` expects a whole number, got `{text}`"))?;
-        if !(min..=max).contains(&number) {
-            return Err(format!(
-                "`{flag}` must be between {min} and {max}, got {number}"
-            ));
-        }
-        match flag.as_str() {
-            "--seconds" => options.seconds = number,
-            "--readers" => options.readers = number as usize,
-            _ => options.keys = number as usize,
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Long("seconds") => options.seconds = number(&mut parser, "--seconds", 1, 86_400)?,
+            Long("readers") => {
+                options.readers = number(&mut parser, "--readers", 1, 1_024)? as usize
+            }
+            Long("keys") => options.keys = number(&mut parser, "--keys", 1, 10_000_000)? as usize,
+            _ => return Err(arg.unexpected()),
         }
     }
     Ok(Command::Run(options))
+}
+
+/// The value of `flag`: a whole number in `min..=max`.
+fn number(
+    parser: &mut lexopt::Parser,
+    flag: &str,
+    min: u64,
+    max: u64,
+) -> Result<u64, lexopt::Error> {
+    let text = parser.value()?;
+    let text = text.to_string_lossy();
+    let number: u64 = text
+        .parse()
+        .map_err(|_| format!("`{flag}` expects a whole number, got `{text}`"))?;
+    if (min..=max).contains(&number) {
+        Ok(number)
+    } else {
+        Err(format!("`{flag}` must be between {min} and {max}, got {number}").into())
+    }
 }
 
 // ----- The values and the keys ------------------------------------------------

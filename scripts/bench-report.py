@@ -513,8 +513,8 @@ def main():
     w("```sh")
     w("scripts/bench-report.sh            # the full run: BENCHMARKS.md + benches/chart.svg")
     w("scripts/bench-report.sh --quick    # the same pipeline at toy sizes (target/snapmap-bench-quick/)")
-    w("SNAPMAP_BENCH_QUICK=1 cargo bench --bench maps --bench growth --bench lookup_cost   # CI smoke run")
-    w("cargo bench --bench maps -- 'read_hit_1M/'    # one criterion group (criterion's filter)")
+    w("SNAPMAP_BENCH_QUICK=1 cargo bench -p snapmap-benches --bench maps --bench growth --bench lookup_cost   # CI smoke run")
+    w("cargo bench -p snapmap-benches --bench maps -- 'read_hit_1M/'    # one criterion group (criterion's filter)")
     w("```")
     w("")
 
@@ -642,7 +642,7 @@ def main():
         w(r)
     w("")
     if by_size(groups, "snapshot_"):
-        w("Snapshots (`map.snapshot()`, docs/ARCHITECTURE.md, "Snapshots") have no goal in the issue; they are measured in "
+        w("Snapshots (`map.snapshot()`, docs/ARCHITECTURE.md, \"Snapshots\") have no goal in the issue; they are measured in "
           "[Snapshots](#snapshots), and snapshot reads and iteration appear as the `snapmap snapshot` rows.")
     else:
         w("Snapshot workloads: **not measured — snapmap has no snapshot API in this build**.")
@@ -679,7 +679,7 @@ def main():
     # --- Method
     w("## Method")
     w("")
-    w("- **Same code for every map.** `benches/common/mod.rs` defines one small trait (`get`, `insert`, `remove`, "
+    w("- **Same code for every map.** `benches/lib.rs` (the `snapmap-benches` workspace member) defines one small trait (`get`, `insert`, `remove`, "
       "`update`, `iter_sum`) and implements it for each map; every workload is one generic function.")
     w("- **Same hasher.** Every map gets `foldhash::fast::FixedState` (seed 0), so the hasher is not what is "
       "measured; the `read_hit_*_default_hasher` group gives each map its own default hasher instead "
@@ -861,7 +861,7 @@ def main():
           "away). Before copy before write (commit 27de728 and earlier), a build copied optimistically and then "
           "re-copied, with the gate closed, every shard that changed meanwhile; under this writer those passes "
           "did not converge and the gate stayed closed for 65-110 ms in some runs (4 of about 20; p99 3.3 µs "
-          "otherwise). Six runs of this section with pointer captures (`cargo bench --bench growth -- storm`): "
+          "otherwise). Six runs of this section with pointer captures (`cargo bench -p snapmap-benches --bench growth -- storm`): "
           "longest wait 0.19-0.72 ms in five, 2.9 ms in one (this VM pauses for 3-8 ms at times, whatever "
           "runs: an empty timed loop shows it, also at real-time priority); p99 16-26 µs. Capturing by cloning "
           "instead of by pointer (an intermediate version) gave p99 42-50 µs.")

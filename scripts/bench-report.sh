@@ -5,7 +5,8 @@
 #   scripts/bench-report.sh --quick  tiny sizes, seconds; writes its report to
 #                                    target/snapmap-bench-quick/ (not to the repo)
 #
-# Steps: build the three bench binaries; run the criterion benches
+# The benches are the workspace member snapmap-benches (benches/Cargo.toml).
+# Steps: build its three bench binaries; run the criterion benches
 # (benches/maps.rs) with their results in $OUT/criterion; run the
 # allocation / memory / growth-latency harness (benches/growth.rs); count
 # instructions per lookup under callgrind (benches/lookup_cost.rs, N lookups
@@ -13,7 +14,7 @@
 # SVG chart from those files.
 #
 # The CI smoke test is not this script but:
-#   SNAPMAP_BENCH_QUICK=1 cargo bench --bench maps --bench growth --bench lookup_cost
+#   SNAPMAP_BENCH_QUICK=1 cargo bench -p snapmap-benches --bench maps --bench growth --bench lookup_cost
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,7 +55,8 @@ t_all=$(now)
 
 echo "== building the bench binaries (once: every step below runs these same executables)"
 t=$(now)
-cargo bench --bench maps --bench growth --bench lookup_cost --no-run --message-format=json-render-diagnostics \
+cargo bench -p snapmap-benches --bench maps --bench growth --bench lookup_cost --no-run \
+    --message-format=json-render-diagnostics \
     > "$out/build.json"
 exes=$(python3 - "$out/build.json" <<'PY'
 import json, sys

@@ -136,7 +136,7 @@
 //!   entry holds none): about 58 heap bytes per `u64 -> u64` entry at 1M
 //!   entries, against 36
 //!   for a `hashbrown::HashMap` and 54 for papaya
-//!   (`cargo bench --bench growth -- memory`).
+//!   (`cargo bench -p snapmap-benches --bench growth -- memory`).
 //!
 //! # Memory
 //!

@@ -64,7 +64,7 @@
 //!
 //! # Choosing the capacity
 //!
-//! `cargo bench --bench capacity` grows a map to 1M keys on one thread for
+//! `cargo bench -p snapmap-benches --bench capacity` grows a map to 1M keys on one thread for
 //! each capacity, then times read hits through a pinned handle (one run on
 //! the 2-core development machine, foldhash):
 //!
@@ -88,7 +88,7 @@
 //!
 //! Copies are bounded (above), but two other costs once made single
 //! inserts pause for milliseconds while a map grew to 5M keys
-//! (`cargo bench --bench growth -- growth`, per-insert CPU time):
+//! (`cargo bench -p snapmap-benches --bench growth -- growth`, per-insert CPU time):
 //!
 //! - **Freeing retired tables touched every entry.** Tables held
 //!   `Arc<Entry>`, so dropping a retired view or shard decremented one

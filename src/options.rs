@@ -16,7 +16,7 @@ pub const DEFAULT_SHARDS: usize = 16;
 
 /// The number of entries past which a shard's dirty table splits the shard,
 /// unless the builder says otherwise. Chosen by measurement (`cargo bench
-/// --bench capacity`; the figures are in the `migrate` module's docs): the
+/// -p snapmap-benches --bench capacity`; the figures are in the `migrate` module's docs): the
 /// smallest capacity at which read hits are as fast as with larger shards,
 /// so that the work one operation can do stays small.
 pub const DEFAULT_SHARD_CAPACITY: usize = 512;

@@ -40,8 +40,8 @@ use crate::twins::{Bug, injected};
 /// shards, 5 retired views or 32 small values. 32 rather than 64: in
 /// the RapidGrow mix (removes and updates retire many small values) the
 /// largest per-insert work fell from about 1.3 ms to 0.3 ms
-/// (`cargo bench --bench growth -- growth`), while the update benchmark
-/// (`cargo bench --bench maps -- update_1M/snapmap/`) showed no
+/// (`cargo bench -p snapmap-benches --bench growth -- growth`), while the update benchmark
+/// (`cargo bench -p snapmap-benches --bench maps -- update_1M/snapmap/`) showed no
 /// difference within its noise.
 const FLUSH_EVERY: usize = 32;
 

@@ -1,8 +1,9 @@
 //! Allocation counts on the read path, with a counting global allocator.
 //!
-//! The allocator counts per thread (a const-initialised thread-local, which
-//! itself never allocates), so tests running in parallel in this binary do
-//! not see each other's allocations.
+//! The allocator (the workspace's `snapmap-counting-alloc`) counts per
+//! thread (a const-initialised thread-local, which itself never allocates),
+//! so tests running in parallel in this binary do not see each other's
+//! allocations.
 //!
 //! After warm-up (keys inserted and promoted, the shards walked once, the
 //! thread pinned once so crossbeam-epoch has registered it), a read hit
@@ -16,61 +17,13 @@
 //! one pinning thread in the binary, nothing but the code under test runs
 //! inside a measured section.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::hint::black_box;
 
 use snapmap::SnapMap;
-
-struct CountingAllocator;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count_one() {
-    // `try_with`: the slot may be gone while the thread is being torn down.
-    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments,
-// so `System`'s guarantees carry over; counting touches only a
-// thread-local `Cell` and never allocates.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_one();
-        // SAFETY: forwarded unchanged (see the impl's comment).
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count_one();
-        // SAFETY: forwarded unchanged.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count_one();
-        // SAFETY: forwarded unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use snapmap_counting_alloc::{CountingAlloc, allocations_in};
 
 #[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
-
-/// Allocations made by this thread while running `f`.
-fn allocations_in<R>(f: impl FnOnce() -> R) -> (R, u64) {
-    let before = ALLOCATIONS.with(Cell::get);
-    let result = f();
-    let after = ALLOCATIONS.with(Cell::get);
-    (result, after - before)
-}
+static ALLOCATOR: CountingAlloc = CountingAlloc;
 
 const KEYS: u64 = 1000;
 

@@ -1,52 +1,39 @@
 //! Memory comes back: retired memory is freed once readers leave (no
 //! `oldbuckets` retention), and deleting most keys gives the heap back.
 //!
-//! This binary installs a counting global allocator, so its tests run one
-//! at a time (a shared lock) and measure live heap bytes.
+//! This binary installs a counting global allocator (the workspace's
+//! `snapmap-counting-alloc`), so its tests run one at a time (a shared lock,
+//! which also turns process-wide counting on) and measure live heap bytes.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use snapmap::{SnapMap, Snapshot};
-
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-std::thread_local! {
-    /// Allocations made by this thread (other threads of the test harness
-    /// do not disturb a per-thread count).
-    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-fn allocations() -> usize {
-    ALLOCATIONS.with(|a| a.get())
-}
-
-// SAFETY: forwards to the system allocator and only counts bytes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        let _ = ALLOCATIONS.try_with(|a| a.set(a.get() + 1));
-        // SAFETY: the caller upholds `alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller upholds `dealloc`'s contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use snapmap_counting_alloc::{Counting, CountingAlloc, counting, thread_allocations, totals};
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: CountingAlloc = CountingAlloc;
 
 /// Tests here measure the whole process's heap: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn live() -> isize {
-    LIVE.load(Ordering::Relaxed)
+/// Runs a test alone, with process-wide counting on (for [`live`]) until
+/// the guards drop.
+fn alone() -> (MutexGuard<'static, ()>, Counting) {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    (serial, counting())
+}
+
+/// Live heap bytes, counted since counting was turned on: compare two
+/// readings taken within one test.
+fn live() -> i64 {
+    totals().live_delta()
+}
+
+/// Allocations made by this thread (other threads of the test harness do
+/// not disturb a per-thread count).
+fn allocations() -> u64 {
+    thread_allocations()
 }
 
 /// Pins and flushes until the epoch has freed (nearly) everything retired.
@@ -64,7 +51,7 @@ fn settle() -> usize {
 
 #[test]
 fn retired_memory_returns_to_zero_after_growth_stops_and_readers_leave() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     let map: SnapMap<u64, u64> = SnapMap::new();
     let growing = AtomicBool::new(true);
     let mut peak_retired = 0;
@@ -107,7 +94,7 @@ fn retired_memory_returns_to_zero_after_growth_stops_and_readers_leave() {
 
 #[test]
 fn deleting_99_percent_gives_the_heap_back() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     const N: u64 = 1_000_000;
     let survivor = |k: &u64| k % 100 == 0;
 
@@ -150,7 +137,7 @@ fn deleting_99_percent_gives_the_heap_back() {
 
 #[test]
 fn snapshot_of_an_unchanged_map_is_the_same_one_and_allocates_nothing() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     let map: SnapMap<u64, u64> = (0..10_000).map(|i| (i, i)).collect();
     let first = map.snapshot();
     let _warm = map.snapshot(); // the first call on a thread may set up thread-locals
@@ -179,7 +166,7 @@ fn snapshot_of_an_unchanged_map_is_the_same_one_and_allocates_nothing() {
 
 #[test]
 fn dropping_the_last_holder_frees_a_snapshot() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     let map: SnapMap<u64, u64> = (0..100_000).map(|i| (i, i)).collect();
     settle();
     let before = live();
@@ -191,7 +178,7 @@ fn dropping_the_last_holder_frees_a_snapshot() {
         "a 100K-entry snapshot holds only {held} B"
     );
     assert!(
-        stats.snapshot_bytes as isize > held / 2 && stats.snapshot_bytes as isize <= held,
+        stats.snapshot_bytes as i64 > held / 2 && stats.snapshot_bytes as i64 <= held,
         "stats report {} B held by snapshots, the allocator {held} B",
         stats.snapshot_bytes
     );
@@ -221,7 +208,7 @@ fn dropping_the_last_holder_frees_a_snapshot() {
     map.forget_snapshot();
     assert_eq!(map.stats().snapshot_bytes, 0, "no snapshot is held");
     assert!(
-        before - live() >= cached as isize * 9 / 10,
+        before - live() >= cached as i64 * 9 / 10,
         "forgetting freed too little"
     );
 }
@@ -232,7 +219,7 @@ fn dropping_the_last_holder_frees_a_snapshot() {
 /// now flushes every bag's worth, so retirement drives collection.
 #[test]
 fn reload_writer_under_one_pin_does_not_accumulate_retired_memory() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     settle();
     let map: SnapMap<u64, u64> = SnapMap::builder().shards(4).build().unwrap();
     for k in 0..10_000 {
@@ -286,7 +273,7 @@ fn reload_writer_under_one_pin_does_not_accumulate_retired_memory() {
 /// for 2^20 shards; see `EMPTY_SHARD_BYTES`).
 #[test]
 fn an_empty_shard_costs_what_the_builder_docs_say() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     let heap_of = |shards: usize| {
         settle();
         let (before, allocations_before) = (live(), allocations());
@@ -294,7 +281,7 @@ fn an_empty_shard_costs_what_the_builder_docs_say() {
         let bytes = live() - before;
         let allocated = allocations() - allocations_before;
         drop(map);
-        (bytes, allocated as isize)
+        (bytes, allocated as i64)
     };
     let ((small, small_allocations), (large, large_allocations)) =
         (heap_of(1 << 4), heap_of(1 << 12));
@@ -303,7 +290,7 @@ fn an_empty_shard_costs_what_the_builder_docs_say() {
     eprintln!("one empty shard: {per_shard} heap bytes in {allocations_per_shard} allocations");
     // The figure next to `Builder::shards` (and `MAX_INITIAL_SHARDS`).
     assert!(
-        (256..=snapmap::EMPTY_SHARD_BYTES as isize).contains(&per_shard),
+        (256..=snapmap::EMPTY_SHARD_BYTES as i64).contains(&per_shard),
         "an empty shard costs {per_shard} bytes, the docs say at most {}",
         snapmap::EMPTY_SHARD_BYTES
     );

@@ -512,7 +512,9 @@ fn read_hits_are_flushed_when_the_handle_drops() {
 #[test]
 fn read_hits_from_more_threads_than_stripes_are_all_counted() {
     const THREADS: u64 = 24;
-    const GETS: u64 = 20_000;
+    // Under Miri (CI's Tree Borrows step) 20 gets per thread: still every
+    // thread past the stripes, in seconds instead of hours.
+    const GETS: u64 = if cfg!(miri) { 20 } else { 20_000 };
     let map = one_shard();
     map.insert("a", 1);
     map.get("a"); // promotes

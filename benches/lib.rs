@@ -6,15 +6,21 @@
 //! the only thing that differs between two rows of a table is the map.
 //! Keys and values are `u64`; keys come from a bijective mixer, so two
 //! different indices never give the same key.
-
-#![allow(dead_code)] // each bench binary uses a different subset
+//!
+//! This is the library of the `snapmap-benches` package, a workspace member
+//! of its own so that the peers and criterion are dependencies of the
+//! benchmarks only, never of snapmap's tests and examples. The bench
+//! binaries (`maps.rs`, `growth.rs`, `lookup_cost.rs`, `capacity.rs`) sit
+//! beside it: `cargo bench -p snapmap-benches --bench NAME`.
 
 use std::hash::BuildHasher;
+use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use parking_lot::RwLock;
+use serde::Serialize;
 
 /// The fast hasher every map gets in the main groups: foldhash with a fixed
 /// seed, so the hasher is not what is measured.
@@ -98,6 +104,35 @@ pub fn label(n: usize) -> String {
     } else {
         n.to_string()
     }
+}
+
+// ----- Results -------------------------------------------------------------------
+
+/// Where the bench binaries write their results (`growth.json`,
+/// `snapmap-stats.json`): `$SNAPMAP_BENCH_OUT`, or the workspace's
+/// `target/snapmap-bench`.
+pub fn out_dir() -> PathBuf {
+    std::env::var_os("SNAPMAP_BENCH_OUT").map_or_else(
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/snapmap-bench"
+            ))
+        },
+        PathBuf::from,
+    )
+}
+
+/// Writes `value` as JSON to `file` in [`out_dir`] (created if needed) and
+/// returns the file's path.
+pub fn write_json(file: &str, value: &impl Serialize) -> std::io::Result<PathBuf> {
+    let dir = out_dir();
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(file);
+    let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    text.push('\n');
+    std::fs::write(&path, text)?;
+    Ok(path)
 }
 
 // ----- Keys and randomness -------------------------------------------------------
