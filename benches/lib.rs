@@ -459,6 +459,77 @@ where
     }
 }
 
+/// snapmap read through a reader handle (`map.reader()`): a cached
+/// snapshot that every lookup checks against the map's change word (one
+/// load and a compare) before probing it. Read-only rows: with writes the
+/// handle would refresh after each one.
+pub struct SnapReader<S: BuildHasher + Clone>(pub snapmap::SnapMap<u64, u64, S>);
+
+/// A reader handle for one batch (`Ops` takes `&self`; the handle's
+/// methods take `&mut self`, hence the `RefCell`).
+pub struct SnapReaderHandle<'a, S: BuildHasher + Clone>(
+    core::cell::RefCell<snapmap::Reader<'a, u64, u64, S>>,
+);
+
+impl<S> BenchMap for SnapReader<S>
+where
+    S: BuildHasher + Clone + Default + Send + Sync,
+{
+    type Handle<'a>
+        = SnapReaderHandle<'a, S>
+    where
+        Self: 'a;
+
+    fn name() -> String {
+        "snapmap reader handle".into()
+    }
+
+    fn new() -> Self {
+        SnapReader(snapmap::SnapMap::with_hasher(S::default()))
+    }
+
+    #[inline]
+    fn handle(&self) -> Self::Handle<'_> {
+        SnapReaderHandle(core::cell::RefCell::new(self.0.reader()))
+    }
+
+    fn fill(&mut self, keys: &[u64]) {
+        for chunk in keys.chunks(BATCH) {
+            let p = self.0.pin();
+            for &k in chunk {
+                p.insert(k, k);
+            }
+        }
+    }
+
+    fn writes() -> Writes {
+        Writes::ReadOnly
+    }
+}
+
+impl<S: BuildHasher + Clone> Ops for SnapReaderHandle<'_, S> {
+    #[inline]
+    fn get(&self, k: u64) -> Option<u64> {
+        self.0.borrow_mut().get(&k).copied()
+    }
+    fn insert(&self, _: u64, _: u64) {
+        panic!("read-only rows")
+    }
+    fn remove(&self, _: u64) -> bool {
+        panic!("read-only rows")
+    }
+    fn update(&self, _: u64) -> bool {
+        panic!("read-only rows")
+    }
+    fn iter_sum(&self) -> u64 {
+        self.0
+            .borrow_mut()
+            .snapshot()
+            .iter()
+            .fold(0, |a, (k, v)| fold(a, *k, *v))
+    }
+}
+
 impl<S: BuildHasher> Ops for &snapmap::Snapshot<u64, u64, S> {
     #[inline]
     fn get(&self, k: u64) -> Option<u64> {

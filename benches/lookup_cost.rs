@@ -27,9 +27,10 @@ fn run<M: BenchMap>(n_keys: usize, lookups_n: u64) -> u64 {
 }
 
 /// The map names accepted on the command line.
-const MAPS: [&str; 12] = [
+const MAPS: [&str; 13] = [
     "snapmap",
     "snapmap-snapshot",
+    "snapmap-reader",
     "snapmap-per-op",
     "snapmap-cap4096",
     "dashmap",
@@ -49,6 +50,7 @@ fn dispatch(map: &str, n_keys: usize, lookups_n: u64) -> Option<(String, u64)> {
     match map {
         "snapmap" => go::<Snap<Fast>>(n_keys, lookups_n),
         "snapmap-snapshot" => go::<SnapSnapshot<Fast>>(n_keys, lookups_n),
+        "snapmap-reader" => go::<SnapReader<Fast>>(n_keys, lookups_n),
         "snapmap-per-op" => go::<SnapPerOp<Fast>>(n_keys, lookups_n),
         "snapmap-cap4096" => go::<SnapBig<Fast>>(n_keys, lookups_n),
         "dashmap" => go::<Dash<Fast>>(n_keys, lookups_n),

@@ -32,6 +32,7 @@ ORDER = [
     "snapmap (shard_capacity 4096)",
     "snapmap, no read pass after prefill",
     "snapmap snapshot",
+    "snapmap reader handle",
     "snapshot (pieces, on top of the map)",
     "dashmap",
     "papaya",
