@@ -147,3 +147,34 @@ pub struct Applied {
     /// Removals of keys that were present.
     pub removed: usize,
 }
+
+/// Why [`SnapMap::apply_if`](crate::SnapMap::apply_if) applied nothing:
+/// the map was written after the snapshot whose revision it was given
+/// (another reload got there first, or any other write did).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RevisionConflict {
+    /// The revision the batch was based on.
+    pub expected: u64,
+    /// The revision of the map's latest snapshot now.
+    pub latest: u64,
+    /// Whether the map has been written since that latest snapshot (then
+    /// no snapshot has its current content yet).
+    pub written_since: bool,
+}
+
+impl fmt::Display for RevisionConflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the map changed after revision {}: its latest snapshot is revision {}",
+            self.expected, self.latest
+        )?;
+        if self.written_since {
+            f.write_str(", and it has been written since")?;
+        }
+        f.write_str("; nothing was applied (take a new snapshot and rebase the batch on it)")
+    }
+}
+
+impl std::error::Error for RevisionConflict {}

@@ -66,6 +66,13 @@
 //! either entered before the cut, and the cut waited for it, or it read
 //! the `pending = false` that reopened the gate after the cut's store.
 //!
+//! A conditional batch (`SnapMap::apply_if`) enters with a
+//! compare-and-swap of the word from its revision's clean stamp to the
+//! same stamp marked dirty instead: of two reloaders holding the same
+//! revision, one moves the word and the other finds it changed (loom model
+//! `reader.rs`, conditional apply; twin `CheckThenMark`). A snapshot's
+//! revision is its stamp without the dirty bit: its build number.
+//!
 //! The mark is set on entry, so a write that changes nothing (removing an
 //! absent key) still makes the next `snapshot()` build; that build reuses
 //! every piece (the shard versions are unchanged). Before the change word,
@@ -158,9 +165,31 @@ impl WriteGate {
 
     #[inline]
     pub(crate) fn enter(&self) -> GateGuard<'_> {
+        match self.enter_inner(None) {
+            Ok(guard) => guard,
+            Err(_) => unreachable!("an unconditional entry has no conflict"),
+        }
+    }
+
+    /// Enters the gate only if the map is unchanged since the cut whose
+    /// stamp is `stamp` (the change word still equals it), marking it
+    /// changed in the same step; otherwise returns the change word found.
+    /// A thread already inside the gate has marked it itself: that is a
+    /// change too.
+    pub(crate) fn enter_if_unchanged(&self, stamp: u64) -> Result<GateGuard<'_>, u64> {
+        self.enter_inner(Some(stamp))
+    }
+
+    #[inline(always)]
+    fn enter_inner(&self, expect: Option<u64>) -> Result<GateGuard<'_>, u64> {
         let stripe = &self.stripes[thread_index() % self.stripes.len()];
         let nested = enter_gate_depth(self.nesting_key()) > 0;
-        if !nested {
+        let mut conflict = None;
+        if nested {
+            if expect.is_some() {
+                conflict = Some(self.changes());
+            }
+        } else {
             loop {
                 // Relaxed: ordered against the load below by the fence.
                 stripe.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -172,8 +201,10 @@ impl WriteGate {
                 // the build number stored before it (`begin_build`)
                 // visible to `build_epoch`.
                 if !self.shared.pending.load(Ordering::Acquire) {
-                    if !injected(Bug::MarkAfterWrite) {
-                        self.mark_changed();
+                    match expect {
+                        None if !injected(Bug::MarkAfterWrite) => self.mark_changed(),
+                        None => {}
+                        Some(stamp) => conflict = self.mark_if_unchanged(stamp).err(),
                     }
                     break;
                 }
@@ -182,11 +213,40 @@ impl WriteGate {
                 self.wait_open();
             }
         }
-        GateGuard {
+        let guard = GateGuard {
             gate: self.nesting_key(),
             gate_ref: self,
             stripe: (!nested).then_some(stripe),
+        };
+        match conflict {
+            // Leaves the gate (the guard's drop) before reporting.
+            Some(word) => Err(word),
+            None => Ok(guard),
         }
+    }
+
+    /// Marks the change word dirty if it still equals `stamp`, in one step
+    /// (a conditional apply, `SnapMap::apply_if`): of two conditional
+    /// writers holding the same stamp, only one finds it.
+    fn mark_if_unchanged(&self, stamp: u64) -> Result<(), u64> {
+        if injected(Bug::CheckThenMark) {
+            // The broken twin: compare, then mark, in two steps.
+            // Relaxed: as in `mark_changed`.
+            let word = self.shared.changes.load(Ordering::Relaxed);
+            if word != stamp {
+                return Err(word);
+            }
+            self.mark_changed();
+            return Ok(());
+        }
+        // Relaxed: as in `mark_changed` (the mark is ordered before this
+        // writer's changes by the Release stores that publish them); the
+        // compare-and-swap makes "unchanged since the cut" and "now marked"
+        // one step.
+        self.shared
+            .changes
+            .compare_exchange(stamp, stamp | DIRTY, Ordering::Relaxed, Ordering::Relaxed)
+            .map(|_| ())
     }
 
     #[cold]

@@ -208,7 +208,7 @@ mod sync;
 mod thread;
 mod twins;
 
-pub use batch::{Applied, Batch};
+pub use batch::{Applied, Batch, RevisionConflict};
 pub use builder::{
     BuildError, Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS,
     EMPTY_SHARD_BYTES, MAX_INITIAL_SHARDS, MAX_SHARD_CAPACITY,

@@ -11,7 +11,7 @@ use core::hash::{BuildHasher, Hash};
 
 use equivalent::Equivalent;
 
-use crate::batch::{Applied, Batch, BatchOp};
+use crate::batch::{Applied, Batch, BatchOp, RevisionConflict};
 use crate::hash::DefaultHashBuilder;
 use crate::options::{Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS};
 use crate::raw::RawMap;
@@ -518,6 +518,65 @@ where
     /// ```
     pub fn apply(&self, batch: Batch<K, V>) -> Applied {
         let _gate = self.raw.enter_batch();
+        self.apply_inside_gate(batch)
+    }
+
+    /// Applies `batch` as [`apply`](Self::apply) does, but only if the map
+    /// has not been written since the snapshot whose
+    /// [`revision`](crate::Snapshot::revision) is given: an optimistic
+    /// reload. Two reloaders that both read revision `r` and both call
+    /// `apply_if(r, ..)` cannot both succeed; the loser gets a
+    /// [`RevisionConflict`] and nothing of its batch is applied.
+    ///
+    /// The check and the mark that makes later conditional applies fail
+    /// are one atomic step when the batch enters the write gate. The batch
+    /// is then applied like any batch: all or nothing for snapshots, while
+    /// plain writers that start after the check may still run beside it
+    /// (this orders reloaders among themselves, it does not lock the map).
+    /// Any write since the snapshot counts, even one that changed nothing,
+    /// and so does a new snapshot of an unchanged map after
+    /// [`forget_snapshot`](Self::forget_snapshot) (revisions name snapshot
+    /// builds).
+    ///
+    /// ```
+    /// use snapmap::{Batch, SnapMap};
+    ///
+    /// let map = SnapMap::new();
+    /// map.insert("limit", 10);
+    /// let seen = map.snapshot();
+    /// // Someone else reloads first.
+    /// map.insert("limit", 20);
+    /// let mut mine = Batch::new();
+    /// mine.insert("limit", 11);
+    /// let err = map.apply_if(seen.revision(), mine).unwrap_err();
+    /// assert_eq!(err.expected, seen.revision());
+    /// assert_eq!(map.get("limit"), Some(20)); // nothing applied
+    ///
+    /// // Rebased on the current content, it applies.
+    /// let now = map.snapshot();
+    /// let mut mine = Batch::new();
+    /// mine.insert("limit", now.get("limit").unwrap() + 1);
+    /// assert!(map.apply_if(now.revision(), mine).is_ok());
+    /// assert_eq!(map.get("limit"), Some(21));
+    /// ```
+    pub fn apply_if(&self, revision: u64, batch: Batch<K, V>) -> Result<Applied, RevisionConflict> {
+        // Saturated, an impossible revision gives an odd (dirty) stamp,
+        // which no clean change word equals: a conflict, not a wrap.
+        let stamp = revision.saturating_mul(2);
+        let _gate = self
+            .raw
+            .gate
+            .enter_if_unchanged(stamp)
+            .map_err(|word| RevisionConflict {
+                expected: revision,
+                latest: word >> 1,
+                written_since: word & 1 != 0,
+            })?;
+        Ok(self.apply_inside_gate(batch))
+    }
+
+    /// Applies `batch`; the caller holds the write gate.
+    fn apply_inside_gate(&self, batch: Batch<K, V>) -> Applied {
         let pinned = self.pin();
         let mut applied = Applied::default();
         for op in batch.ops {

@@ -67,6 +67,10 @@ pub enum Bug {
     /// A write does not bump its shard's version, so the next snapshot
     /// build reuses the previous snapshot's piece for a shard that changed.
     VersionNotBumped,
+    /// A conditional apply compares the change word with its revision's
+    /// stamp and marks it changed in two steps, so two reloaders holding
+    /// the same revision can both apply.
+    CheckThenMark,
     /// A compaction builds the new view from the live entries alone,
     /// without expunging the deleted ones it leaves out, so a lock-free
     /// store into one of those (through the old view) lands in an entry

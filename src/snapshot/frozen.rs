@@ -133,6 +133,24 @@ impl<K, V, S> Snapshot<K, V, S> {
         self.frozen.len
     }
 
+    /// This snapshot's revision: the number of the build that made it,
+    /// larger for every later build of the same map. A snapshot returned
+    /// again because nothing changed has the same revision. Give it to
+    /// [`SnapMap::apply_if`](crate::SnapMap::apply_if) to apply a batch
+    /// only if the map is still what this snapshot holds.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert(1, 1);
+    /// let a = map.snapshot();
+    /// assert_eq!(map.snapshot().revision(), a.revision()); // unchanged
+    /// map.insert(1, 2);
+    /// assert!(map.snapshot().revision() > a.revision());
+    /// ```
+    pub fn revision(&self) -> u64 {
+        self.frozen.stamp >> 1
+    }
+
     /// The write gate's change word at this snapshot's cut (see
     /// `crate::gate`, "The change word").
     #[inline]
