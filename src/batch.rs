@@ -146,6 +146,10 @@ pub struct Applied {
     pub replaced: usize,
     /// Removals of keys that were present.
     pub removed: usize,
+    /// Keys whose value was already the one given, left as they were
+    /// ([`SnapMap::replace_all`](crate::SnapMap::replace_all) and
+    /// [`SnapMap::restore`](crate::SnapMap::restore) only).
+    pub unchanged: usize,
 }
 
 /// Why [`SnapMap::apply_if`](crate::SnapMap::apply_if) applied nothing:

@@ -596,6 +596,88 @@ where
     }
 }
 
+impl<K, V, S> SnapMap<K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: PartialEq + Send + Sync + 'static,
+    S: BuildHasher,
+{
+    /// Makes `content` the map's whole content in one batch (a full
+    /// configuration reload): keys not in `content` are removed, keys whose
+    /// value differs (by `PartialEq`) or that are new are written, and keys
+    /// whose value is equal are **not rewritten**, so the shards holding
+    /// only those keep their version and the next snapshot shares their
+    /// pieces with the last one (it costs O(changed shards), not O(map)).
+    /// A key given twice takes its last value.
+    ///
+    /// Snapshots see the whole reload or none of it, as with any batch.
+    /// The difference is computed inside the batch; writers that are not
+    /// part of the reload may still write beside it, so the map equals
+    /// `content` afterwards when nobody else writes meanwhile. Costs a
+    /// hash table of `content` and a pass over the map.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert("a", 1);
+    /// map.insert("b", 2);
+    /// map.insert("c", 3);
+    /// let applied = map.replace_all([("a", 1), ("b", 20), ("d", 4)]);
+    /// assert_eq!(
+    ///     (applied.unchanged, applied.replaced, applied.inserted, applied.removed),
+    ///     (1, 1, 1, 1)
+    /// );
+    /// assert_eq!(map.get("c"), None);
+    /// assert_eq!(map.get("b"), Some(20));
+    /// ```
+    pub fn replace_all(&self, content: impl IntoIterator<Item = (K, V)>) -> Applied {
+        let content: std::collections::HashMap<K, V> = content.into_iter().collect();
+        self.batch(|m| {
+            let mut applied = Applied::default();
+            let gone: Vec<K> = m
+                .iter()
+                .filter(|(k, _)| !content.contains_key(*k))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in gone {
+                if m.remove(&key).is_some() {
+                    applied.removed += 1;
+                }
+            }
+            for (key, value) in content {
+                match m.get(&key) {
+                    Some(current) if *current == value => applied.unchanged += 1,
+                    _ => match m.insert(key, value) {
+                        Some(_) => applied.replaced += 1,
+                        None => applied.inserted += 1,
+                    },
+                }
+            }
+            applied
+        })
+    }
+
+    /// Rolls the map back to `snapshot`'s content, as one batch
+    /// ([`replace_all`](Self::replace_all) with the snapshot's entries:
+    /// entries equal to the snapshot's are not rewritten).
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert("limit", 10);
+    /// let good = map.snapshot();
+    /// map.insert("limit", 0); // a bad reload
+    /// map.insert("debug", 1);
+    /// map.restore(&good);
+    /// assert_eq!(map.get("limit"), Some(10));
+    /// assert_eq!(map.get("debug"), None);
+    /// ```
+    pub fn restore<S2>(&self, snapshot: &Snapshot<K, V, S2>) -> Applied
+    where
+        V: Clone,
+    {
+        self.replace_all(snapshot.iter().map(|(k, v)| (k.clone(), v.clone())))
+    }
+}
+
 impl<K, V, S> Drop for SnapMap<K, V, S> {
     fn drop(&mut self) {
         self.raw.directory.for_each_shard_exclusive(|shard| {

@@ -1,0 +1,146 @@
+//! Reloads of the whole content: `replace_all` and `restore`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use snapmap::SnapMap;
+
+fn sorted<K: Ord + Clone, V: Clone, S>(snapshot: &snapmap::Snapshot<K, V, S>) -> Vec<(K, V)> {
+    let mut all: Vec<_> = snapshot
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+#[test]
+fn replace_all_writes_only_the_difference() {
+    let map = SnapMap::new();
+    for (k, v) in [("a", 1), ("b", 2), ("c", 3)] {
+        map.insert(k, v);
+    }
+    let applied = map.replace_all([("a", 1), ("b", 20), ("d", 4), ("d", 5)]);
+    assert_eq!(applied.unchanged, 1, "a");
+    assert_eq!(applied.replaced, 1, "b");
+    assert_eq!(applied.inserted, 1, "d");
+    assert_eq!(applied.removed, 1, "c");
+    assert_eq!(
+        sorted(&map.snapshot()),
+        [("a", 1), ("b", 20), ("d", 5)],
+        "the last d wins"
+    );
+
+    // The same content again changes nothing (but is a batch: a write).
+    let again = map.replace_all([("a", 1), ("b", 20), ("d", 5)]);
+    assert_eq!(
+        (
+            again.unchanged,
+            again.replaced,
+            again.inserted,
+            again.removed
+        ),
+        (3, 0, 0, 0)
+    );
+
+    // Empty content empties the map.
+    assert_eq!(map.replace_all(std::iter::empty()).removed, 3);
+    assert!(map.is_empty());
+}
+
+/// The point of diffing: a reload that changes one key of a large map
+/// leaves every other shard's version alone, so the next snapshot copies
+/// one shard and shares every other piece with the last snapshot.
+#[test]
+fn replace_all_keeps_unchanged_shards_shared_with_the_last_snapshot() {
+    let map = SnapMap::new();
+    let content: Vec<(u64, u64)> = (0..20_000).map(|k| (k, k)).collect();
+    map.replace_all(content.iter().copied());
+    let _ = map.snapshot();
+    let before = map.stats();
+    assert!(
+        before.shards > 16,
+        "a map of many shards ({})",
+        before.shards
+    );
+
+    let mut reload = content.clone();
+    reload[123].1 = 7;
+    let applied = map.replace_all(reload);
+    assert_eq!((applied.unchanged, applied.replaced), (19_999, 1));
+    let snapshot = map.snapshot();
+    let after = map.stats();
+    assert_eq!(snapshot.get(&123), Some(&7));
+    assert_eq!(
+        after.snapshot_shards_copied - before.snapshot_shards_copied,
+        1
+    );
+    assert_eq!(
+        after.snapshot_shards_reused - before.snapshot_shards_reused,
+        after.shards as u64 - 1,
+        "every other shard's piece is shared"
+    );
+}
+
+#[test]
+fn restore_round_trips() {
+    let map = SnapMap::new();
+    for k in 0..1000u64 {
+        map.insert(k, k * 10 + 1);
+    }
+    let good = map.snapshot();
+    // A bad reload: updates, removals, new keys, and a split or two.
+    for k in 0..300u64 {
+        map.insert(k, 0);
+    }
+    for k in 300..600u64 {
+        map.remove(&k);
+    }
+    for k in 5000..7000u64 {
+        map.insert(k, 1);
+    }
+    let applied = map.restore(&good);
+    assert_eq!(applied.unchanged, 400, "keys 600..1000 were never touched");
+    assert_eq!(
+        (applied.replaced, applied.inserted, applied.removed),
+        (300, 300, 2000)
+    );
+    assert_eq!(sorted(&map.snapshot()), sorted(&good));
+    assert_eq!(map.len(), 1000);
+}
+
+/// Readers on snapshots during full reloads: every reload's content has
+/// `cert == key`, and each reload changes both; no snapshot shows half.
+#[test]
+fn snapshots_never_see_half_a_replace_all() {
+    const RELOADS: u64 = 300;
+    let map = Arc::new(SnapMap::new());
+    let content = |version: u64| {
+        (0..500u64)
+            .map(|i| (format!("route{i}"), i))
+            .chain([("cert".to_string(), version), ("key".to_string(), version)])
+            .collect::<Vec<_>>()
+    };
+    map.replace_all(content(0));
+    let done = AtomicBool::new(false);
+    let checked = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                let mut reader = map.reader();
+                while !done.load(Ordering::Acquire) {
+                    let config = reader.snapshot();
+                    assert_eq!(config.get("cert"), config.get("key"), "half a reload");
+                    assert_eq!(config.len(), 502);
+                    checked.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        for version in 1..=RELOADS {
+            map.replace_all(content(version));
+        }
+        done.store(true, Ordering::Release);
+    });
+    assert!(checked.load(Ordering::Relaxed) > 0);
+    assert_eq!(map.get("cert"), Some(RELOADS));
+}
