@@ -131,6 +131,34 @@ struct Shared {
 /// The change word's bit for "a writer has entered since the cut".
 const DIRTY: u64 = 1;
 
+/// The clean change word (stamp) of build `revision`. Saturated: an
+/// impossible revision gives an odd, dirty word, which no stamp equals.
+const fn stamp_of(revision: u64) -> u64 {
+    revision.saturating_mul(2)
+}
+
+/// The build number (a snapshot's revision) that a stamp or change word
+/// names.
+pub(crate) const fn revision_of(word: u64) -> u64 {
+    word >> 1
+}
+
+/// A conditional entry found the map changed: the revision of its latest
+/// build, and whether it has been written since that build.
+pub(crate) struct Changed {
+    pub(crate) latest: u64,
+    pub(crate) written_since: bool,
+}
+
+impl Changed {
+    fn from_word(word: u64) -> Self {
+        Changed {
+            latest: revision_of(word),
+            written_since: word & DIRTY != 0,
+        }
+    }
+}
+
 /// The gate. See the module docs.
 pub(crate) struct WriteGate {
     /// This gate's identity in the threads' nesting records.
@@ -171,13 +199,13 @@ impl WriteGate {
         }
     }
 
-    /// Enters the gate only if the map is unchanged since the cut whose
-    /// stamp is `stamp` (the change word still equals it), marking it
-    /// changed in the same step; otherwise returns the change word found.
-    /// A thread already inside the gate has marked it itself: that is a
-    /// change too.
-    pub(crate) fn enter_if_unchanged(&self, stamp: u64) -> Result<GateGuard<'_>, u64> {
-        self.enter_inner(Some(stamp))
+    /// Enters the gate only if the map is unchanged since build
+    /// `revision`'s cut (the change word still equals its stamp), marking
+    /// it changed in the same step; otherwise says what it found. A thread
+    /// already inside the gate has marked it itself: that is a change too.
+    pub(crate) fn enter_if_unchanged(&self, revision: u64) -> Result<GateGuard<'_>, Changed> {
+        self.enter_inner(Some(stamp_of(revision)))
+            .map_err(Changed::from_word)
     }
 
     #[inline(always)]
@@ -272,10 +300,16 @@ impl WriteGate {
         }
     }
 
-    /// The change word now: equal to a snapshot's stamp while no write has
-    /// entered the gate since that snapshot's cut.
+    /// Whether no write has entered the gate since the cut whose stamp is
+    /// `stamp` (a snapshot's): then the map holds what that snapshot holds.
     #[inline]
-    pub(crate) fn changes(&self) -> u64 {
+    pub(crate) fn unchanged_since(&self, stamp: u64) -> bool {
+        self.changes() == stamp
+    }
+
+    /// The change word now.
+    #[inline]
+    fn changes(&self) -> u64 {
         // Acquire: a stamp comparison orders nothing by itself, but a reader
         // that finds the word changed goes on to read the newer snapshot,
         // which arc-swap publishes with its own Release/Acquire.
@@ -346,7 +380,7 @@ impl WriteGate {
     pub(crate) fn begin_build(&self, epoch: u64) -> u64 {
         // Relaxed: published by the Release store of `open` (module docs).
         self.shared.build.store(epoch, Ordering::Relaxed);
-        let stamp = epoch << 1;
+        let stamp = stamp_of(epoch);
         // Relaxed: published by the Release store of `open`, like the build
         // number; no writer is inside the gate to race with it.
         self.shared.changes.store(stamp, Ordering::Relaxed);

@@ -177,7 +177,7 @@ impl<K, V, S> SnapMap<K, V, S> {
             shards,
             directory_slots: table.slots.len(),
             global_depth: table.depth(),
-            read_hits: sum(Event::ReadHits),
+            read_hits: self.raw.stripes.read_hits(),
             slow_path_lookups: sum(Event::SlowLookups),
             promotions: sum(Event::Promotions),
             dirty_rebuilds: sum(Event::Rebuilds),
@@ -560,17 +560,14 @@ where
     /// assert_eq!(map.get("limit"), Some(21));
     /// ```
     pub fn apply_if(&self, revision: u64, batch: Batch<K, V>) -> Result<Applied, RevisionConflict> {
-        // Saturated, an impossible revision gives an odd (dirty) stamp,
-        // which no clean change word equals: a conflict, not a wrap.
-        let stamp = revision.saturating_mul(2);
         let _gate = self
             .raw
             .gate
-            .enter_if_unchanged(stamp)
-            .map_err(|word| RevisionConflict {
+            .enter_if_unchanged(revision)
+            .map_err(|changed| RevisionConflict {
                 expected: revision,
-                latest: word >> 1,
-                written_since: word & 1 != 0,
+                latest: changed.latest,
+                written_since: changed.written_since,
             })?;
         Ok(self.apply_inside_gate(batch))
     }

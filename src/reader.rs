@@ -132,7 +132,7 @@ where
     /// write has entered the map since its cut). One load and a compare.
     #[inline]
     pub fn is_current(&self) -> bool {
-        self.raw.gate.changes() == self.snapshot.stamp()
+        self.raw.gate.unchanged_since(self.snapshot.stamp())
     }
 
     /// The cached snapshot, as it is: possibly older than the map (no check).

@@ -169,23 +169,21 @@ impl Stripes {
     /// The summed count of `event`.
     pub(crate) fn sum(&self, event: Event) -> u64 {
         // Relaxed: a statistic.
-        let shared: u64 = self
-            .stripes
+        self.stripes
             .iter()
             .map(|s| s.events[event as usize].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The summed read hits: the owners' counters and the shared ones.
+    pub(crate) fn read_hits(&self) -> u64 {
+        // Relaxed: a statistic.
+        let owned: u64 = self
+            .stripes
+            .iter()
+            .map(|s| s.owned_hits.load(Ordering::Relaxed))
             .sum();
-        match event {
-            // Relaxed: a statistic.
-            Event::ReadHits => {
-                shared
-                    + self
-                        .stripes
-                        .iter()
-                        .map(|s| s.owned_hits.load(Ordering::Relaxed))
-                        .sum::<u64>()
-            }
-            _ => shared,
-        }
+        owned + self.sum(Event::ReadHits)
     }
 
     /// Records that one operation copied `entries` entries.

@@ -101,7 +101,8 @@ where
     #[inline]
     fn unchanged(&self, gate: &WriteGate) -> Option<Snapshot<K, V, S>> {
         let cached = self.cell.load_full()?;
-        (gate.changes() == cached.stamp).then_some(Snapshot { frozen: cached })
+        gate.unchanged_since(cached.stamp)
+            .then_some(Snapshot { frozen: cached })
     }
 
     /// Builds (or returns the cached) snapshot. See the module docs.

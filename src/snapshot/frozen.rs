@@ -148,7 +148,7 @@ impl<K, V, S> Snapshot<K, V, S> {
     /// assert!(map.snapshot().revision() > a.revision());
     /// ```
     pub fn revision(&self) -> u64 {
-        self.frozen.stamp >> 1
+        crate::gate::revision_of(self.frozen.stamp)
     }
 
     /// The write gate's change word at this snapshot's cut (see
