@@ -782,3 +782,69 @@ fn snapshot_clones_run_without_the_shard_lock() {
     });
     assert_eq!(len, 2);
 }
+
+/// A hasher that gives every key the same bucket in a snapshot piece
+/// (bits 32 and up are 0) and one of `TAGS` tags (bits 24 to 31), so that a
+/// piece has one overfull bucket whose tags repeat.
+#[derive(Default)]
+struct OneBucket<const TAGS: u64>(u64);
+
+impl<const TAGS: u64> std::hash::Hasher for OneBucket<TAGS> {
+    fn finish(&self) -> u64 {
+        (self.0 % TAGS) << 24
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.wrapping_mul(31).wrapping_add(u64::from(b));
+        }
+    }
+}
+
+/// Snapshot lookups and iteration over the piece layout's edge cases:
+/// an empty map, a bucket larger than a head's tags (found past the tags),
+/// tags shared by many keys (each match compared by key), absent keys
+/// with a matching tag, and a spread-out map with many buckets. Run under
+/// Miri in CI: the lookup reads heads and entries through raw pointers.
+#[test]
+fn snapshot_lookups_cover_every_bucket_shape() {
+    fn check<S: std::hash::BuildHasher + Clone + Default>(n: u64) {
+        let map: SnapMap<u64, u64, S> = SnapMap::with_hasher(S::default());
+        let empty = map.snapshot();
+        assert_eq!(empty.get(&1), None);
+        assert_eq!(empty.iter().count(), 0);
+        for k in 0..n {
+            map.insert(k, k * 10);
+        }
+        let snapshot = map.snapshot();
+        assert_eq!(snapshot.len(), n as usize);
+        for k in 0..n {
+            assert_eq!(snapshot.get(&k), Some(&(k * 10)), "key {k} of {n}");
+        }
+        for k in n..n + 20 {
+            assert_eq!(snapshot.get(&k), None, "absent key {k} of {n}");
+        }
+        let mut seen: Vec<u64> = snapshot
+            .iter()
+            .map(|(k, v)| {
+                assert_eq!(*v, k * 10);
+                *k
+            })
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..n).collect::<Vec<_>>());
+        assert_eq!(snapshot.values().sum::<u64>(), (0..n).map(|k| k * 10).sum());
+    }
+    type Same = std::hash::BuildHasherDefault<OneBucket<1>>;
+    type FewTags = std::hash::BuildHasherDefault<OneBucket<3>>;
+    type Spread = std::hash::BuildHasherDefault<std::hash::DefaultHasher>;
+    let sizes: &[u64] = if cfg!(miri) {
+        &[1, 12, 13, 40]
+    } else {
+        &[1, 11, 12, 13, 40, 300]
+    };
+    for &n in sizes {
+        check::<Same>(n);
+        check::<FewTags>(n);
+        check::<Spread>(n * 10);
+    }
+}

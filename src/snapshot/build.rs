@@ -12,12 +12,9 @@
 
 use std::collections::HashMap;
 
-use hashbrown::HashTable;
-
 use crate::directory::Directory;
 use crate::gate::WriteGate;
 use crate::shard::Shard;
-use crate::shard::read_view::table_hash;
 use crate::stats::{Event, Stripe};
 use crate::sync::Arc;
 use crate::sync::epoch::Guard;
@@ -25,7 +22,9 @@ use crate::twins::{Bug, injected};
 
 use super::Snapshots;
 use super::capture::{Build, Captured, PieceMap, Refs, take_capture};
-use super::frozen::{Frozen, Piece, PieceBytes, Snapshot};
+use super::frozen::{
+    BUCKET_LOAD, Frozen, Head, Piece, PieceBytes, PiecePtr, Snapshot, bucket, tag,
+};
 
 impl<K, V> Piece<K, V> {
     /// Clones what a capture points to into a piece.
@@ -44,25 +43,51 @@ impl<K, V> Piece<K, V> {
         K: Clone,
         V: Clone,
     {
-        let mut entries = Vec::with_capacity(refs.entries.len());
-        let mut index = HashTable::with_capacity(refs.entries.len());
-        for (i, &(hash, key, value)) in refs.entries.iter().enumerate() {
+        // A counting sort by bucket: count, sum up into starts, place.
+        let n = refs.entries.len();
+        assert!(
+            u32::try_from(n).is_ok(),
+            "a shard of 2^32 entries or more cannot be frozen into a snapshot piece"
+        );
+        let buckets = (n / BUCKET_LOAD).next_power_of_two();
+        let mask = buckets as u64 - 1;
+        let mut heads = vec![Head::default(); buckets + 1];
+        for &(hash, _, _) in &refs.entries {
+            heads[(bucket(hash) & mask) as usize + 1].start += 1;
+        }
+        for b in 1..heads.len() {
+            heads[b].start += heads[b - 1].start;
+        }
+        let mut next: Vec<u32> = heads.iter().map(|head| head.start).collect();
+        let mut order = vec![0u32; n];
+        for (i, &(hash, _, _)) in refs.entries.iter().enumerate() {
+            let b = (bucket(hash) & mask) as usize;
+            let position = next[b] - heads[b].start;
+            if let Some(t) = heads[b].tags.get_mut(position as usize) {
+                *t = tag(hash);
+            }
+            order[next[b] as usize] = i as u32;
+            next[b] += 1;
+        }
+        let mut entries = Vec::with_capacity(n);
+        for &i in &order {
+            let (_, key, value) = refs.entries[i as usize];
             // SAFETY: valid per this function's contract; `K` and `V` are
             // `Sync`, and nobody writes through these pointers (keys and
             // value nodes are immutable once published).
             let (key, value) = unsafe { (&*key, &*value) };
             entries.push((key.clone(), value.clone()));
-            index.insert_unique(table_hash(hash), (hash, i as u32), |&(h, _)| table_hash(h));
         }
-        let entries = entries.into_boxed_slice();
+        let (entries, heads) = (entries.into_boxed_slice(), heads.into_boxed_slice());
         let bytes =
-            size_of::<Self>() + entries.len() * size_of::<(K, V)>() + index.allocation_size();
+            size_of::<Self>() + size_of_val::<[(K, V)]>(&entries) + size_of_val::<[Head]>(&heads);
         account.add(bytes as isize);
         Piece {
+            heads,
+            entries,
+            mask,
             shard_id,
             version: refs.version,
-            entries,
-            index,
             bytes,
             account: account.clone(),
         }
@@ -182,7 +207,7 @@ where
         // Step 4: clone what was captured by pointer, assemble in hash
         // order and publish. Writers now change shards freely; what the
         // pointers reach stays alive while `guard` is pinned (`Refs`).
-        let mut slots = vec![0u32; 1 << depth];
+        let mut slots: Vec<Option<PiecePtr<K, V>>> = vec![None; 1 << depth];
         let (mut pieces, mut len) = (Vec::with_capacity(cut.len()), 0);
         let (mut copied, mut reused) = (0, 0);
         for (&shard, mine) in cut.iter().zip(own) {
@@ -206,15 +231,34 @@ where
                     Arc::new(unsafe { Piece::from_refs(shard.id(), &refs, &self.bytes) })
                 }
             };
-            len += piece.entries.len();
+            len += piece.len();
             let span = 1usize << (depth - shard.depth());
             let first = (shard.prefix() as usize) << (depth - shard.depth());
-            slots[first..first + span].fill(pieces.len() as u32);
+            // The pointer stays valid while `pieces` holds the `Arc`.
+            let ptr = piece.ptr();
+            slots[first..first + span].fill(Some(ptr));
             pieces.push(piece);
         }
+        // The cut's shards tile the hash space, so every slot is filled.
+        // Only the broken twin that skips the gate can miss a shard; its
+        // slots then show the first piece (as an index of 0 did), so that
+        // the twin's wrong content, not a panic here, is what its model
+        // catches.
+        debug_assert!(
+            injected(Bug::SnapshotWithoutGate) || slots.iter().all(Option::is_some),
+            "the cut's shards cover every directory slot"
+        );
+        let first = pieces.first().map(|piece| piece.ptr());
+        let slots: Box<[PiecePtr<K, V>]> = slots
+            .into_iter()
+            .map(|slot| {
+                slot.or(first)
+                    .expect("a cut lists at least one shard (the directory is never empty)")
+            })
+            .collect();
         let frozen = Arc::new(Frozen {
             pieces: pieces.into_boxed_slice(),
-            slots: slots.into_boxed_slice(),
+            slots,
             depth,
             len,
             stamp,

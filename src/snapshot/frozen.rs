@@ -12,13 +12,10 @@ use core::fmt;
 use core::hash::{BuildHasher, Hash};
 use core::iter::FusedIterator;
 
-use equivalent::Equivalent;
-use hashbrown::HashTable;
-
 use crate::hash::DefaultHashBuilder;
-use crate::shard::read_view::table_hash;
 use crate::sync::Arc;
 use crate::sync::stat_atomic::{AtomicIsize, Ordering as StatOrdering};
+use equivalent::Equivalent;
 
 /// Bytes held by the live pieces of one map's snapshots.
 #[derive(Default)]
@@ -37,23 +34,109 @@ impl PieceBytes {
     }
 }
 
-/// One shard, frozen.
+/// One shard, frozen: its live entries in one contiguous slice, grouped
+/// by bucket, and one 16-byte head per bucket with the bucket's start and
+/// the tags of its first entries (the layout is drawn in the `snapshot`
+/// module docs).
+///
+/// A lookup loads the bucket's head, compares its tags with the key's tag
+/// (one SSE2 compare on x86-64), and compares the key of each match (one,
+/// almost always): a head, then the entry, as a `hashbrown` lookup loads a
+/// control group, then the bucket. Iteration walks `entries`.
 pub(crate) struct Piece<K, V> {
+    /// Bucket `b` holds `entries[heads[b].start..heads[b + 1].start]`:
+    /// `buckets + 1` heads, the last one a bound only.
+    pub(super) heads: Box<[Head]>,
+    /// The entries, bucket by bucket.
+    pub(super) entries: Box<[(K, V)]>,
+    /// `buckets - 1` (a power of two minus one).
+    pub(super) mask: u64,
     pub(super) shard_id: u64,
     pub(super) version: u64,
-    pub(super) entries: Box<[(K, V)]>,
-    /// `(hash, position in entries)`, hashed by `table_hash`.
-    pub(super) index: HashTable<(u64, u32)>,
     pub(super) bytes: usize,
     pub(super) account: Arc<PieceBytes>,
 }
 
+/// One bucket's head: the tags of its first [`Head::TAGS`] entries, then
+/// the bucket's first position. A bucket's entries beyond the first
+/// `TAGS` (a bucket that large is rare: about 1 in 2,000 at the average
+/// load of [`BUCKET_LOAD`]) are compared by key without a tag.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Head {
+    pub(super) tags: [u8; Head::TAGS],
+    pub(super) start: u32,
+}
+
+impl Head {
+    /// Tags per head.
+    pub(super) const TAGS: usize = 12;
+
+    /// The positions among the bucket's first [`Head::TAGS`] entries
+    /// whose tag is `tag`, as a bit set (bit `i` for position `i`). Unused
+    /// tag bytes are 0, which no tag is (see [`tag`]), so they never match.
+    #[inline]
+    fn matches(&self, tag: u8) -> u32 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use core::arch::x86_64::{
+                __m128i, _mm_cmpeq_epi8, _mm_load_si128, _mm_movemask_epi8, _mm_set1_epi8,
+            };
+            // SAFETY: SSE2 is part of the x86-64 baseline. `self` is 16
+            // bytes, aligned to 16 (`repr(align(16))`), so the aligned load
+            // reads exactly this head; its last four bytes (`start`) are
+            // masked off below.
+            let equal = unsafe {
+                let group = _mm_load_si128(core::ptr::from_ref(self).cast::<__m128i>());
+                _mm_movemask_epi8(_mm_cmpeq_epi8(group, _mm_set1_epi8(tag as i8)))
+            };
+            equal as u32 & ((1 << Self::TAGS) - 1)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let mut equal = 0;
+            for (i, &t) in self.tags.iter().enumerate() {
+                equal |= u32::from(t == tag) << i;
+            }
+            equal
+        }
+    }
+}
+
+/// Entries per bucket, on average at most (between half that and that).
+pub(super) const BUCKET_LOAD: usize = 4;
+
+/// The bucket of `hash` in a piece (before the mask): bits 32 and up, the
+/// bits the map's own tables index by (`table_hash`). The top bits chose
+/// the shard, so they are the same for every entry of a piece; bits 32 and
+/// up vary as long as the shard is less than 32 levels deep minus the
+/// bucket bits.
+#[inline]
+pub(super) fn bucket(hash: u64) -> u64 {
+    hash >> 32
+}
+
+/// The tag of `hash`: bits 25 to 31 (disjoint from the bucket bits),
+/// with the high bit set, so that no tag is 0, the value of an unused tag
+/// byte in a [`Head`].
+#[inline]
+pub(super) fn tag(hash: u64) -> u8 {
+    (hash >> 24) as u8 | 0x80
+}
+
 impl<K, V> Piece<K, V> {
-    fn get<Q: ?Sized + Equivalent<K>>(&self, hash: u64, key: &Q) -> Option<&(K, V)> {
-        let (_, i) = self.index.find(table_hash(hash), |&(h, i)| {
-            h == hash && key.equivalent(&self.entries[i as usize].0)
-        })?;
-        Some(&self.entries[*i as usize])
+    /// What a slot holds for this piece.
+    pub(super) fn ptr(&self) -> PiecePtr<K, V> {
+        PiecePtr {
+            heads: core::ptr::NonNull::from(&*self.heads).cast(),
+            entries: core::ptr::NonNull::from(&*self.entries).cast(),
+            mask: self.mask,
+        }
+    }
+
+    /// The number of entries.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
     }
 }
 
@@ -63,11 +146,71 @@ impl<K, V> Drop for Piece<K, V> {
     }
 }
 
+/// What a lookup needs of a piece that a [`Frozen`] owns in its
+/// `pieces`, held in the slot itself: no load of the piece's own header.
+pub(super) struct PiecePtr<K, V> {
+    heads: core::ptr::NonNull<Head>,
+    entries: core::ptr::NonNull<(K, V)>,
+    mask: u64,
+}
+
+impl<K, V> Clone for PiecePtr<K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K, V> Copy for PiecePtr<K, V> {}
+
+// SAFETY: a `PiecePtr` is a shared reference in raw form to a piece owned
+// by the same `Frozen` (an `Arc<Piece>` in its `pieces`), which outlives
+// it; sharing or sending it shares the piece, as `&Piece` would, which
+// needs `K: Sync` and `V: Sync` (the `Arc`s beside it need the same).
+unsafe impl<K: Sync, V: Sync> Send for PiecePtr<K, V> {}
+// SAFETY: as for `Send`.
+unsafe impl<K: Sync, V: Sync> Sync for PiecePtr<K, V> {}
+
+impl<K, V> PiecePtr<K, V> {
+    /// Looks `key` up in the piece.
+    ///
+    /// # Safety
+    ///
+    /// The piece must be alive for `'a`.
+    #[inline]
+    unsafe fn get<'a, Q: ?Sized + Equivalent<K>>(self, hash: u64, key: &Q) -> Option<&'a (K, V)> {
+        let b = (bucket(hash) & self.mask) as usize;
+        // SAFETY: the piece is alive (contract); it has `mask + 2` heads
+        // (the build makes it so) and `b <= mask`.
+        let head = unsafe { self.heads.add(b).as_ref() };
+        let start = head.start as usize;
+        let mut matches = head.matches(tag(hash));
+        while matches != 0 {
+            let i = start + matches.trailing_zeros() as usize;
+            matches &= matches - 1;
+            // SAFETY: only the tags of the bucket's entries are non-zero,
+            // so `i` is one of its positions, `< entries.len()`.
+            let entry = unsafe { self.entries.add(i).as_ref() };
+            if key.equivalent(&entry.0) {
+                return Some(entry);
+            }
+        }
+        // SAFETY: `b + 1 < heads.len()`, as above.
+        let end = unsafe { self.heads.add(b + 1).as_ref().start as usize };
+        (start + Head::TAGS..end).find_map(|i| {
+            // SAFETY: `i < end <= entries.len()`.
+            let entry = unsafe { self.entries.add(i).as_ref() };
+            key.equivalent(&entry.0).then_some(entry)
+        })
+    }
+}
+
 /// The shared body of a snapshot.
 pub(crate) struct Frozen<K, V, S> {
+    /// The pieces, in hash order; they own what `slots` points to.
     pub(super) pieces: Box<[Arc<Piece<K, V>>]>,
-    /// The piece holding each `2^depth` slice of hash space.
-    pub(super) slots: Box<[u32]>,
+    /// The piece holding each `2^depth` slice of hash space: a pointer
+    /// into `pieces`, so a lookup goes from the hash to the piece in one
+    /// load.
+    pub(super) slots: Box<[PiecePtr<K, V>]>,
     /// How many top hash bits index `slots` (the directory's depth when the
     /// snapshot was built).
     pub(super) depth: u32,
@@ -231,6 +374,7 @@ impl<K, V, S: BuildHasher> Snapshot<K, V, S> {
     /// map.insert(String::from("a"), 2);
     /// assert_eq!(snapshot.get("a"), Some(&1));
     /// ```
+    #[inline]
     pub fn get<Q>(&self, key: &Q) -> Option<&V>
     where
         Q: ?Sized + Hash + Equivalent<K>,
@@ -246,16 +390,20 @@ impl<K, V, S: BuildHasher> Snapshot<K, V, S> {
     /// let snapshot = map.snapshot();
     /// assert_eq!(snapshot.get_key_value("a"), Some((&"a".to_string(), &1)));
     /// ```
+    #[inline]
     pub fn get_key_value<Q>(&self, key: &Q) -> Option<(&K, &V)>
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        let hash = self.frozen.hasher.hash_one(key);
-        let slot = ((hash >> (63 - self.frozen.depth)) >> 1) as usize;
-        let piece = self.frozen.slots[slot] as usize;
-        self.frozen.pieces[piece]
-            .get(hash, key)
-            .map(|(k, v)| (k, v))
+        let frozen = &*self.frozen;
+        let hash = frozen.hasher.hash_one(key);
+        // The top `depth` bits (two shifts: `depth` may be 0).
+        let slot = ((hash >> (63 - frozen.depth)) >> 1) as usize;
+        debug_assert!(slot < frozen.slots.len());
+        // SAFETY: `slots` has `2^depth` elements (the build makes it so)
+        // and `slot` < `2^depth`. The pointer is to a piece owned by
+        // `frozen.pieces`, alive as long as `frozen` is borrowed.
+        unsafe { frozen.slots.get_unchecked(slot).get(hash, key) }.map(|(k, v)| (k, v))
     }
 
     /// Whether `key` is in the snapshot.
@@ -319,6 +467,21 @@ impl<'s, K, V> Iterator for SnapshotIter<'s, K, V> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (self.remaining, Some(self.remaining))
+    }
+
+    /// A walk with no per-entry bookkeeping: each piece's slice is folded
+    /// by the slice's own loop (what `for_each`, `sum` and most adapters
+    /// call).
+    #[inline]
+    fn fold<B, F>(self, init: B, mut f: F) -> B
+    where
+        F: FnMut(B, Self::Item) -> B,
+    {
+        let mut acc = self.current.fold(init, |acc, (k, v)| f(acc, (k, v)));
+        for piece in self.pieces {
+            acc = piece.entries.iter().fold(acc, |acc, (k, v)| f(acc, (k, v)));
+        }
+        acc
     }
 }
 
