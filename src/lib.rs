@@ -21,6 +21,13 @@
 //!   only the shards that changed. [`SnapMap::apply`] and [`SnapMap::batch`]
 //!   make many writes appear in snapshots all-or-nothing (a configuration
 //!   reload).
+//! - **Reloads.** Every snapshot has a [revision](Snapshot::revision):
+//!   [`SnapMap::apply_if`] applies a batch only if nobody wrote since a
+//!   revision, [`SnapMap::replace_all`] and [`SnapMap::restore`] reload the
+//!   whole content writing only what differs, and
+//!   [`SnapMap::wait_for_change`] (blocking, also with a timeout) and
+//!   [`SnapMap::changed`] (a future, on any runtime) wait until the map
+//!   passes a revision and return a snapshot that holds the change.
 //!
 //! How it is built (layout, the cost of a read hit, the write loop, the
 //! snapshot protocol, verification) is in `docs/ARCHITECTURE.md` in the
