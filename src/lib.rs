@@ -29,6 +29,15 @@
 //!   [`SnapMap::changed`] (a future, on any runtime) wait until the map
 //!   passes a revision and return a snapshot that holds the change.
 //!
+//! # Feature flags
+//!
+//! - **`serde`** (off by default): `Serialize` for [`SnapMap`] (a map,
+//!   from a pinned walk: each shard as of when it is reached) and for
+//!   [`Snapshot`] (a map, one point in time); `Deserialize` for
+//!   [`SnapMap`] (from a map) and for [`Batch`] (from `{"insert": {key:
+//!   value, ...}, "remove": [key, ...]}`). The module docs of
+//!   `src/serde_impls.rs` give the details.
+//!
 //! How it is built (layout, the cost of a read hit, the write loop, the
 //! snapshot protocol, verification) is in `docs/ARCHITECTURE.md` in the
 //! repository; each module's docs go one level deeper.
@@ -194,6 +203,7 @@
 //! fn assert_send<T: Send>() {}
 //! assert_send::<snapmap::SnapMap<std::rc::Rc<u64>, u64>>();
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod batch;
 mod builder;
@@ -208,6 +218,8 @@ mod pinned;
 mod raw;
 mod reader;
 mod reclaim;
+#[cfg(feature = "serde")]
+mod serde_impls;
 mod shard;
 mod snapshot;
 mod stats;
