@@ -117,9 +117,10 @@
 //!   doubling the directory copies slot pointers only.
 //! - **Writers and snapshots:** every write passes a striped *write gate*
 //!   (two atomic operations and a fence on its own thread's cache line,
-//!   and a load of one shared word that only the first write after a
+//!   a load of one shared word that only the first write after a
 //!   snapshot writes: the change word that tells a [`Reader`] whether its
-//!   snapshot is still current). A
+//!   snapshot is still current, and on leaving a load of the count of
+//!   threads waiting for a change, [`SnapMap::wait_for_change`]). A
 //!   snapshot build closes the gate only for its *cut* (it waits for the
 //!   writes in progress and lists the shards); then a writer about to
 //!   change a shard the build has not captured yet captures it first, by

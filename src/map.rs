@@ -490,10 +490,11 @@ where
     /// from this map's snapshots) waits until builds pass it: one per
     /// change that wakes this waiter, or others' snapshots.
     ///
-    /// Costs nothing to writers while nobody waits beyond a load and a
-    /// compare of a word their cache line already holds, paid only by the
-    /// first write after each snapshot (see `docs/ARCHITECTURE.md`,
-    /// "Change notification"). Like [`snapshot`](Self::snapshot), it
+    /// While nobody waits, writers pay one plain load (of a count on a
+    /// cache line they already read) and a branch: no locked instruction,
+    /// no fence (see `docs/ARCHITECTURE.md`, "Change notification"). A
+    /// waiter may also be woken by later writes; it then checks again and
+    /// sleeps on. Like [`snapshot`](Self::snapshot), it
     /// panics inside a batch or write closure of this map (it would wait
     /// for itself).
     ///
