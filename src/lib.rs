@@ -21,6 +21,22 @@
 //!   only the shards that changed. [`SnapMap::apply`] and [`SnapMap::batch`]
 //!   make many writes appear in snapshots all-or-nothing (a configuration
 //!   reload).
+//! - **Reloads.** Every snapshot has a [revision](Snapshot::revision):
+//!   [`SnapMap::apply_if`] applies a batch only if nobody wrote since a
+//!   revision, [`SnapMap::replace_all`] and [`SnapMap::restore`] reload the
+//!   whole content writing only what differs, and
+//!   [`SnapMap::wait_for_change`] (blocking, also with a timeout) and
+//!   [`SnapMap::changed`] (a future, on any runtime) wait until the map
+//!   passes a revision and return a snapshot that holds the change.
+//!
+//! # Feature flags
+//!
+//! - **`serde`** (off by default): `Serialize` for [`SnapMap`] (a map,
+//!   from a pinned walk: each shard as of when it is reached) and for
+//!   [`Snapshot`] (a map, one point in time); `Deserialize` for
+//!   [`SnapMap`] (from a map) and for [`Batch`] (from `{"insert": {key:
+//!   value, ...}, "remove": [key, ...]}`). The module docs of
+//!   `src/serde_impls.rs` give the details.
 //!
 //! How it is built (layout, the cost of a read hit, the write loop, the
 //! snapshot protocol, verification) is in `docs/ARCHITECTURE.md` in the
@@ -101,9 +117,10 @@
 //!   doubling the directory copies slot pointers only.
 //! - **Writers and snapshots:** every write passes a striped *write gate*
 //!   (two atomic operations and a fence on its own thread's cache line,
-//!   and a load of one shared word that only the first write after a
+//!   a load of one shared word that only the first write after a
 //!   snapshot writes: the change word that tells a [`Reader`] whether its
-//!   snapshot is still current). A
+//!   snapshot is still current, and on leaving a load of the count of
+//!   threads waiting for a change, [`SnapMap::wait_for_change`]). A
 //!   snapshot build closes the gate only for its *cut* (it waits for the
 //!   writes in progress and lists the shards); then a writer about to
 //!   change a shard the build has not captured yet captures it first, by
@@ -187,6 +204,7 @@
 //! fn assert_send<T: Send>() {}
 //! assert_send::<snapmap::SnapMap<std::rc::Rc<u64>, u64>>();
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod batch;
 mod builder;
@@ -201,6 +219,8 @@ mod pinned;
 mod raw;
 mod reader;
 mod reclaim;
+#[cfg(feature = "serde")]
+mod serde_impls;
 mod shard;
 mod snapshot;
 mod stats;

@@ -470,6 +470,130 @@ where
     pub fn reader(&self) -> Reader<'_, K, V, S> {
         Reader::new(&self.raw)
     }
+
+    /// Blocks until the map has changed since the snapshot whose
+    /// [`revision`](Snapshot::revision) is given, and returns a snapshot
+    /// that shows it: its revision is larger than `revision`, and it holds
+    /// every write that completed before this returns. Returns at once if
+    /// that is already so (a write has completed since, or a later
+    /// snapshot exists).
+    ///
+    /// Any write counts, even one that changed nothing (removing an absent
+    /// key), and a batch counts once: a waiter wakes when the batch is
+    /// complete and gets all of it. The thread is woken by the first write
+    /// that enters the map after the snapshot's cut, as that write leaves
+    /// (for a batch: as the batch ends); a write that is still in progress
+    /// then is either in the returned snapshot or after it, never half in.
+    /// Revisions name snapshot builds, so a snapshot built without a write
+    /// (after [`forget_snapshot`](Self::forget_snapshot)) also passes
+    /// `revision`. A `revision` the map has not reached yet (one not taken
+    /// from this map's snapshots) waits until builds pass it: one per
+    /// change that wakes this waiter, or others' snapshots.
+    ///
+    /// While nobody waits, writers pay one plain load (of a count on a
+    /// cache line they already read) and a branch: no locked instruction,
+    /// no fence (see `docs/ARCHITECTURE.md`, "Change notification"). A
+    /// waiter may also be woken by later writes; it then checks again and
+    /// sleeps on. Like [`snapshot`](Self::snapshot), it
+    /// panics inside a batch or write closure of this map (it would wait
+    /// for itself).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// let map = Arc::new(snapmap::SnapMap::new());
+    /// map.insert("limit", 10);
+    /// let seen = map.snapshot();
+    /// let watcher = {
+    ///     let map = map.clone();
+    ///     let revision = seen.revision();
+    ///     std::thread::spawn(move || map.wait_for_change(revision))
+    /// };
+    /// map.insert("limit", 20);
+    /// let changed = watcher.join().unwrap();
+    /// assert!(changed.revision() > seen.revision());
+    /// assert_eq!(changed.get("limit"), Some(&20));
+    /// ```
+    pub fn wait_for_change(&self, revision: u64) -> Snapshot<K, V, S> {
+        self.raw
+            .wait_for_change(revision, None)
+            .expect("no deadline: the wait ends only with a change")
+    }
+
+    /// [`wait_for_change`](Self::wait_for_change) for at most `timeout`:
+    /// `None` if the map has not changed since `revision` by then.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert(1, "a");
+    /// let seen = map.snapshot();
+    /// // Nothing written since: times out.
+    /// assert!(map.wait_for_change_timeout(seen.revision(), Duration::from_millis(10)).is_none());
+    /// map.insert(1, "b");
+    /// // Already changed: returns at once, with the change.
+    /// let now = map.wait_for_change_timeout(seen.revision(), Duration::ZERO).unwrap();
+    /// assert_eq!(now.get(&1), Some(&"b"));
+    /// ```
+    pub fn wait_for_change_timeout(
+        &self,
+        revision: u64,
+        timeout: std::time::Duration,
+    ) -> Option<Snapshot<K, V, S>> {
+        // A timeout too large for an `Instant` waits without a deadline.
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        self.raw.wait_for_change(revision, deadline)
+    }
+
+    /// [`wait_for_change`](Self::wait_for_change) as a future, for any
+    /// async runtime (it is woken through the `event-listener` crate). To
+    /// give up, drop it (or race it against a timer, as
+    /// `tokio::time::timeout` does).
+    ///
+    /// The future makes its snapshot when it is polled, on the polling
+    /// thread: the snapshot's cut waits briefly for writes in progress, as
+    /// [`snapshot`](Self::snapshot) does.
+    ///
+    /// Not available in the crate's loom builds (`--cfg snapmap_loom`),
+    /// whose stand-in for the event has no future.
+    ///
+    /// ```
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     // Any executor works; this one parks the thread between polls.
+    /// #     struct Unpark(std::thread::Thread);
+    /// #     impl std::task::Wake for Unpark {
+    /// #         fn wake(self: std::sync::Arc<Self>) { self.0.unpark() }
+    /// #     }
+    /// #     let waker = std::sync::Arc::new(Unpark(std::thread::current())).into();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; }
+    /// #         std::thread::park();
+    /// #     }
+    /// # }
+    /// use std::sync::Arc;
+    ///
+    /// let map = Arc::new(snapmap::SnapMap::new());
+    /// map.insert("mode", "fast");
+    /// let seen = map.snapshot().revision();
+    /// let writer = {
+    ///     let map = map.clone();
+    ///     std::thread::spawn(move || map.insert("mode", "safe"))
+    /// };
+    /// let changed = block_on(map.changed(seen));
+    /// assert!(changed.revision() > seen);
+    /// assert_eq!(changed.get("mode"), Some(&"safe")); // the only write since
+    /// writer.join().unwrap();
+    /// ```
+    #[cfg(not(snapmap_loom))]
+    pub fn changed(&self, revision: u64) -> impl Future<Output = Snapshot<K, V, S>> + Send + '_
+    where
+        S: Send + Sync,
+    {
+        self.raw.changed(revision)
+    }
 }
 
 impl<K, V, S> SnapMap<K, V, S> {

@@ -145,6 +145,77 @@ where
     pub fn refresh(&mut self) {
         self.snapshot = self.raw.snapshot();
     }
+
+    /// Blocks until the map holds something the cached snapshot does not,
+    /// for at most `timeout`, and caches the newer snapshot: `true` if it
+    /// did, `false` on timeout (the cache is then unchanged). Returns at
+    /// once if the cache is already out of date. See
+    /// [`SnapMap::wait_for_change`](crate::SnapMap::wait_for_change).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert("limit", 10);
+    /// let mut reader = map.reader();
+    /// assert!(!reader.wait_for_change_timeout(Duration::from_millis(10)));
+    /// map.insert("limit", 20);
+    /// assert!(reader.wait_for_change_timeout(Duration::from_secs(10)));
+    /// assert_eq!(reader.cached().get("limit"), Some(&20));
+    /// ```
+    pub fn wait_for_change_timeout(&mut self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        match self.raw.wait_for_change(self.snapshot.revision(), deadline) {
+            Some(newer) => {
+                self.snapshot = newer;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Waits (as a future, on any runtime) until the map holds something
+    /// the cached snapshot does not, caches the newer snapshot and returns
+    /// it. See [`SnapMap::changed`](crate::SnapMap::changed). Not in loom
+    /// builds.
+    ///
+    /// ```
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     struct Unpark(std::thread::Thread);
+    /// #     impl std::task::Wake for Unpark {
+    /// #         fn wake(self: std::sync::Arc<Self>) { self.0.unpark() }
+    /// #     }
+    /// #     let waker = std::sync::Arc::new(Unpark(std::thread::current())).into();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; }
+    /// #         std::thread::park();
+    /// #     }
+    /// # }
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert("limit", 10);
+    /// let mut reader = map.reader();
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| map.insert("limit", 20));
+    ///     let config = block_on(reader.changed());
+    ///     assert_eq!(config.get("limit"), Some(&20));
+    /// });
+    /// ```
+    #[cfg(not(snapmap_loom))]
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "the signature promises `Send`, as `SnapMap::changed`'s does"
+    )]
+    pub fn changed(&mut self) -> impl Future<Output = &Snapshot<K, V, S>> + Send + '_
+    where
+        S: Send + Sync,
+    {
+        async move {
+            self.snapshot = self.raw.changed(self.snapshot.revision()).await;
+            &self.snapshot
+        }
+    }
 }
 
 impl<K, V, S> Clone for Reader<'_, K, V, S> {

@@ -1,10 +1,10 @@
 //! The one place that names synchronisation primitives.
 //!
-//! Every atomic, `Arc`, mutex, epoch operation, published cell and
-//! thread-local in the crate is imported from this module, so that the loom
-//! build swaps all of them at once. Nothing outside this file may `use
-//! std::sync::atomic`, `parking_lot`, `crossbeam_epoch`, `arc_swap` or
-//! `loom` directly. This module imports nothing of the crate: it is the
+//! Every atomic, `Arc`, mutex, epoch operation, published cell,
+//! notification event and thread-local in the crate is imported from this
+//! module, so that the loom build swaps all of them at once. Nothing
+//! outside this file may `use std::sync::atomic`, `parking_lot`,
+//! `crossbeam_epoch`, `arc_swap`, `event_listener` or `loom` directly. This module imports nothing of the crate: it is the
 //! bottom of the module graph (`scripts/module-cycles.py` checks it).
 //!
 //! # What is swapped
@@ -17,6 +17,7 @@
 //! | [`Published`] | the value itself | a `loom::cell::UnsafeCell` | same as tier 1 |
 //! | [`SnapshotCell`] | `arc_swap::ArcSwapOption` | a `loom::sync::Mutex` | same as tier 1 |
 //! | [`thread_local!`](thread_local) | `std::thread_local!` | `loom::thread_local!` | same as tier 1 |
+//! | [`Event`] (change notification) | `event_listener::Event` | a generation under a `loom::sync::Mutex`, with a `loom::sync::Condvar` | same as tier 1 |
 //! | [`stat_atomic`], [`unmodelled`] | `std::sync` | `std::sync` (invisible to loom on purpose) | same |
 //!
 //! # Published data
@@ -347,6 +348,132 @@ impl<T> SnapshotCell<T> {
 
     pub(crate) fn clear(&self) {
         *self.0.lock().expect("not poisoned") = None;
+    }
+}
+
+// ----- Change notification --------------------------------------------------------
+
+/// The event that writers notify and change waiters listen to (the write
+/// gate's, `crate::gate`, "Change notification").
+///
+/// Normal builds: `event-listener`'s `Event`, whose listeners can block a
+/// thread (with or without a deadline) or be awaited as a future on any
+/// runtime. It is not built on loom's primitives, so under loom a small
+/// stand-in with the same *register, then check, then wait* shape takes its
+/// place: a generation number under a loom mutex and a loom condvar. A
+/// listener records the generation when it is made (registration), a
+/// notification bumps it and wakes every waiter, and a wait returns once
+/// the generation differs from the recorded one, so a notification between
+/// registration and wait is never lost. The stand-in has no future and
+/// no timeout (loom's condvar never times out): models wait without a
+/// deadline.
+#[cfg(not(snapmap_loom))]
+pub(crate) struct Event(event_listener::Event);
+
+#[cfg(not(snapmap_loom))]
+impl Event {
+    pub(crate) fn new() -> Self {
+        Event(event_listener::Event::new())
+    }
+
+    /// Registers a listener: every notification from now on reaches it.
+    pub(crate) fn listen(&self) -> EventListener<'_> {
+        EventListener(self.0.listen(), core::marker::PhantomData)
+    }
+
+    /// Wakes every registered listener.
+    #[cold]
+    pub(crate) fn notify_all(&self) {
+        // event-listener's notification starts with a SeqCst fence; the
+        // gate's own protocol does not rely on it (see `crate::gate`).
+        self.0.notify(usize::MAX);
+    }
+}
+
+/// A registered listener of an [`Event`].
+#[cfg(not(snapmap_loom))]
+pub(crate) struct EventListener<'a>(
+    event_listener::EventListener,
+    core::marker::PhantomData<&'a Event>,
+);
+
+#[cfg(not(snapmap_loom))]
+impl EventListener<'_> {
+    /// Blocks until notified (`true`) or until `deadline` passes (`false`).
+    pub(crate) fn wait(self, deadline: Option<std::time::Instant>) -> bool {
+        use event_listener::Listener as _;
+        match deadline {
+            None => {
+                self.0.wait();
+                true
+            }
+            Some(deadline) => self.0.wait_deadline(deadline).is_some(),
+        }
+    }
+}
+
+#[cfg(not(snapmap_loom))]
+impl core::future::Future for EventListener<'_> {
+    type Output = ();
+
+    fn poll(
+        mut self: core::pin::Pin<&mut Self>,
+        cx: &mut core::task::Context<'_>,
+    ) -> core::task::Poll<()> {
+        // event-listener's listener is `Unpin` (it boxes its list node).
+        core::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+/// Under loom: the stand-in described on the normal build's `Event`.
+#[cfg(snapmap_loom)]
+pub(crate) struct Event {
+    generation: loom::sync::Mutex<u64>,
+    woken: loom::sync::Condvar,
+}
+
+#[cfg(snapmap_loom)]
+impl Event {
+    pub(crate) fn new() -> Self {
+        Event {
+            generation: loom::sync::Mutex::new(0),
+            woken: loom::sync::Condvar::new(),
+        }
+    }
+
+    /// Registers a listener: it records the generation now.
+    pub(crate) fn listen(&self) -> EventListener<'_> {
+        let generation = *self.generation.lock().expect("not poisoned");
+        EventListener {
+            event: self,
+            generation,
+        }
+    }
+
+    /// Bumps the generation and wakes every waiter.
+    pub(crate) fn notify_all(&self) {
+        *self.generation.lock().expect("not poisoned") += 1;
+        self.woken.notify_all();
+    }
+}
+
+/// A registered listener of the loom stand-in [`Event`].
+#[cfg(snapmap_loom)]
+pub(crate) struct EventListener<'a> {
+    event: &'a Event,
+    generation: u64,
+}
+
+#[cfg(snapmap_loom)]
+impl EventListener<'_> {
+    /// Blocks until a notification after registration. The deadline is
+    /// ignored (loom's condvar never times out): always `true`.
+    pub(crate) fn wait(self, _deadline: Option<std::time::Instant>) -> bool {
+        let mut generation = self.event.generation.lock().expect("not poisoned");
+        while *generation == self.generation {
+            generation = self.event.woken.wait(generation).expect("not poisoned");
+        }
+        true
     }
 }
 

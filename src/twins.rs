@@ -80,6 +80,16 @@ pub enum Bug {
     /// inline value (reusing its bytes) instead of getting a node of its
     /// own, so a reader still holding the old inline value sees it change.
     ReuseInlineSlot,
+    /// A change waiter checks the change word before it registers its
+    /// listener, so a writer that marks the word and leaves between the
+    /// check and the registration finds no waiter to notify: the waiter
+    /// sleeps through the write.
+    CheckBeforeRegister,
+    /// A change waiter checks the change word with a plain load instead of
+    /// a read-modify-write, so it may read the word from before a writer's
+    /// mark while that writer, with no edge from the registration, reads no
+    /// waiter: the waiter sleeps through the write.
+    WaiterPlainLoad,
 }
 
 /// Whether `bug` is switched on. Always `false` outside loom builds.

@@ -252,6 +252,71 @@ where
         )
     }
 
+    /// Waits until a snapshot's revision passes `revision` and returns
+    /// that snapshot, or `None` once `deadline` has passed. See
+    /// `SnapMap::wait_for_change` for the semantics and `crate::gate`,
+    /// "Change notification", for the protocol.
+    pub(crate) fn wait_for_change(
+        &self,
+        revision: u64,
+        deadline: Option<std::time::Instant>,
+    ) -> Option<Snapshot<K, V, S>>
+    where
+        K: Clone,
+        V: Clone,
+        S: Clone,
+    {
+        loop {
+            let stamp = match self.past(revision) {
+                Ok(snapshot) => return Some(snapshot),
+                Err(stamp) => stamp,
+            };
+            if let Some(listener) = self.gate.listen_for_change(stamp) {
+                if !listener.wait(deadline) {
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The future form of [`wait_for_change`](Self::wait_for_change), with
+    /// no deadline (drop the future to stop waiting).
+    #[cfg(not(snapmap_loom))]
+    pub(crate) async fn changed(&self, revision: u64) -> Snapshot<K, V, S>
+    where
+        K: Clone,
+        V: Clone,
+        S: Clone,
+    {
+        loop {
+            let stamp = match self.past(revision) {
+                Ok(snapshot) => return snapshot,
+                Err(stamp) => stamp,
+            };
+            if let Some(listener) = self.gate.listen_for_change(stamp) {
+                listener.await;
+            }
+        }
+    }
+
+    /// The current snapshot if its revision is past `revision`, otherwise
+    /// its stamp, to wait on: the snapshot is current (it holds every
+    /// write that has completed), so the map passes `revision` only once
+    /// the change word moves off that stamp.
+    fn past(&self, revision: u64) -> Result<Snapshot<K, V, S>, u64>
+    where
+        K: Clone,
+        V: Clone,
+        S: Clone,
+    {
+        let snapshot = self.snapshot();
+        if snapshot.revision() > revision {
+            Ok(snapshot)
+        } else {
+            Err(snapshot.stamp())
+        }
+    }
+
     /// Removes every entry, shard by shard in hash order (as iteration
     /// walks), so that splits and merges meanwhile neither skip nor repeat
     /// a range. One gated section for the whole walk.
