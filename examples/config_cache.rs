@@ -1,106 +1,147 @@
-//! A configuration cache, as a server holds one: snapmap's main job.
+//! A configuration cache reloaded from a file while request handlers read
+//! it: snapmap's main job, run on snapmap and on its peers.
 //!
 //! ```text
 //! cargo run --release --example config_cache
-//! cargo run --release --example config_cache -- --seconds 30 --readers 4 --keys 100000
+//! cargo run --release --example config_cache -- --map snapmap --seconds 10 --keys 1000000
+//! cargo run --release --example config_cache -- --help
 //! ```
 //!
 //! # What it simulates
 //!
-//! A server keeps its settings in a `SnapMap<String, Arc<ConfigValue>>`
-//! that every request handler reads and one background task reloads.
+//! A server keeps a table of settings (per-tenant limits and routes, and
+//! TLS certificate/key pairs) that every request handler reads and one
+//! background task reloads from a configuration file.
 //!
-//! - **The cache** is prefilled with `--keys` settings (default 10 000).
-//!   These keys are never removed.
-//! - **Readers** (`--readers`, default one per core) play request handlers.
-//!   Each does hot lookups in batches of 1 000 through one [`Pinned`]
-//!   handle, and pins anew for every batch so that values replaced
-//!   meanwhile can be freed. One lookup in 64 is for a short-lived key,
-//!   which may or may not be there. Every 50 batches a reader walks the
-//!   whole map once, as a handler that renders the full configuration
-//!   would (the walk allocates nothing).
-//! - **One writer** plays the reloader. About every millisecond it
-//!   replaces 1% of the values (the common case), adds one short-lived key
-//!   and removes the oldest one. A real server reloads far less often: the
-//!   example packs many reloads into a few seconds.
+//! - **The table** holds `--keys` entries (default 20 000): nine limits in
+//!   ten are always present, one in ten is a route that reloads remove and
+//!   add back, and 16 certificate/key pairs. Keys and values are `u64`
+//!   (a server would intern setting names; the file names them).
+//! - **The reloader** (one thread), every `--reload-every` milliseconds
+//!   (default 20), changes `--changed-percent` of the settings (default 1 %:
+//!   a limit gets a new value, a route is removed or added back), rotates
+//!   every certificate pair (a new certificate and its key, written in the
+//!   same reload), writes the whole file to a temporary directory, reads
+//!   it back, parses it, checks every line's seal, and makes the parsed
+//!   content the map's content. The file is removed at the end. A real
+//!   server reloads far less often: the example packs many reloads into a
+//!   few seconds.
+//! - **Readers** (`--readers`, default one per core) play request
+//!   handlers: batches of 1 024 lookups of random settings through the
+//!   map's read handle, and in each batch 32 certificate checks, each made
+//!   twice (see below).
+//!
+//! Each map (`--map`, default all of them, `--seconds` each, default 2)
+//! runs the same scenario through the adapters of the `snapmap-peers`
+//! crate (`peers/`, shared with the benchmarks); only the read handle and
+//! the reload differ:
+//!
+//! | `--map` | Read handle (re-taken every 1 024 lookups) | Reload |
+//! |---|---|---|
+//! | `snapmap` | a reader handle, `map.reader()` (a snapshot, refreshed when the map changed) | `replace_all(parsed content)`: one batch, diffed inside the map |
+//! | `arcswap` | `ArcSwap<HashMap>`: the map loaded once per batch | a new `HashMap` built from the parsed content, then `store` |
+//! | `rwlock` | `RwLock<HashMap>`: the read lock, per lookup | the diff against the previous content, applied under one write lock |
+//! | `dashmap` | the map (shard read locks, per lookup) | the diff, written key by key |
+//! | `papaya` | a guard per batch | the diff, written key by key |
+//!
+//! Every map uses the same hasher (foldhash, fixed seed), so the hasher is
+//! not what is compared. The diff of the last three (computed by the
+//! reloader against the content it loaded last) is part of their reload
+//! time, as `replace_all`'s own diff is part of snapmap's.
 //!
 //! # What is checked
 //!
-//! A fast wrong answer must not pass, so every value read is checked. Each
-//! value records the key it was stored under and a version from one
-//! counter that only grows, sealed with a checksum. The example fails (exit
-//! status 1) if any of these is ever seen:
+//! A fast wrong answer must not pass. Every value is sealed: it holds the
+//! version (the number of the reload that wrote it) and a checksum of the
+//! version and the key it belongs to, so a value read under the wrong key,
+//! half written or freed fails the seal. The run fails (`result FAILED`,
+//! exit status 1) on any of:
 //!
-//! - a value under the wrong key, or one whose seal is broken (a value read
-//!   after it was freed, or before it was fully written);
-//! - a key that is never removed missing from a lookup or from a walk;
-//! - a key's version going backwards, as seen by one reader (each reader
-//!   remembers the newest version it saw for every key);
-//! - a version newer than any the writer had issued when the reader looked;
-//! - a key yielded twice by one walk;
-//! - an `insert` or `remove` that returned anything but the value the
-//!   writer stored last;
-//! - at the end, with every thread stopped: any key whose value is not the
-//!   last one written, or a length that does not match.
+//! - a broken seal, in the map or in the file read back;
+//! - a limit (never removed) missing from a lookup;
+//! - a setting's version going backwards, as one reader sees it through
+//!   its read handle;
+//! - a version newer than the newest reload started when the reader looked;
+//! - **a torn certificate pair through a consistent view**: the certificate
+//!   and its key, read from one view (a snapmap reader handle's snapshot,
+//!   one `ArcSwap` load, one read-lock hold), with different versions;
+//! - at the end, with every thread stopped: the map's content (every key,
+//!   its length, and a walk) not equal to the last reload's.
+//!
+//! The same certificate check through two **plain lookups** (`map.get`,
+//! one `ArcSwap` load or read lock each, dashmap's `get`, papaya's
+//! `pin().get`) is counted, not failed: a reload can land between the two
+//! lookups (every map), or half of it can be visible (dashmap and papaya
+//! write key by key), and the handler then pairs a new certificate with an
+//! old key. That count is what the consistent path is for.
 //!
 //! # What the numbers mean
 //!
-//! - **reads**: lookups done by all readers (hits and misses), per second of
-//!   wall time, in total and per reader. On a machine with fewer cores than
-//!   threads, readers share cores with the writer.
-//! - **passes**: full walks of the map, and the entries they visited.
-//! - **writes**: reloads, values replaced, keys added and removed.
-//! - **map stats** ([`snapmap::Stats`]), among them: read hits (lookups
-//!   answered by a shard's read view without a lock; counted when a handle
-//!   is dropped), slow-path lookups (lookups that took a shard lock),
-//!   promotions (dirty tables that became read views), dirty rebuilds and
-//!   the entries copied (the price of a new key after a promotion), splits
-//!   and merges of shards, and retired bytes (memory unlinked from the map
-//!   and not yet freed by the epoch).
-//! - **checks** and **violations**: values the readers checked, and wrong
-//!   answers found by anyone. Anything but 0 violations is a bug in the
-//!   map, and the run ends with `result FAILED` and exit status 1.
+//! The table at the end has one row per map:
 //!
-//! These numbers describe one run on one machine, not a benchmark: there
-//! is no baseline to compare with, and a loaded machine changes them a lot.
+//! - **reads/s**: lookups by all readers (hot lookups and the certificate
+//!   checks' lookups) per second of wall time, and per reader. On a machine
+//!   with fewer cores than threads, readers share cores with the reloader.
+//! - **reload p50/p99/max**: the time to apply one reload to the map (after
+//!   the file was read and parsed; that part is the same for every map and
+//!   is reported beside), from an HDR histogram of every reload of the run.
+//! - **heap**: live heap bytes the map holds (counted by the
+//!   `snapmap-counting-alloc` global allocator): after the first load, and
+//!   at the end of the run once the threads are gone (the map and, for
+//!   snapmap, its cached snapshot and any memory retired and not yet
+//!   freed).
+//! - **torn pairs**: certificate checks that saw a new certificate with an
+//!   old key (or the reverse), out of all checks, through the consistent
+//!   view (always 0, or the run fails; `-` where the map has none) and
+//!   through plain lookups (may be above 0).
+//!
+//! These numbers describe one run on one machine, not a benchmark (see
+//! `BENCHMARKS.md` for those): a loaded machine changes them a lot.
 
-use std::collections::VecDeque;
-use std::env;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{BufWriter, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
+use std::{env, fs, thread};
 
-use snapmap::{DefaultHashBuilder, Pinned, SnapMap};
+use hdrhistogram::Histogram;
+use snapmap_counting_alloc::{CountingAlloc, counting, totals};
+use snapmap_peers::{BATCH, BenchMap, Cow, Dash, Fast, Locked, Ops, Papaya, SnapReader, fold};
 
-/// Lookups per pinned handle. Memory retired while a handle is pinned is
-/// freed only after it drops, so readers re-pin after every batch.
-const BATCH: u64 = 1_000;
-/// A reader walks the whole map once every this many batches.
-const BATCHES_PER_PASS: u64 = 50;
-/// One lookup in this many is for a short-lived key.
-const SHORT_LIVED_EVERY: u64 = 64;
-/// The writer's pause between reloads.
-const RELOAD_PAUSE: Duration = Duration::from_millis(1);
+/// Heap bytes are counted by this allocator (it forwards to `System`).
+#[global_allocator]
+static ALLOCATOR: CountingAlloc = CountingAlloc;
+
+/// Certificate/key pairs in the table, all rotated by every reload.
+const PAIRS: usize = 16;
+/// One lookup in this many is a certificate check (four lookups).
+const PAIR_CHECK_EVERY: usize = 32;
+/// One setting in this many is a route (may be absent); the rest are
+/// limits (always present).
+const ROUTE_EVERY: usize = 10;
 /// Distinct violations described per thread; all are counted.
 const EXAMPLES_KEPT: usize = 5;
 
-/// The map a server would hold (behind an `Arc`, or as here, borrowed by
-/// scoped threads). Values are `Arc`s so that a handler that must keep a
-/// value beyond its pinned batch can clone it cheaply.
-type ConfigCache = SnapMap<String, Arc<ConfigValue>>;
-
-/// A pinned handle on the cache: lookups through it return references.
-type PinnedCache<'m> = Pinned<'m, String, Arc<ConfigValue>, DefaultHashBuilder>;
+/// The content of one reload: key -> sealed value.
+type Content = HashMap<u64, u64, Fast>;
 
 // ----- Options ----------------------------------------------------------------
 
+/// The maps `--map` accepts, in the order a default run takes them.
+const MAP_NAMES: [&str; 5] = ["snapmap", "arcswap", "rwlock", "dashmap", "papaya"];
+
 /// The command line.
 struct Options {
-    seconds: u64,
-    readers: usize,
+    maps: Vec<&'static str>,
     keys: usize,
+    readers: usize,
+    seconds: f64,
+    reload_every: Duration,
+    changed_percent: f64,
 }
 
 enum Command {
@@ -115,20 +156,26 @@ fn default_readers() -> usize {
 fn usage() -> String {
     format!(
         "\
-Simulates a server's configuration cache on a snapmap::SnapMap: reader threads
-look settings up and walk the map while a writer reloads it. Every value read
-is checked; any wrong one is reported and makes the run fail.
+Simulates a server's configuration table, reloaded from a file while reader
+threads look it up, on snapmap and on its peers, and compares them. Every
+value read is checked; a wrong one, or a certificate/key pair torn through a
+consistent view, makes the run fail.
 
 Usage: cargo run --release --example config_cache [-- OPTIONS]
 
 Options:
-  --seconds N   how long to run (default 10)
-  --readers N   reader threads (default: available parallelism, here {})
-  --keys N      settings prefilled and never removed (default 10000)
-  -h, --help    print this help
+  --map LIST            maps to run, comma-separated, or `all` (default):
+                        {}
+  --keys N              entries in the table (default 20000)
+  --readers N           reader threads (default: available parallelism, here {})
+  --seconds S           how long to run each map (default 2; decimals allowed)
+  --reload-every MS     milliseconds between reload starts (default 20)
+  --changed-percent P   settings each reload changes (default 1; decimals allowed)
+  -h, --help            print this help
 
 Exit status: 0 if every check passed, 1 if any failed, 2 for bad options.
 ",
+        MAP_NAMES.join(", "),
         default_readers()
     )
 }
@@ -139,27 +186,64 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, lexopt:
     use lexopt::prelude::*;
 
     let mut options = Options {
-        seconds: 10,
+        maps: MAP_NAMES.to_vec(),
+        keys: 20_000,
         readers: default_readers(),
-        keys: 10_000,
+        seconds: 2.0,
+        reload_every: Duration::from_millis(20),
+        changed_percent: 1.0,
     };
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help),
-            Long("seconds") => options.seconds = number(&mut parser, "--seconds", 1, 86_400)?,
-            Long("readers") => {
-                options.readers = number(&mut parser, "--readers", 1, 1_024)? as usize
+            Long("map") => options.maps = map_list(&mut parser)?,
+            Long("keys") => {
+                options.keys = whole(&mut parser, "--keys", 1_000, 10_000_000)? as usize
             }
-            Long("keys") => options.keys = number(&mut parser, "--keys", 1, 10_000_000)? as usize,
+            Long("readers") => {
+                options.readers = whole(&mut parser, "--readers", 1, 1_024)? as usize
+            }
+            Long("seconds") => options.seconds = decimal(&mut parser, "--seconds", 0.1, 86_400.0)?,
+            Long("reload-every") => {
+                let ms = whole(&mut parser, "--reload-every", 1, 60_000)?;
+                options.reload_every = Duration::from_millis(ms);
+            }
+            Long("changed-percent") => {
+                options.changed_percent = decimal(&mut parser, "--changed-percent", 0.001, 100.0)?
+            }
             _ => return Err(arg.unexpected()),
         }
     }
     Ok(Command::Run(options))
 }
 
+/// The value of `--map`: `all`, or names from [`MAP_NAMES`] separated by
+/// commas (each run once, in the order given).
+fn map_list(parser: &mut lexopt::Parser) -> Result<Vec<&'static str>, lexopt::Error> {
+    let text = parser.value()?;
+    let text = text.to_string_lossy();
+    if text == "all" {
+        return Ok(MAP_NAMES.to_vec());
+    }
+    let mut maps = Vec::new();
+    for name in text.split(',').map(str::trim) {
+        let Some(&known) = MAP_NAMES.iter().find(|&&known| known == name) else {
+            return Err(format!(
+                "`--map` expects `all` or some of {} (comma-separated), got `{name}`",
+                MAP_NAMES.join(", ")
+            )
+            .into());
+        };
+        if !maps.contains(&known) {
+            maps.push(known);
+        }
+    }
+    Ok(maps)
+}
+
 /// The value of `flag`: a whole number in `min..=max`.
-fn number(
+fn whole(
     parser: &mut lexopt::Parser,
     flag: &str,
     min: u64,
@@ -177,99 +261,101 @@ fn number(
     }
 }
 
-// ----- The values and the keys ------------------------------------------------
-
-/// One setting, as the cache stores it.
-///
-/// Besides the setting's text it records which key it belongs to and the
-/// version the writer gave it, so that a reader can tell a right answer
-/// from a wrong one.
-#[derive(Debug)]
-struct ConfigValue {
-    /// The key this value was stored under, as an index into [`KeySpace`].
-    key_id: usize,
-    /// Every store takes the next number from one counter, so a key's
-    /// versions only grow, even across a removal and a re-insertion.
-    version: u64,
-    /// `key_id` and `version` mixed with a constant.
-    seal: u64,
-    /// The setting itself, `"<key> = <version>"`: what a handler would use.
-    text: String,
-}
-
-impl ConfigValue {
-    fn new(keys: &KeySpace, key_id: usize, version: u64) -> Arc<Self> {
-        Arc::new(ConfigValue {
-            key_id,
-            version,
-            seal: seal(key_id, version),
-            text: format!("{} = {version}", keys.name(key_id)),
-        })
-    }
-
-    /// Whether the seal matches: a value read after being freed, or before
-    /// being fully written, would almost surely fail this.
-    fn is_sealed(&self) -> bool {
-        self.seal == seal(self.key_id, self.version)
+/// The value of `flag`: a number (decimals allowed) in `min..=max`.
+fn decimal(
+    parser: &mut lexopt::Parser,
+    flag: &str,
+    min: f64,
+    max: f64,
+) -> Result<f64, lexopt::Error> {
+    let text = parser.value()?;
+    let text = text.to_string_lossy();
+    let number: f64 = text
+        .parse()
+        .map_err(|_| format!("`{flag}` expects a number, got `{text}`"))?;
+    if (min..=max).contains(&number) {
+        Ok(number)
+    } else {
+        Err(format!("`{flag}` must be between {min} and {max}, got {text}").into())
     }
 }
 
-fn seal(key_id: usize, version: u64) -> u64 {
-    0x5EA1_ED0F_C0FF_EE00 ^ version ^ (key_id as u64).rotate_left(32)
+// ----- Keys, sealed values and the file -----------------------------------------
+
+/// What an entry of the table is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A per-tenant limit: always present.
+    Limit,
+    /// A route: reloads remove it and add it back.
+    Route,
+    /// A certificate (of pair `index`).
+    Cert,
+    /// The private key of certificate `index`.
+    CertKey,
 }
 
-/// The keys, by index: `0..stable` are prefilled and never removed; the
-/// rest are short-lived keys that the writer adds and removes.
-struct KeySpace {
-    names: Vec<String>,
-    stable: usize,
-}
+impl Kind {
+    const ALL: [Kind; 4] = [Kind::Limit, Kind::Route, Kind::Cert, Kind::CertKey];
 
-impl KeySpace {
-    fn new(stable: usize) -> Self {
-        let short_lived = (stable / 10).max(8);
-        let names = (0..stable)
-            .map(|i| format!("service.{:04}.option.{:02}", i / 100, i % 100))
-            .chain((0..short_lived).map(|i| format!("feature-flag.{i:05}")))
-            .collect();
-        KeySpace { names, stable }
-    }
-
-    fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    fn name(&self, id: usize) -> &str {
-        &self.names[id]
-    }
-
-    fn is_stable(&self, id: usize) -> bool {
-        id < self.stable
-    }
-
-    fn short_lived(&self) -> usize {
-        self.len() - self.stable
-    }
-
-    fn random_stable(&self, rng: &mut Rng) -> usize {
-        rng.below(self.stable)
-    }
-
-    fn random_short_lived(&self, rng: &mut Rng) -> usize {
-        self.stable + rng.below(self.short_lived())
+    /// How the file names it.
+    fn word(self) -> &'static str {
+        match self {
+            Kind::Limit => "limit",
+            Kind::Route => "route",
+            Kind::Cert => "cert",
+            Kind::CertKey => "key",
+        }
     }
 }
 
-/// `SplitMix64`: a small, fast generator to spread lookups over the keys.
+/// The map key of entry `index` of `kind`: distinct for every (kind,
+/// index), spread over the `u64`s (SplitMix64's finaliser is a bijection).
+fn key_of(kind: Kind, index: usize) -> u64 {
+    mix(((kind as u64) << 40) | index as u64)
+}
+
+/// The kind of setting `index` (settings are the entries that are not
+/// certificate pairs).
+fn setting_kind(index: usize) -> Kind {
+    if index % ROUTE_EVERY == ROUTE_EVERY - 1 {
+        Kind::Route
+    } else {
+        Kind::Limit
+    }
+}
+
+/// SplitMix64's finaliser.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The checksum binding a version to its key.
+fn seal(key: u64, version: u32) -> u32 {
+    (mix(key ^ u64::from(version).rotate_left(17) ^ 0x5EA1_ED0F_C0FF_EE00) >> 32) as u32
+}
+
+/// The value stored under `key` by reload `version`: the version in the
+/// high half, the seal in the low half.
+fn sealed(key: u64, version: u32) -> u64 {
+    (u64::from(version) << 32) | u64::from(seal(key, version))
+}
+
+/// The version in `value` if its seal matches `key`, else `None`.
+fn unseal(key: u64, value: u64) -> Option<u32> {
+    let version = (value >> 32) as u32;
+    (value as u32 == seal(key, version)).then_some(version)
+}
+
+/// `SplitMix64`: a small, fast generator for the readers and the reloader.
 struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        mix(self.0)
     }
 
     /// A number in `0..n`.
@@ -278,33 +364,311 @@ impl Rng {
     }
 }
 
+/// The reloader's source of truth, from which it writes the file: the
+/// version of every setting (`None`: a route that is absent) and of every
+/// certificate pair.
+struct Source {
+    settings: Vec<Option<u32>>,
+    pairs: Vec<u32>,
+    rng: Rng,
+}
+
+impl Source {
+    /// The first configuration: every entry present, at version 1.
+    fn new(keys: usize) -> Self {
+        Source {
+            settings: vec![Some(1); keys - 2 * PAIRS],
+            pairs: vec![1; PAIRS],
+            rng: Rng(0xC0F1_6000),
+        }
+    }
+
+    /// Reload `version`'s edit: `changed` random settings change (a limit
+    /// gets a new value, a route is removed or added back) and every
+    /// certificate pair is rotated.
+    fn edit(&mut self, version: u32, changed: usize) {
+        for _ in 0..changed {
+            let index = self.rng.below(self.settings.len());
+            let setting = &mut self.settings[index];
+            *setting = match (setting_kind(index), *setting) {
+                (Kind::Route, Some(_)) => None,
+                _ => Some(version),
+            };
+        }
+        self.pairs.fill(version);
+    }
+
+    /// Writes the whole configuration to `path`, one entry per line:
+    /// `<kind>.<index> <version> <seal in hex>`.
+    fn write_file(&self, path: &Path) -> std::io::Result<()> {
+        let mut file = BufWriter::new(fs::File::create(path)?);
+        let settings = self.settings.iter().enumerate();
+        for (index, version) in settings.filter_map(|(i, v)| Some((i, (*v)?))) {
+            let kind = setting_kind(index);
+            let seal = seal(key_of(kind, index), version);
+            writeln!(file, "{}.{index} {version} {seal:08x}", kind.word())?;
+        }
+        for (index, &version) in self.pairs.iter().enumerate() {
+            for kind in [Kind::Cert, Kind::CertKey] {
+                let seal = seal(key_of(kind, index), version);
+                writeln!(file, "{}.{index} {version} {seal:08x}", kind.word())?;
+            }
+        }
+        file.into_inner().map_err(|e| e.into_error())?.sync_data()
+    }
+}
+
+/// Reads and parses a configuration file: the content a reload makes the
+/// map's. Any malformed line, or a line whose seal does not match, is an
+/// error.
+fn read_file(path: &Path) -> Result<Content, String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let mut content = Content::with_capacity_and_hasher(text.len() / 16, Fast::default());
+    for (number, line) in text.lines().enumerate() {
+        let bad = |what: &str| format!("{} line {}: {what}: `{line}`", path.display(), number + 1);
+        let mut fields = line.split(' ');
+        let (Some(name), Some(version), Some(seal_text), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(bad("expected `<kind>.<index> <version> <seal>`"));
+        };
+        let (word, index) = name.split_once('.').ok_or_else(|| bad("no index"))?;
+        let kind = Kind::ALL
+            .into_iter()
+            .find(|kind| kind.word() == word)
+            .ok_or_else(|| bad("unknown kind"))?;
+        let index: usize = index.parse().map_err(|_| bad("bad index"))?;
+        let version: u32 = version.parse().map_err(|_| bad("bad version"))?;
+        let file_seal = u32::from_str_radix(seal_text, 16).map_err(|_| bad("bad seal"))?;
+        let key = key_of(kind, index);
+        if file_seal != seal(key, version) {
+            return Err(bad("broken seal"));
+        }
+        if content.insert(key, sealed(key, version)).is_some() {
+            return Err(bad("entry given twice"));
+        }
+    }
+    Ok(content)
+}
+
+/// The temporary configuration file, removed when dropped (on every path
+/// out of the run).
+struct ConfigFile(PathBuf);
+
+impl ConfigFile {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("snapmap-config-cache-{}-{nanos}.conf", std::process::id());
+        ConfigFile(env::temp_dir().join(name))
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+// ----- The maps -------------------------------------------------------------------
+
+/// What the scenario needs of a map beyond its adapter ([`BenchMap`] builds
+/// it and gives the per-batch read handle; [`Ops`] reads through it).
+trait ConfigMap: BenchMap {
+    /// Its `--map` name.
+    const FLAG: &'static str;
+
+    /// Makes `next` the map's content; it holds `previous` (the content of
+    /// the last reload) and only the reloader writes it.
+    fn reload(&self, next: &Content, previous: &Content);
+
+    /// Two keys read from one consistent view held by `handle`, or `None`
+    /// if the map has no such view.
+    fn consistent_pair(
+        handle: &Self::Handle<'_>,
+        a: u64,
+        b: u64,
+    ) -> Option<(Option<u64>, Option<u64>)>;
+
+    /// One lookup on its own, sharing no view with any other lookup.
+    fn plain_get(&self, key: u64) -> Option<u64>;
+
+    /// The number of entries.
+    fn len(&self) -> usize;
+
+    /// The map's own counters, if it has any (snapmap's `stats()`).
+    fn map_stats(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The changes that make `previous` into `next`: `(key, Some(value))` to
+/// write, `(key, None)` to remove.
+fn diff(previous: &Content, next: &Content) -> Vec<(u64, Option<u64>)> {
+    let written = next
+        .iter()
+        .filter(|&(key, value)| previous.get(key) != Some(value))
+        .map(|(&key, &value)| (key, Some(value)));
+    let removed = previous
+        .keys()
+        .filter(|key| !next.contains_key(key))
+        .map(|&key| (key, None));
+    written.chain(removed).collect()
+}
+
+/// Writes `changes` one by one through `map`'s handle (re-taken every
+/// [`BATCH`] writes, as its readers do).
+fn write_one_by_one<M: BenchMap>(map: &M, changes: &[(u64, Option<u64>)]) {
+    for chunk in changes.chunks(BATCH) {
+        let handle = map.handle();
+        for &(key, value) in chunk {
+            match value {
+                Some(value) => handle.insert(key, value),
+                None => {
+                    handle.remove(key);
+                }
+            }
+        }
+    }
+}
+
+impl ConfigMap for SnapReader<Fast> {
+    const FLAG: &'static str = "snapmap";
+
+    fn reload(&self, next: &Content, _previous: &Content) {
+        self.0
+            .replace_all(next.iter().map(|(&key, &value)| (key, value)));
+    }
+
+    fn consistent_pair(
+        handle: &Self::Handle<'_>,
+        a: u64,
+        b: u64,
+    ) -> Option<(Option<u64>, Option<u64>)> {
+        let mut reader = handle.0.borrow_mut();
+        let view = reader.snapshot();
+        Some((view.get(&a).copied(), view.get(&b).copied()))
+    }
+
+    fn plain_get(&self, key: u64) -> Option<u64> {
+        self.0.get(&key)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn map_stats(&self) -> Option<String> {
+        Some(self.0.stats().to_string())
+    }
+}
+
+impl ConfigMap for Cow<Fast> {
+    const FLAG: &'static str = "arcswap";
+
+    fn reload(&self, next: &Content, _previous: &Content) {
+        let map = next.iter().map(|(&key, &value)| (key, value)).collect();
+        self.0.store(Arc::new(map));
+    }
+
+    fn consistent_pair(
+        handle: &Self::Handle<'_>,
+        a: u64,
+        b: u64,
+    ) -> Option<(Option<u64>, Option<u64>)> {
+        Some((handle.map.get(&a).copied(), handle.map.get(&b).copied()))
+    }
+
+    fn plain_get(&self, key: u64) -> Option<u64> {
+        self.0.load().get(&key).copied()
+    }
+
+    fn len(&self) -> usize {
+        self.0.load().len()
+    }
+}
+
+impl ConfigMap for Locked<Fast> {
+    const FLAG: &'static str = "rwlock";
+
+    fn reload(&self, next: &Content, previous: &Content) {
+        let changes = diff(previous, next);
+        let mut map = self.0.write();
+        for (key, value) in changes {
+            match value {
+                Some(value) => map.insert(key, value),
+                None => map.remove(&key),
+            };
+        }
+    }
+
+    fn consistent_pair(
+        handle: &Self::Handle<'_>,
+        a: u64,
+        b: u64,
+    ) -> Option<(Option<u64>, Option<u64>)> {
+        let map = handle.read();
+        Some((map.get(&a).copied(), map.get(&b).copied()))
+    }
+
+    fn plain_get(&self, key: u64) -> Option<u64> {
+        self.0.read().get(&key).copied()
+    }
+
+    fn len(&self) -> usize {
+        self.0.read().len()
+    }
+}
+
+impl ConfigMap for Dash<Fast> {
+    const FLAG: &'static str = "dashmap";
+
+    fn reload(&self, next: &Content, previous: &Content) {
+        write_one_by_one(self, &diff(previous, next));
+    }
+
+    fn consistent_pair(_: &Self::Handle<'_>, _: u64, _: u64) -> Option<(Option<u64>, Option<u64>)> {
+        None
+    }
+
+    fn plain_get(&self, key: u64) -> Option<u64> {
+        self.0.get(&key).map(|value| *value)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl ConfigMap for Papaya<Fast> {
+    const FLAG: &'static str = "papaya";
+
+    fn reload(&self, next: &Content, previous: &Content) {
+        write_one_by_one(self, &diff(previous, next));
+    }
+
+    fn consistent_pair(_: &Self::Handle<'_>, _: u64, _: u64) -> Option<(Option<u64>, Option<u64>)> {
+        None
+    }
+
+    fn plain_get(&self, key: u64) -> Option<u64> {
+        self.0.pin().get(&key).copied()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 // ----- What the threads share -------------------------------------------------
 
-/// A reader's progress, on its own cache line so that readers publishing
-/// progress do not slow each other down.
-#[derive(Default)]
-#[repr(align(128))]
-struct ReaderProgress {
-    reads: AtomicU64,
-    passes: AtomicU64,
-}
-
-/// The writer's progress, on its own cache line.
-#[derive(Default)]
-#[repr(align(128))]
-struct WriterProgress {
-    reloads: AtomicU64,
-}
-
-/// What the main thread, the readers and the writer share.
 struct Shared {
     stop: AtomicBool,
-    /// The newest version the writer has handed out.
-    latest_version: AtomicU64,
-    /// Violations seen so far by every thread (for the progress lines).
+    /// The number of the newest reload the reloader has started.
+    issued: AtomicU64,
+    /// Violations seen so far by every thread.
     violations: AtomicU64,
-    readers: Vec<ReaderProgress>,
-    writer: WriterProgress,
 }
 
 /// The wrong answers one thread saw: all counted, the first few distinct
@@ -325,7 +689,8 @@ impl<'a> Violations<'a> {
 
     #[cold]
     fn record(&mut self, describe: impl FnOnce() -> String) {
-        // Relaxed: a count for the progress lines; it orders nothing.
+        // Relaxed: a count read after the threads are joined; it orders
+        // nothing.
         self.total.fetch_add(1, Ordering::Relaxed);
         if self.examples.len() < EXAMPLES_KEPT {
             let description = describe();
@@ -336,364 +701,486 @@ impl<'a> Violations<'a> {
     }
 }
 
+/// Certificate checks made one way, and how many saw a torn pair.
+#[derive(Clone, Copy, Default)]
+struct PairChecks {
+    checks: u64,
+    torn: u64,
+}
+
+impl PairChecks {
+    fn add(&mut self, other: PairChecks) {
+        self.checks += other.checks;
+        self.torn += other.torn;
+    }
+}
+
 // ----- Readers ----------------------------------------------------------------
 
-struct Reader<'a> {
-    map: &'a ConfigCache,
-    keys: &'a KeySpace,
+struct Reader<'a, M> {
+    map: &'a M,
     shared: &'a Shared,
-    progress: &'a ReaderProgress,
+    settings: usize,
     rng: Rng,
-    /// The newest version this reader has seen for each key (0: none yet;
-    /// versions start at 1).
-    newest_seen: Vec<u64>,
-    /// The newest version seen for any key.
-    newest_overall: u64,
-    /// Which keys the current walk has yielded (reused: walks allocate
-    /// nothing).
-    seen_this_pass: Vec<bool>,
+    /// The newest version this reader has seen for each setting through
+    /// its read handle (0: none yet; versions start at 1).
+    newest_seen: Vec<u32>,
+    /// The newest version seen in the current batch.
+    newest_in_batch: u32,
     report: ReaderReport<'a>,
 }
 
 struct ReaderReport<'a> {
     reads: u64,
-    passes: u64,
-    entries_visited: u64,
-    values_checked: u64,
+    consistent: PairChecks,
+    plain: PairChecks,
     violations: Violations<'a>,
 }
 
-impl<'a> Reader<'a> {
-    fn new(map: &'a ConfigCache, keys: &'a KeySpace, shared: &'a Shared, index: usize) -> Self {
+impl<'a, M: ConfigMap> Reader<'a, M> {
+    fn new(map: &'a M, shared: &'a Shared, settings: usize, index: usize) -> Self {
         Reader {
             map,
-            keys,
             shared,
-            progress: &shared.readers[index],
+            settings,
             rng: Rng(0xC0DE_0000 + index as u64),
-            newest_seen: vec![0; keys.len()],
-            newest_overall: 0,
-            seen_this_pass: vec![false; keys.len()],
+            newest_seen: vec![0; settings],
+            newest_in_batch: 0,
             report: ReaderReport {
                 reads: 0,
-                passes: 0,
-                entries_visited: 0,
-                values_checked: 0,
+                consistent: PairChecks::default(),
+                plain: PairChecks::default(),
                 violations: Violations::new(shared),
             },
         }
     }
 
     fn run(mut self) -> ReaderReport<'a> {
-        let mut batches = 0u64;
         // Relaxed: a stop flag; nothing is read because of it.
         while !self.shared.stop.load(Ordering::Relaxed) {
-            self.lookup_batch();
-            batches += 1;
-            if batches % BATCHES_PER_PASS == 0 {
-                self.full_pass();
-            }
-            self.check_nothing_from_the_future();
-            // Relaxed: progress for the once-a-second report.
-            self.progress
-                .reads
-                .store(self.report.reads, Ordering::Relaxed);
-            self.progress
-                .passes
-                .store(self.report.passes, Ordering::Relaxed);
+            self.batch();
         }
         self.report
     }
 
-    /// The hot path: `BATCH` lookups under one pin.
-    fn lookup_batch(&mut self) {
+    /// `BATCH` lookups through one read handle, every
+    /// `PAIR_CHECK_EVERY`-th of them a certificate check.
+    fn batch(&mut self) {
         let map = self.map;
-        let pinned = map.pin();
+        let handle = map.handle();
+        self.newest_in_batch = 0;
         for i in 0..BATCH {
-            let id = if i % SHORT_LIVED_EVERY == 0 {
-                self.keys.random_short_lived(&mut self.rng)
+            if i % PAIR_CHECK_EVERY == 0 {
+                self.check_pair(&handle);
             } else {
-                self.keys.random_stable(&mut self.rng)
-            };
-            match pinned.get(self.keys.name(id)) {
-                Some(value) => self.check(id, value),
-                None if self.keys.is_stable(id) => {
-                    let name = self.keys.name(id);
-                    self.report
-                        .violations
-                        .record(|| format!("lookup: `{name}` is never removed but was not found"));
-                }
-                None => {} // a short-lived key, currently absent
+                self.lookup(&handle);
             }
         }
-        self.report.reads += BATCH;
-    }
-
-    /// A full walk of the map, as a handler rendering the configuration.
-    fn full_pass(&mut self) {
-        let map = self.map;
-        let pinned = map.pin();
-        self.seen_this_pass.fill(false);
-        for (key, value) in &pinned {
-            self.report.entries_visited += 1;
-            let id = value.key_id;
-            let well_formed = id < self.keys.len()
-                && self.keys.name(id) == key
-                && value.text.starts_with(key.as_str());
-            if !well_formed {
-                self.report
-                    .violations
-                    .record(|| format!("walk: malformed entry `{key}` -> {value:?}"));
-                continue;
-            }
-            if std::mem::replace(&mut self.seen_this_pass[id], true) {
-                self.report
-                    .violations
-                    .record(|| format!("walk: `{key}` was yielded twice in one pass"));
-            }
-            self.check(id, value);
-        }
-        let missing = self.seen_this_pass[..self.keys.stable]
-            .iter()
-            .filter(|&&seen| !seen)
-            .count();
-        if missing > 0 {
-            self.report
-                .violations
-                .record(|| format!("walk: keys that are never removed were missing: {missing}"));
-        }
-        self.report.passes += 1;
-    }
-
-    /// Checks a value read for key `id`.
-    #[inline]
-    fn check(&mut self, id: usize, value: &ConfigValue) {
-        self.report.values_checked += 1;
-        if value.key_id != id || !value.is_sealed() {
-            let name = self.keys.name(id);
-            self.report
-                .violations
-                .record(|| format!("read: `{name}` gave a value that is not its own: {value:?}"));
-            return;
-        }
-        let newest = &mut self.newest_seen[id];
-        if value.version < *newest {
-            let (name, before) = (self.keys.name(id), *newest);
+        drop(handle);
+        // Relaxed: `issued` is stored before the reload writes the map, and
+        // each map's own publication (Release on write, Acquire on read)
+        // makes that store happen before the lookups that saw the reload's
+        // values; coherence then forbids an older value here.
+        let issued = self.shared.issued.load(Ordering::Relaxed);
+        if u64::from(self.newest_in_batch) > issued {
+            let newest = self.newest_in_batch;
             self.report.violations.record(|| {
                 format!(
-                    "read: `{name}` went back from version {before} to {}",
-                    value.version
+                    "{}: read version {newest}, newer than reload {issued}",
+                    M::FLAG
                 )
             });
-            return;
         }
-        *newest = value.version;
-        self.newest_overall = self.newest_overall.max(value.version);
     }
 
-    /// No value may be newer than the writer's latest version.
-    fn check_nothing_from_the_future(&mut self) {
-        // Relaxed is enough, and that is the point: the writer stores
-        // `latest_version` before inserting a value with that version, and
-        // the map's Release store of the value and our Acquire load of it
-        // order that store before this load. If the map's orderings were
-        // wrong, this load could return an older version than one we read.
-        let latest = self.shared.latest_version.load(Ordering::Relaxed);
-        if self.newest_overall > latest {
-            let newest = self.newest_overall;
-            self.report.violations.record(|| {
-                format!("read version {newest}, but the writer had issued only up to {latest}")
-            });
+    /// One lookup of a random setting through the read handle.
+    fn lookup(&mut self, handle: &M::Handle<'_>) {
+        let index = self.rng.below(self.settings);
+        let kind = setting_kind(index);
+        let key = key_of(kind, index);
+        self.report.reads += 1;
+        match handle.get(key) {
+            Some(value) => {
+                let Some(version) = self.unseal(key, value) else {
+                    return;
+                };
+                let newest = &mut self.newest_seen[index];
+                if version < *newest {
+                    let newest = *newest;
+                    self.report.violations.record(|| {
+                        format!(
+                            "{}: {} {index} went back from version {newest} to {version}",
+                            M::FLAG,
+                            kind.word()
+                        )
+                    });
+                } else {
+                    *newest = version;
+                }
+            }
+            None if kind == Kind::Limit => {
+                self.report
+                    .violations
+                    .record(|| format!("{}: limit {index} missing", M::FLAG));
+            }
+            None => {}
+        }
+    }
+
+    /// The certificate check, twice: through one consistent view (if the
+    /// map has one; a torn pair is a violation), then through two plain
+    /// lookups (a torn pair is counted).
+    fn check_pair(&mut self, handle: &M::Handle<'_>) {
+        let pair = self.rng.below(PAIRS);
+        let (cert, key) = (key_of(Kind::Cert, pair), key_of(Kind::CertKey, pair));
+        if let Some(values) = M::consistent_pair(handle, cert, key) {
+            self.report.reads += 2;
+            self.report.consistent.checks += 1;
+            if self.pair_is_torn(pair, cert, key, values) {
+                self.report.consistent.torn += 1;
+                self.report.violations.record(|| {
+                    format!(
+                        "{}: certificate pair {pair} torn through a consistent view: {values:x?}",
+                        M::FLAG
+                    )
+                });
+            }
+        }
+        let values = (self.map.plain_get(cert), self.map.plain_get(key));
+        self.report.reads += 2;
+        self.report.plain.checks += 1;
+        if self.pair_is_torn(pair, cert, key, values) {
+            self.report.plain.torn += 1;
+        }
+    }
+
+    /// Whether a certificate and its key have different versions. Both
+    /// must be present and sealed (a violation otherwise).
+    fn pair_is_torn(
+        &mut self,
+        pair: usize,
+        cert: u64,
+        key: u64,
+        values: (Option<u64>, Option<u64>),
+    ) -> bool {
+        let (Some(cert_value), Some(key_value)) = values else {
+            self.report
+                .violations
+                .record(|| format!("{}: certificate pair {pair} missing: {values:x?}", M::FLAG));
+            return false;
+        };
+        match (self.unseal(cert, cert_value), self.unseal(key, key_value)) {
+            (Some(cert_version), Some(key_version)) => cert_version != key_version,
+            _ => false,
+        }
+    }
+
+    /// The version in `value`, or `None` (and a violation) if its seal does
+    /// not match `key`.
+    fn unseal(&mut self, key: u64, value: u64) -> Option<u32> {
+        match unseal(key, value) {
+            Some(version) => {
+                self.newest_in_batch = self.newest_in_batch.max(version);
+                Some(version)
+            }
+            None => {
+                self.report.violations.record(|| {
+                    format!(
+                        "{}: broken seal: key {key:#018x} holds {value:#018x}",
+                        M::FLAG
+                    )
+                });
+                None
+            }
         }
     }
 }
 
-// ----- The writer -------------------------------------------------------------
+// ----- The reloader -----------------------------------------------------------
 
-struct Writer<'a> {
-    map: &'a ConfigCache,
-    keys: &'a KeySpace,
-    shared: &'a Shared,
-    rng: Rng,
-    last_version: u64,
-    /// What the writer stored last under each key (`None`: absent). As the
-    /// only writer, it knows exactly what every operation must return.
-    stored: Vec<Option<u64>>,
-    /// Short-lived keys present, oldest first, and those absent.
-    live_short_lived: VecDeque<usize>,
-    absent_short_lived: Vec<usize>,
-    report: WriterReport<'a>,
-}
-
-struct WriterReport<'a> {
+struct ReloaderReport<'a> {
     reloads: u64,
-    updates: u64,
-    added: u64,
-    removed: u64,
-    stored: Vec<Option<u64>>,
+    /// Microseconds to apply a reload to the map.
+    apply: Histogram<u64>,
+    /// Microseconds to write, read and parse the file.
+    file: Histogram<u64>,
+    /// The content of the last reload applied.
+    last: Content,
     violations: Violations<'a>,
 }
 
-impl<'a> Writer<'a> {
-    fn new(map: &'a ConfigCache, keys: &'a KeySpace, shared: &'a Shared) -> Self {
-        Writer {
-            map,
-            keys,
-            shared,
-            rng: Rng(0x0057_0BE5),
-            last_version: 0,
-            stored: vec![None; keys.len()],
-            live_short_lived: VecDeque::new(),
-            absent_short_lived: (keys.stable..keys.len()).collect(),
-            report: WriterReport {
-                reloads: 0,
-                updates: 0,
-                added: 0,
-                removed: 0,
-                stored: Vec::new(),
-                violations: Violations::new(shared),
-            },
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+fn micros(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Reloads `map` from `file` every `options.reload_every` until told to
+/// stop; `source` and `first` are the configuration the map holds.
+fn reloader<'a, M: ConfigMap>(
+    map: &M,
+    shared: &'a Shared,
+    options: &Options,
+    file: &ConfigFile,
+    mut source: Source,
+    first: Content,
+) -> ReloaderReport<'a> {
+    let changed =
+        ((source.settings.len() as f64 * options.changed_percent / 100.0).round() as usize).max(1);
+    let mut report = ReloaderReport {
+        reloads: 0,
+        apply: histogram(),
+        file: histogram(),
+        last: first,
+        violations: Violations::new(shared),
+    };
+    let mut next_start = Instant::now();
+    // Version 1 is the first load.
+    for version in 2u32.. {
+        next_start += options.reload_every;
+        // Relaxed: a stop flag; nothing is read because of it.
+        while !shared.stop.load(Ordering::Relaxed) && Instant::now() < next_start {
+            thread::sleep(
+                next_start
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(5)),
+            );
         }
-    }
-
-    fn next_version(&mut self) -> u64 {
-        self.last_version += 1;
-        // Relaxed: the map's insert (a Release) publishes this store along
-        // with the value; see `Reader::check_nothing_from_the_future`.
-        self.shared
-            .latest_version
-            .store(self.last_version, Ordering::Relaxed);
-        self.last_version
-    }
-
-    /// Stores every key that is never removed, before the readers start.
-    fn prefill(&mut self) {
-        let map = self.map;
-        let pinned = map.pin();
-        for id in 0..self.keys.stable {
-            self.store(&pinned, id);
+        // Relaxed: as above.
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
         }
-        // New keys wait in each shard's dirty table until lookups promote
-        // them. A walk promotes every shard first (as Go's `Range` does), so
-        // one walk after loading, as a server logging its configuration
-        // would do, lets the readers start lock-free.
-        let walked = pinned.iter().count();
-        assert_eq!(walked, self.keys.stable, "the prefilled map walks whole");
-    }
+        // A reload that overran its slot: the next one starts now, not in
+        // a burst to catch up.
+        next_start = next_start.max(Instant::now());
 
-    /// Stores a new version under `id` and checks what `insert` returned.
-    fn store(&mut self, pinned: &PinnedCache<'_>, id: usize) {
-        let version = self.next_version();
-        let value = ConfigValue::new(self.keys, id, version);
-        let previous = pinned.insert(self.keys.name(id).to_owned(), value);
-        self.expect(id, "insert", previous.map(|v| &**v));
-        self.stored[id] = Some(version);
-    }
-
-    /// One configuration reload.
-    fn reload(&mut self) {
-        let map = self.map;
-        let pinned = map.pin();
-
-        // The common case: new values for existing keys. Each is one
-        // compare-and-swap on the entry; no lock.
-        let updates = (self.keys.stable / 100).max(1);
-        for _ in 0..updates {
-            let id = self.keys.random_stable(&mut self.rng);
-            self.store(&pinned, id);
+        source.edit(version, changed);
+        let started = Instant::now();
+        if let Err(error) = source.write_file(&file.0) {
+            report
+                .violations
+                .record(|| format!("writing {}: {error}", file.0.display()));
+            break;
         }
-        self.report.updates += updates as u64;
-
-        // Now and then a key appears: it takes its shard's lock.
-        if !self.absent_short_lived.is_empty() {
-            let pick = self.rng.below(self.absent_short_lived.len());
-            let id = self.absent_short_lived.swap_remove(pick);
-            let version = self.next_version();
-            let value = ConfigValue::new(self.keys, id, version);
-            if let Err(occupied) = pinned.try_insert(self.keys.name(id).to_owned(), value) {
-                let name = self.keys.name(id);
-                let current = occupied.current;
-                self.report.violations.record(|| {
-                    format!("try_insert: `{name}` should be absent but holds {current:?}")
-                });
-            }
-            self.stored[id] = Some(version);
-            self.live_short_lived.push_back(id);
-            self.report.added += 1;
-        }
-
-        // ... and the oldest short-lived key goes once half of them are in.
-        if self.live_short_lived.len() > self.keys.short_lived() / 2 {
-            let id = self.live_short_lived.pop_front().expect("not empty");
-            let removed = pinned.remove(self.keys.name(id));
-            self.expect(id, "remove", removed.map(|v| &**v));
-            self.stored[id] = None;
-            self.absent_short_lived.push(id);
-            self.report.removed += 1;
-        }
-
-        self.report.reloads += 1;
-        // Relaxed: progress for the once-a-second report.
-        self.shared
-            .writer
-            .reloads
-            .store(self.report.reloads, Ordering::Relaxed);
-    }
-
-    /// Checks that `operation` on `id` returned the value stored last.
-    fn expect(&mut self, id: usize, operation: &str, returned: Option<&ConfigValue>) {
-        let expected = self.stored[id];
-        let ok = match returned {
-            None => expected.is_none(),
-            Some(value) => {
-                value.key_id == id && value.is_sealed() && Some(value.version) == expected
+        let next = match read_file(&file.0) {
+            Ok(next) => next,
+            Err(error) => {
+                report.violations.record(|| error);
+                break;
             }
         };
-        if !ok {
-            let name = self.keys.name(id);
-            self.report.violations.record(|| {
-                format!("{operation}: `{name}` returned {returned:?}, expected the value of version {expected:?}")
-            });
-        }
-    }
+        report.file.saturating_record(micros(started.elapsed()));
 
-    fn run(mut self) -> WriterReport<'a> {
-        // Relaxed: a stop flag; nothing is read because of it.
-        while !self.shared.stop.load(Ordering::Relaxed) {
-            self.reload();
-            thread::sleep(RELOAD_PAUSE);
+        // Relaxed: the readers' check needs this store to be before the
+        // map's writes, which it is in program order; the map's publication
+        // carries it to them (see `Reader::batch`).
+        shared.issued.store(u64::from(version), Ordering::Relaxed);
+        let started = Instant::now();
+        map.reload(&next, &report.last);
+        report.apply.saturating_record(micros(started.elapsed()));
+        report.last = next;
+        report.reloads += 1;
+    }
+    report
+}
+
+// ----- One map's run ------------------------------------------------------------
+
+/// What one map's run gave.
+struct MapReport {
+    flag: &'static str,
+    seconds: f64,
+    reads: u64,
+    reloads: u64,
+    apply: Latency,
+    file: Latency,
+    heap_loaded: i64,
+    heap_end: i64,
+    consistent: Option<PairChecks>,
+    plain: PairChecks,
+    stats: Option<String>,
+    failures: Vec<String>,
+}
+
+/// A latency histogram's summary, in microseconds.
+#[derive(Clone, Copy, Default)]
+struct Latency {
+    p50: u64,
+    p99: u64,
+    max: u64,
+}
+
+impl Latency {
+    fn of(histogram: &Histogram<u64>) -> Self {
+        Latency {
+            p50: histogram.value_at_quantile(0.5),
+            p99: histogram.value_at_quantile(0.99),
+            max: histogram.max(),
         }
-        self.report.stored = self.stored;
-        self.report
     }
 }
 
-// ----- The end-of-run check ---------------------------------------------------
+/// Live heap bytes counted since counting was turned on (compare two
+/// readings).
+fn live() -> i64 {
+    totals().live_delta()
+}
 
-/// With every thread stopped: each key holds exactly the value written last
-/// (no lost or phantom update), and the length and a walk agree.
-fn final_check(
-    map: &ConfigCache,
-    keys: &KeySpace,
-    stored: &[Option<u64>],
-    violations: &mut Violations<'_>,
-) {
-    let pinned = map.pin();
-    for (id, expected) in stored.iter().enumerate() {
-        let found = pinned.get(keys.name(id)).map(|v| (v.key_id, v.version));
-        if found != expected.map(|version| (id, version)) {
-            let name = keys.name(id);
-            violations
-                .record(|| format!("end: `{name}` holds {found:?}, expected version {expected:?}"));
+/// Runs the epoch garbage left behind now (for snapmap, whose replaced
+/// views and values are freed through crossbeam's epoch), so that the heap
+/// readings count what the map holds.
+fn settle_epoch() {
+    for i in 0..10_000 {
+        crossbeam_epoch::pin().flush();
+        if i >= 64 && snapmap::retired_bytes().total() == 0 {
+            break;
         }
     }
-    let expected_len = stored.iter().flatten().count();
-    let walked = pinned.iter().count();
-    if map.len() != expected_len || walked != expected_len {
-        let len = map.len();
-        violations.record(|| {
-            format!("end: len() is {len} and a walk yields {walked}, expected {expected_len}")
-        });
+}
+
+fn run_map<M: ConfigMap>(options: &Options, file: &ConfigFile) -> MapReport {
+    let base = live();
+    let source = Source::new(options.keys);
+    let mut failures = Vec::new();
+    let first = match source
+        .write_file(&file.0)
+        .map_err(|e| e.to_string())
+        .and_then(|()| read_file(&file.0))
+    {
+        Ok(first) => first,
+        Err(error) => {
+            failures.push(format!("{}: the first load: {error}", M::FLAG));
+            Content::default()
+        }
+    };
+    let content_bytes = live() - base;
+
+    let map = M::new();
+    map.reload(&first, &Content::default());
+    settle_epoch();
+    let heap_loaded = live() - base - content_bytes;
+
+    let shared = Shared {
+        stop: AtomicBool::new(false),
+        issued: AtomicU64::new(1),
+        violations: AtomicU64::new(0),
+    };
+    let settings = source.settings.len();
+    let started = Instant::now();
+    let (readers, reloader) = thread::scope(|scope| {
+        let (map, shared) = (&map, &shared);
+        let readers: Vec<_> = (0..options.readers)
+            .map(|index| {
+                thread::Builder::new()
+                    .name(format!("reader-{index}"))
+                    .spawn_scoped(scope, move || {
+                        Reader::new(map, shared, settings, index).run()
+                    })
+                    .expect("spawn a reader")
+            })
+            .collect();
+        let reloader = thread::Builder::new()
+            .name("reloader".into())
+            .spawn_scoped(scope, move || {
+                reloader(map, shared, options, file, source, first)
+            })
+            .expect("spawn the reloader");
+        thread::sleep(Duration::from_secs_f64(options.seconds));
+        // Relaxed: a stop flag; the joins order everything after it.
+        shared.stop.store(true, Ordering::Relaxed);
+        let readers: Vec<_> = readers.into_iter().map(|h| h.join().ok()).collect();
+        (readers, reloader.join().ok())
+    });
+    let seconds = started.elapsed().as_secs_f64();
+
+    let mut reads = 0;
+    let mut consistent = PairChecks::default();
+    let mut plain = PairChecks::default();
+    for (index, reader) in readers.into_iter().enumerate() {
+        match reader {
+            Some(reader) => {
+                reads += reader.reads;
+                consistent.add(reader.consistent);
+                plain.add(reader.plain);
+                failures.extend(reader.violations.examples);
+            }
+            None => failures.push(format!("{}: reader-{index} panicked (see above)", M::FLAG)),
+        }
+    }
+    let (reloads, apply, file_times) = match reloader {
+        Some(report) => {
+            failures.extend(report.violations.examples);
+            final_check(&map, &report.last, &mut failures);
+            (
+                report.reloads,
+                Latency::of(&report.apply),
+                Latency::of(&report.file),
+            )
+        }
+        None => {
+            failures.push(format!("{}: the reloader panicked (see above)", M::FLAG));
+            (0, Latency::default(), Latency::default())
+        }
+    };
+    // Relaxed: every thread has been joined.
+    if shared.violations.load(Ordering::Relaxed) > 0 && failures.is_empty() {
+        failures.push(format!("{}: violations counted but not described", M::FLAG));
+    }
+    // Everything the threads allocated is gone but `failures` (a few
+    // strings when something failed).
+    settle_epoch();
+    let heap_end = live() - base;
+    let stats = map.map_stats();
+    drop(map);
+    settle_epoch();
+
+    MapReport {
+        flag: M::FLAG,
+        seconds,
+        reads,
+        reloads,
+        apply,
+        file: file_times,
+        heap_loaded,
+        heap_end,
+        consistent: (consistent.checks > 0).then_some(consistent),
+        plain,
+        stats,
+        failures,
+    }
+}
+
+/// With every thread stopped, the map must hold exactly `last`: every key
+/// with its value, no other (its length and a walk agree).
+fn final_check<M: ConfigMap>(map: &M, last: &Content, failures: &mut Vec<String>) {
+    let mut wrong = 0usize;
+    for (&key, &value) in last {
+        let found = map.plain_get(key);
+        if found != Some(value) {
+            wrong += 1;
+            if wrong <= EXAMPLES_KEPT {
+                failures.push(format!(
+                    "{}: end: key {key:#018x} holds {found:x?}, the last reload wrote {value:#018x}",
+                    M::FLAG
+                ));
+            }
+        }
+    }
+    let expected_sum = last
+        .iter()
+        .fold(0, |sum, (&key, &value)| fold(sum, key, value));
+    let walked_sum = map.handle().iter_sum();
+    if map.len() != last.len() || walked_sum != expected_sum {
+        failures.push(format!(
+            "{}: end: {} entries (walk sum {walked_sum:#x}), the last reload has {} (sum {expected_sum:#x})",
+            M::FLAG,
+            map.len(),
+            last.len()
+        ));
     }
 }
 
@@ -712,187 +1199,139 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-
-    let keys = KeySpace::new(options.keys);
-    let map = ConfigCache::new();
-    let shared = Shared {
-        stop: AtomicBool::new(false),
-        latest_version: AtomicU64::new(0),
-        violations: AtomicU64::new(0),
-        readers: (0..options.readers)
-            .map(|_| ReaderProgress::default())
-            .collect(),
-        writer: WriterProgress::default(),
-    };
+    // Process-wide heap counting, on for the whole run (see `live`).
+    let _counting = counting();
+    let file = ConfigFile::new();
+    let settings = options.keys - 2 * PAIRS;
+    let changed = ((settings as f64 * options.changed_percent / 100.0).round() as usize).max(1);
     println!(
-        "config_cache: {} keys (+{} short-lived), {} readers, 1 writer, {} s",
-        grouped(keys.stable as u64),
-        grouped(keys.short_lived() as u64),
+        "config_cache: {} keys ({} limits and routes, {PAIRS} certificate pairs), {} readers, \
+         1 reloader every {} ms changing {} settings ({} %) and every pair; {} s per map",
+        grouped(options.keys as u64),
+        grouped(settings as u64),
         options.readers,
+        options.reload_every.as_millis(),
+        grouped(changed as u64),
+        options.changed_percent,
         options.seconds
     );
+    println!("config file: {}", file.0.display());
 
-    let outcome = run(&options, &map, &keys, &shared);
-
-    // Every thread is joined and every handle dropped, so the stats are
-    // exact. Take them before the final check, which reads the map too.
-    let stats = map.stats();
-    let mut end_violations = Violations::new(&shared);
-    if let Some(writer) = &outcome.writer {
-        final_check(&map, &keys, &writer.stored, &mut end_violations);
+    let mut reports = Vec::new();
+    for &flag in &options.maps {
+        let report = match flag {
+            "snapmap" => run_map::<SnapReader<Fast>>(&options, &file),
+            "arcswap" => run_map::<Cow<Fast>>(&options, &file),
+            "rwlock" => run_map::<Locked<Fast>>(&options, &file),
+            "dashmap" => run_map::<Dash<Fast>>(&options, &file),
+            "papaya" => run_map::<Papaya<Fast>>(&options, &file),
+            _ => unreachable!("map names are checked by parse_args"),
+        };
+        print_run(&report);
+        reports.push(report);
     }
+    drop(file);
 
-    print_summary(&options, &outcome, &stats);
-    verdict(&shared, &outcome, &end_violations)
+    print_table(&options, &reports);
+    let failures: Vec<&String> = reports.iter().flat_map(|r| &r.failures).collect();
+    if failures.is_empty() {
+        println!("result OK");
+        ExitCode::SUCCESS
+    } else {
+        println!("failures (the first distinct ones of each thread):");
+        for failure in failures {
+            println!("  {failure}");
+        }
+        println!("result FAILED");
+        ExitCode::FAILURE
+    }
 }
 
-/// What the threads handed back (`None`: the thread panicked).
-struct Outcome<'a> {
-    elapsed: Duration,
-    readers: Vec<Option<ReaderReport<'a>>>,
-    writer: Option<WriterReport<'a>>,
-}
+// ----- Output -------------------------------------------------------------------
 
-/// Prefills the map, runs the readers and the writer for the requested
-/// time while printing progress once a second, and stops them.
-fn run<'a>(
-    options: &Options,
-    map: &'a ConfigCache,
-    keys: &'a KeySpace,
-    shared: &'a Shared,
-) -> Outcome<'a> {
-    let mut writer = Writer::new(map, keys, shared);
-    let prefill_started = Instant::now();
-    writer.prefill();
+/// One line per map as its run ends.
+fn print_run(report: &MapReport) {
     println!(
-        "prefilled {} keys in {:.1?}",
-        grouped(keys.stable as u64),
-        prefill_started.elapsed()
+        "{:<8} {:.2} s: {} reads, {} reloads (file written, read and parsed in {} p50, {} max), {} failures",
+        report.flag,
+        report.seconds,
+        grouped(report.reads),
+        grouped(report.reloads),
+        duration(report.file.p50),
+        duration(report.file.max),
+        report.failures.len()
     );
-
-    thread::scope(|scope| {
-        let start = Instant::now();
-        let readers: Vec<_> = (0..options.readers)
-            .map(|index| {
-                let reader = Reader::new(map, keys, shared, index);
-                thread::Builder::new()
-                    .name(format!("reader-{index}"))
-                    .spawn_scoped(scope, move || reader.run())
-                    .expect("spawn a reader thread")
-            })
-            .collect();
-        let writer = thread::Builder::new()
-            .name("writer".into())
-            .spawn_scoped(scope, move || writer.run())
-            .expect("spawn the writer thread");
-
-        for second in 1..=options.seconds {
-            let tick = start + Duration::from_secs(second);
-            thread::sleep(tick.saturating_duration_since(Instant::now()));
-            print_progress(start.elapsed(), shared);
-        }
-        // Relaxed: a stop flag; the joins below order everything after it.
-        shared.stop.store(true, Ordering::Relaxed);
-
-        let readers = readers.into_iter().map(|h| h.join().ok()).collect();
-        let writer = writer.join().ok();
-        Outcome {
-            elapsed: start.elapsed(),
-            readers,
-            writer,
-        }
-    })
+    if let Some(stats) = &report.stats {
+        println!("         map stats: {stats}");
+    }
 }
 
-fn print_summary(options: &Options, outcome: &Outcome<'_>, stats: &snapmap::Stats) {
-    let secs = outcome.elapsed.as_secs_f64();
-    let finished = || outcome.readers.iter().flatten();
-    let reads: u64 = finished().map(|r| r.reads).sum();
-    let passes: u64 = finished().map(|r| r.passes).sum();
-    let visited: u64 = finished().map(|r| r.entries_visited).sum();
-    let checked: u64 = finished().map(|r| r.values_checked).sum();
-
+/// The comparison table.
+fn print_table(options: &Options, reports: &[MapReport]) {
+    let rows: Vec<[String; 10]> = reports
+        .iter()
+        .map(|r| {
+            let per_second = r.reads as f64 / r.seconds;
+            let torn = |checks: &PairChecks| {
+                format!("{} / {}", grouped(checks.torn), grouped(checks.checks))
+            };
+            [
+                r.flag.to_string(),
+                human(per_second),
+                human(per_second / options.readers as f64),
+                duration(r.apply.p50),
+                duration(r.apply.p99),
+                duration(r.apply.max),
+                bytes(r.heap_loaded),
+                bytes(r.heap_end),
+                r.consistent.as_ref().map_or_else(|| "-".into(), torn),
+                torn(&r.plain),
+            ]
+        })
+        .collect();
+    let header = [
+        "map",
+        "reads/s",
+        "per reader",
+        "reload p50",
+        "p99",
+        "max",
+        "heap loaded",
+        "heap end",
+        "torn: consistent",
+        "torn: plain gets",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let line = |cells: &[&str]| {
+        let mut out = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if i == 0 {
+                let _ = write!(out, "{cell:<width$}");
+            } else {
+                let _ = write!(out, "  {cell:>width$}");
+            }
+        }
+        println!("{}", out.trim_end());
+    };
     println!();
     println!(
-        "ran {secs:.2} s with {} readers and 1 writer",
-        options.readers
+        "{} keys, {} readers, a reload every {} ms changing {} % of the settings, {} s per map:",
+        grouped(options.keys as u64),
+        options.readers,
+        options.reload_every.as_millis(),
+        options.changed_percent,
+        options.seconds
     );
-    println!(
-        "reads      {} lookups: {}/s in total, {}/s per reader",
-        grouped(reads),
-        human(reads as f64 / secs),
-        human(reads as f64 / secs / options.readers as f64)
-    );
-    println!(
-        "passes     {} full walks ({} entries visited)",
-        grouped(passes),
-        grouped(visited)
-    );
-    if let Some(w) = &outcome.writer {
-        println!(
-            "writes     {} reloads: {} values replaced, {} keys added, {} removed",
-            grouped(w.reloads),
-            grouped(w.updates),
-            grouped(w.added),
-            grouped(w.removed)
-        );
+    line(&header);
+    for row in &rows {
+        line(&row.each_ref().map(String::as_str));
     }
-    println!("map stats  {stats}");
-    println!("checks     {} values checked by readers", grouped(checked));
-}
-
-/// Prints the violations, if any, and turns them into the exit status.
-fn verdict(shared: &Shared, outcome: &Outcome<'_>, end_violations: &Violations<'_>) -> ExitCode {
-    let mut failures: Vec<String> = Vec::new();
-    for (index, report) in outcome.readers.iter().enumerate() {
-        match report {
-            Some(report) => failures.extend(report.violations.examples.iter().cloned()),
-            None => failures.push(format!("reader-{index} panicked (see above)")),
-        }
-    }
-    match &outcome.writer {
-        Some(writer) => failures.extend(writer.violations.examples.iter().cloned()),
-        None => failures.push("the writer panicked (see above)".into()),
-    }
-    failures.extend(end_violations.examples.iter().cloned());
-
-    // Relaxed: every thread has been joined.
-    let violations = shared.violations.load(Ordering::Relaxed);
-    println!("violations {}", grouped(violations));
-    if failures.is_empty() && violations == 0 {
-        println!("result     OK");
-        return ExitCode::SUCCESS;
-    }
-    println!("failures (the first distinct ones of each thread):");
-    for failure in &failures {
-        println!("  {failure}");
-    }
-    println!("result     FAILED");
-    ExitCode::FAILURE
-}
-
-fn print_progress(elapsed: Duration, shared: &Shared) {
-    // Relaxed: progress counters; a slightly stale sum is fine.
-    let reads: u64 = shared
-        .readers
-        .iter()
-        .map(|p| p.reads.load(Ordering::Relaxed))
-        .sum();
-    let passes: u64 = shared
-        .readers
-        .iter()
-        .map(|p| p.passes.load(Ordering::Relaxed))
-        .sum();
-    let reloads = shared.writer.reloads.load(Ordering::Relaxed);
-    let violations = shared.violations.load(Ordering::Relaxed);
-    println!(
-        "{:>5.1}s  reads {:>15}  passes {:>7}  reloads {:>7}  violations {}",
-        elapsed.as_secs_f64(),
-        grouped(reads),
-        grouped(passes),
-        grouped(reloads),
-        violations
-    );
+    println!();
 }
 
 /// `1234567` as `1,234,567`.
@@ -915,5 +1354,25 @@ fn human(x: f64) -> String {
         x if x >= 1e6 => format!("{:.1} M", x / 1e6),
         x if x >= 1e3 => format!("{:.1} k", x / 1e3),
         x => format!("{x:.0} "),
+    }
+}
+
+/// Microseconds as `850 us`, `12.3 ms`, `1.20 s`.
+fn duration(us: u64) -> String {
+    match us {
+        us if us >= 1_000_000 => format!("{:.2} s", us as f64 / 1e6),
+        us if us >= 1_000 => format!("{:.1} ms", us as f64 / 1e3),
+        us => format!("{us} us"),
+    }
+}
+
+/// Bytes as `12.3 MiB` (negative readings, possible when memory allocated
+/// before a reading is freed after it, show as they are).
+fn bytes(n: i64) -> String {
+    let x = n as f64;
+    match x.abs() {
+        a if a >= (1 << 20) as f64 => format!("{:.1} MiB", x / (1 << 20) as f64),
+        a if a >= 1024.0 => format!("{:.1} KiB", x / 1024.0),
+        _ => format!("{n} B"),
     }
 }
