@@ -120,7 +120,7 @@ use core::ptr;
 use crate::reclaim::retire;
 use crate::shard::Shard;
 use crate::stats::RetiredKind;
-use crate::sync::atomic::{AtomicPtr, Ordering};
+use crate::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use crate::sync::epoch::Guard;
 use crate::sync::{CachePadded, Mutex, Published};
 
@@ -335,6 +335,11 @@ pub(crate) struct Directory<K, V> {
     table: CachePadded<AtomicPtr<Header<K, V>>>,
     /// Serialises splits, merges, doubling and halving.
     pub(crate) resize: Mutex<Resize>,
+    /// Bumped by every change of which shards the directory holds (a split
+    /// or merge repointing slots, a table doubled or halved), under the
+    /// resize lock. A snapshot build compares it with the previous build's
+    /// to know whether the previous snapshot's layout still fits.
+    generation: AtomicU64,
     /// Shards never merge below this depth (the initial shard count).
     pub(crate) min_depth: u32,
     /// Shards never split beyond this depth (the builder's shard limit).
@@ -363,8 +368,28 @@ impl<K, V> Directory<K, V> {
             }),
             min_depth: depth,
             max_depth,
+            generation: AtomicU64::new(0),
             _owns: PhantomData,
         }
+    }
+
+    /// See the `generation` field. Read by a snapshot's cut, with the
+    /// write gate closed.
+    pub(crate) fn generation(&self) -> u64 {
+        // Relaxed: every change happens inside a write, inside the gate;
+        // the gate's Release exit and the cut's Acquire wait order it
+        // before this load.
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Records a change of which shards the directory holds. The caller
+    /// holds the resize lock.
+    pub(crate) fn bump_generation(&self) {
+        // Relaxed: as in `generation`; serialised by the resize lock, so a
+        // load and a store lose nothing.
+        let next = self.generation.load(Ordering::Relaxed) + 1;
+        // Relaxed: as above.
+        self.generation.store(next, Ordering::Relaxed);
     }
 
     /// The current table.
@@ -424,6 +449,7 @@ where
         // them, the shards) to `table`'s Acquire load. Swapped under the
         // resize lock, so the old pointer needs no Acquire.
         let old = self.table.swap(new.cast(), Ordering::Release);
+        self.bump_generation();
         // SAFETY: the old table is live: we hold the resize lock, and only
         // its holder retires tables.
         let old = unsafe { DirTable::from_header(old) };

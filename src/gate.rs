@@ -430,6 +430,18 @@ impl WriteGate {
         self.shared.build.load(Ordering::Relaxed)
     }
 
+    /// The number of the last cut (the revision of the snapshot it made),
+    /// for a writer inside the gate: it names the cycle between two cuts
+    /// that the writer's changes belong to (`crate::snapshot`, "Changed
+    /// shards").
+    #[inline]
+    pub(crate) fn cycle(&self) -> u64 {
+        // Relaxed: as in `build_epoch`: the number changes only at a cut,
+        // which waits for this writer, and `enter`'s Acquire read of
+        // `pending` ordered the last cut's store before this load.
+        revision_of(self.shared.changes.load(Ordering::Relaxed))
+    }
+
     /// Announces snapshot build `epoch`, with the gate closed (its cut):
     /// every writer that enters after the gate reopens captures the shards
     /// it changes for that build. Returns the snapshot's stamp, now the

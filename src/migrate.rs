@@ -244,6 +244,7 @@ where
         owned = owning_pointer(table, shard);
         point_slots(table, start, span, new[0]);
         point_slots(table, start + span, span, new[1]);
+        dir.bump_generation();
         if depth + 1 == global {
             resize.at_global_depth += 2;
         }
@@ -331,6 +332,7 @@ where
             span,
             merged_shard,
         );
+        dir.bump_generation();
         if depth == global {
             resize.at_global_depth -= 2;
             while resize.at_global_depth == 0 && table.depth() > dir.min_depth {

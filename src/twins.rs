@@ -64,6 +64,11 @@ pub enum Bug {
     /// the change through `get` and then be handed the older snapshot as
     /// current.
     MarkAfterWrite,
+    /// A write changes a shard but does not put it on the list of changed
+    /// shards, so the next snapshot build, which copies only listed shards
+    /// when the directory's layout is unchanged, reuses the previous
+    /// snapshot's piece for it.
+    ChangeNotListed,
     /// A write does not bump its shard's version, so the next snapshot
     /// build reuses the previous snapshot's piece for a shard that changed.
     VersionNotBumped,

@@ -725,6 +725,28 @@ fn panicking_clone_while_copying_a_snapshot_changes_nothing() {
     });
 }
 
+/// A build that fails after its cut (a panicking `Clone`) took the list of
+/// changed shards with it. The next build must not copy only the shards
+/// changed since that failed cut: the cached snapshot it builds on is
+/// older, and the shard changed before the failed cut would be reused
+/// stale. It copies every shard whose version moved instead. (Regression
+/// test for the changed-shard list: trusting the list here lost the write
+/// to the low shard.)
+#[test]
+fn a_failed_build_does_not_lose_the_changes_it_listed() {
+    let (mut f, low, high) = two_shard_fixture();
+    drop(f.map.snapshot());
+    f.map.insert(f.key(low[0]), f.value(10));
+    f.model.insert(low[0], 10);
+    expect_injected_panic("a build that fails", || {
+        arm(&VALUE_CLONE_COUNTDOWN, 1);
+        drop(f.map.snapshot());
+    });
+    f.map.insert(f.key(high[0]), f.value(20));
+    f.model.insert(high[0], 20);
+    f.assert_consistent("after a failed build and one more write");
+}
+
 /// A snapshot build captures shards by pointer and clones afterwards,
 /// while writers run. A writer that replaces a captured value meanwhile
 /// retires the old one, which the build must still be able to clone (the

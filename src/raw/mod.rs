@@ -148,7 +148,27 @@ where
             self.capacity,
             stripe,
             self.gate.build_epoch(),
+            self.gate.cycle().wrapping_add(1),
         )
+    }
+
+    /// After a change to `shard`'s content, inside the gate: bumps its
+    /// version and, the first time in this cycle, puts it on the list of
+    /// changed shards the next snapshot build copies (`crate::snapshot`,
+    /// "Changed shards").
+    #[inline]
+    fn content_changed(&self, shard: &Shard<K, V>, ctx: &Ctx<'_>, guard: &Guard) {
+        shard.bump_version();
+        self.listed(shard, ctx, guard);
+    }
+
+    /// Puts `shard` on the list of changed shards, once per cycle.
+    #[inline]
+    fn listed(&self, shard: &Shard<K, V>, ctx: &Ctx<'_>, guard: &Guard) {
+        if !injected(Bug::ChangeNotListed) && shard.list_once(ctx.cycle_mark) {
+            let slots = self.directory.table(guard).slots.len();
+            self.snapshots.note_changed(shard, slots);
+        }
     }
 
     /// Looks `key` up: `(value, hit)`, where `hit` says the read view
@@ -223,7 +243,7 @@ where
                     if changed {
                         // The shard that holds the key *now* (a lock-free
                         // write may have gone through a retired shard).
-                        self.shard(hash, guard).bump_version();
+                        self.content_changed(self.shard(hash, guard), &ctx, guard);
                     }
                     self.after_write(shard, &ctx, guard);
                     self.record_copied(&ctx);
@@ -328,6 +348,8 @@ where
             let shard = self.shard(at, guard);
             self.before_write(shard, &ctx, guard);
             if shard.clear(&ctx, guard).is_ok() {
+                // `clear` bumped the version if it removed anything.
+                self.listed(shard, &ctx, guard);
                 cursor = shard.hash_range().1.checked_add(1);
                 // An emptied shard merges with an emptied buddy.
                 ctx.wants_merge.set(true);

@@ -119,6 +119,10 @@ pub(crate) struct Ctx<'a> {
     /// changing them, or 0 (`WriteGate::build_epoch`, read inside the
     /// gate). Shards made by a split or merge are born captured for it.
     pub(crate) build: u64,
+    /// The mark of the cycle (between two cuts) this write belongs to:
+    /// the last cut's number plus one, never 0 (`WriteGate::cycle`, read
+    /// inside the gate); see [`Shard::list_once`].
+    pub(crate) cycle_mark: u64,
 }
 
 impl<'a> Ctx<'a> {
@@ -127,12 +131,14 @@ impl<'a> Ctx<'a> {
         capacity: usize,
         stripe: &'a Stripe,
         build: u64,
+        cycle_mark: u64,
     ) -> Self {
         Ctx {
             promote_after,
             capacity,
             stripe,
             build,
+            cycle_mark,
             copied: Cell::new(0),
             wants_split: Cell::new(false),
             wants_merge: Cell::new(false),
@@ -287,6 +293,9 @@ struct Locked<K, V> {
     /// The last build for which a capture was claimed (in progress or
     /// done).
     capturing: AtomicU64,
+    /// The mark of the last cycle between two cuts in which this shard was
+    /// put on the map's list of changed shards (`Shard::list_once`).
+    listed: AtomicU64,
 }
 
 /// One shard. See the module docs.
@@ -325,6 +334,7 @@ impl<K, V> Shard<K, V> {
                 version: AtomicU64::new(0),
                 captured: AtomicU64::new(0),
                 capturing: AtomicU64::new(0),
+                listed: AtomicU64::new(0),
             }),
         }
     }
@@ -341,6 +351,21 @@ impl<K, V> Shard<K, V> {
         // while the shard still needs a capture.)
         self.locked.captured.store(epoch, Ordering::Relaxed);
         self
+    }
+
+    /// Marks the shard as listed for the cycle `mark` (a number that
+    /// differs between two cuts, never 0): true for the one caller that
+    /// moved the mark, which puts the shard on the map's list of changed
+    /// shards (`crate::snapshot`, "Changed shards"). Inside the gate.
+    #[inline]
+    pub(crate) fn list_once(&self, mark: u64) -> bool {
+        // Relaxed: the mark only dedupes the list; what a build reads of
+        // the shard is ordered by the gate (the list is taken at the cut,
+        // after every writer that pushed to it has left the gate).
+        self.locked.listed.load(Ordering::Relaxed) != mark
+            // Relaxed: as above; the swap makes one of two racing writers
+            // (lock-free writes of one shard) the one that lists it.
+            && self.locked.listed.swap(mark, Ordering::Relaxed) != mark
     }
 
     /// Whether a writer must call [`Shard::capture_once`] for snapshot

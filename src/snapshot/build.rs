@@ -20,10 +20,12 @@ use crate::sync::Arc;
 use crate::sync::epoch::Guard;
 use crate::twins::{Bug, injected};
 
+use super::ChangeList;
 use super::Snapshots;
-use super::capture::{Build, Captured, PieceMap, Refs, take_capture};
+use super::capture::{Build, Captured, Refs, take_capture};
 use super::frozen::{
-    BUCKET_LOAD, Frozen, Head, Piece, PieceBytes, PiecePtr, Snapshot, bucket, tag,
+    BUCKET_LOAD, CHUNK, Chunk, Frozen, Head, IdIndex, Piece, PieceBytes, PiecePtr, Pieces,
+    Snapshot, bucket, tag,
 };
 
 impl<K, V> Piece<K, V> {
@@ -34,11 +36,7 @@ impl<K, V> Piece<K, V> {
     /// Every pointer in `refs` must still be valid: the caller is the build
     /// that `refs` was captured for, pinned since before its cut (see
     /// [`Refs`]).
-    pub(super) unsafe fn from_refs(
-        shard_id: u64,
-        refs: &Refs<K, V>,
-        account: &Arc<PieceBytes>,
-    ) -> Self
+    pub(super) unsafe fn from_refs(refs: &Refs<K, V>, account: &Arc<PieceBytes>) -> Self
     where
         K: Clone,
         V: Clone,
@@ -86,7 +84,6 @@ impl<K, V> Piece<K, V> {
             heads,
             entries,
             mask,
-            shard_id,
             version: refs.version,
             bytes,
             account: account.clone(),
@@ -153,23 +150,17 @@ where
         if let Some(snapshot) = self.unchanged(gate) {
             return snapshot;
         }
+        // The previous snapshot, if it is the last cut's (not one kept
+        // from before a build that failed, nor dropped by `forget`): then
+        // the list of changed shards covers everything since its cut.
+        let previous = self.cell.load_full();
+        let previous_pieces = previous.as_ref().map(|frozen| frozen.pieces.clone());
+        let last_cut = *last_epoch;
         *last_epoch += 1;
         let epoch = *last_epoch;
-        let previous: Arc<PieceMap<K, V>> = self
-            .cell
-            .load_full()
-            .map(|frozen| {
-                frozen
-                    .pieces
-                    .iter()
-                    .map(|p| (p.shard_id, p.clone()))
-                    .collect::<PieceMap<K, V>>()
-            })
-            .unwrap_or_default()
-            .into();
         *self.build.lock() = Some(Build {
             epoch,
-            previous: previous.clone(),
+            previous: previous_pieces.clone(),
             captured: HashMap::default(),
         });
         let end = EndBuild {
@@ -178,11 +169,30 @@ where
         };
 
         // Step 2: the cut. With the gate closed no write is in progress:
-        // list the current shards and announce the build, then reopen.
+        // take the list of changed shards, list the current shards (or only
+        // the changed ones, if the layout is the previous snapshot's) and
+        // announce the build, then reopen.
         let closed = (!injected(Bug::SnapshotWithoutGate)).then(|| gate.close());
+        let changed = core::mem::replace(
+            &mut *self.changed.lock(),
+            ChangeList {
+                shards: Vec::new(),
+                overflowed: false,
+            },
+        );
+        let generation = directory.generation();
         let table = directory.table(guard);
         let depth = table.depth();
-        let cut: Vec<*mut Shard<K, V>> = table.distinct().collect();
+        let incremental = previous.filter(|previous| {
+            !changed.overflowed
+                && crate::gate::revision_of(previous.stamp) == last_cut
+                && previous.pieces.generation == generation
+                && previous.depth == depth
+        });
+        let cut: Vec<*const Shard<K, V>> = match &incremental {
+            Some(_) => changed.shards.iter().map(|shard| shard.0).collect(),
+            None => table.distinct().map(|shard| shard.cast_const()).collect(),
+        };
         let stamp = gate.begin_build(epoch);
         drop(closed);
 
@@ -194,12 +204,17 @@ where
         let mut own: Vec<Option<Captured<K, V>>> = Vec::with_capacity(cut.len());
         for &shard in &cut {
             // SAFETY: a distinct slot value of a table loaded under `guard`
-            // is a shard kept alive by the epoch for `guard`'s life.
+            // is a shard kept alive by the epoch for `guard`'s life; a
+            // listed shard, when the generation is unchanged, was live at
+            // the cut (`ShardPtr`), after `guard` was pinned.
             let shard = unsafe { &*shard };
             let mut mine = None;
-            shard.capture_once(epoch, || mine = take_capture(shard, &previous, guard));
+            shard.capture_once(epoch, || {
+                mine = take_capture(shard, previous_pieces.as_deref(), guard);
+            });
             own.push(mine);
         }
+        drop(previous_pieces);
         let mut build = end
             .take()
             .expect("the build ends only here or on unwinding");
@@ -207,8 +222,7 @@ where
         // Step 4: clone what was captured by pointer, assemble in hash
         // order and publish. Writers now change shards freely; what the
         // pointers reach stays alive while `guard` is pinned (`Refs`).
-        let mut slots: Vec<Option<PiecePtr<K, V>>> = vec![None; 1 << depth];
-        let (mut pieces, mut len) = (Vec::with_capacity(cut.len()), 0);
+        let mut fresh = Vec::with_capacity(cut.len());
         let (mut copied, mut reused) = (0, 0);
         for (&shard, mine) in cut.iter().zip(own) {
             // SAFETY: as above.
@@ -228,36 +242,20 @@ where
                     copied += 1;
                     // SAFETY: `refs` was captured for this build, and
                     // `guard` has been pinned since before its cut.
-                    Arc::new(unsafe { Piece::from_refs(shard.id(), &refs, &self.bytes) })
+                    Arc::new(unsafe { Piece::from_refs(&refs, &self.bytes) })
                 }
             };
-            len += piece.len();
-            let span = 1usize << (depth - shard.depth());
-            let first = (shard.prefix() as usize) << (depth - shard.depth());
-            // The pointer stays valid while `pieces` holds the `Arc`.
-            let ptr = piece.ptr();
-            slots[first..first + span].fill(Some(ptr));
-            pieces.push(piece);
+            fresh.push((shard, piece));
         }
-        // The cut's shards tile the hash space, so every slot is filled.
-        // Only the broken twin that skips the gate can miss a shard; its
-        // slots then show the first piece (as an index of 0 did), so that
-        // the twin's wrong content, not a panic here, is what its model
-        // catches.
-        debug_assert!(
-            injected(Bug::SnapshotWithoutGate) || slots.iter().all(Option::is_some),
-            "the cut's shards cover every directory slot"
-        );
-        let first = pieces.first().map(|piece| piece.ptr());
-        let slots: Box<[PiecePtr<K, V>]> = slots
-            .into_iter()
-            .map(|slot| {
-                slot.or(first)
-                    .expect("a cut lists at least one shard (the directory is never empty)")
-            })
-            .collect();
+        let (pieces, slots, len) = match &incremental {
+            Some(previous) => {
+                reused += previous.pieces.count - fresh.len();
+                previous.update(fresh)
+            }
+            None => layout(depth, generation, fresh),
+        };
         let frozen = Arc::new(Frozen {
-            pieces: pieces.into_boxed_slice(),
+            pieces,
             slots,
             depth,
             len,
@@ -268,7 +266,104 @@ where
         drop(last_epoch);
         stripe.count(Event::SnapshotBuilds, 1);
         stripe.count(Event::SnapshotPiecesCopied, copied);
-        stripe.count(Event::SnapshotPiecesReused, reused);
+        stripe.count(Event::SnapshotPiecesReused, reused as u64);
         Snapshot { frozen }
+    }
+}
+
+/// The pieces a build made or reused for the shards it listed, by shard.
+type Fresh<'g, K, V> = Vec<(&'g Shard<K, V>, Arc<Piece<K, V>>)>;
+
+/// What a build assembles: the pieces, the slot table, the entry count.
+type Assembled<K, V> = (Arc<Pieces<K, V>>, Box<[PiecePtr<K, V>]>, usize);
+
+/// A full build's layout: every shard of the cut, in hash order, a new
+/// index of their positions, every slot filled.
+fn layout<K, V>(depth: u32, generation: u64, fresh: Fresh<'_, K, V>) -> Assembled<K, V> {
+    let mut slots: Vec<Option<PiecePtr<K, V>>> = vec![None; 1 << depth];
+    let mut index = IdIndex::default();
+    let mut chunks = Vec::with_capacity(fresh.len().div_ceil(CHUNK));
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let (count, mut len) = (fresh.len(), 0);
+    for (position, (shard, piece)) in fresh.into_iter().enumerate() {
+        len += piece.len();
+        let span = 1usize << (depth - shard.depth());
+        let first = (shard.prefix() as usize) << (depth - shard.depth());
+        // The pointer stays valid while `pieces` holds the `Arc`.
+        slots[first..first + span].fill(Some(piece.ptr()));
+        index.insert(shard.id(), position as u32);
+        chunk.push(piece);
+        if chunk.len() == CHUNK {
+            chunks.push(Arc::new(Chunk(
+                core::mem::take(&mut chunk).into_boxed_slice(),
+            )));
+        }
+    }
+    if !chunk.is_empty() {
+        chunks.push(Arc::new(Chunk(chunk.into_boxed_slice())));
+    }
+    let pieces = Pieces {
+        chunks: chunks.into_boxed_slice(),
+        count,
+        index: Arc::new(index),
+        generation,
+    };
+    // The cut's shards tile the hash space, so every slot is filled.
+    // Only the broken twin that skips the gate can miss a shard; its
+    // slots then show the first piece (as an index of 0 did), so that
+    // the twin's wrong content, not a panic here, is what its model
+    // catches.
+    debug_assert!(
+        injected(Bug::SnapshotWithoutGate) || slots.iter().all(Option::is_some),
+        "the cut's shards cover every directory slot"
+    );
+    let first = pieces.iter().next().map(|piece| piece.ptr());
+    let slots = slots
+        .into_iter()
+        .map(|slot| {
+            slot.or(first)
+                .expect("a cut lists at least one shard (the directory is never empty)")
+        })
+        .collect();
+    (Arc::new(pieces), slots, len)
+}
+
+impl<K, V, S> Frozen<K, V, S> {
+    /// An incremental build's layout: this snapshot's, with the pieces of
+    /// the changed shards (`fresh`) put in their places. The slot table is
+    /// copied (pointers), the chunks holding no changed piece are shared,
+    /// the others copied; the unchanged pieces themselves are not touched.
+    fn update(&self, fresh: Fresh<'_, K, V>) -> Assembled<K, V> {
+        let mut slots = self.slots.clone();
+        let mut chunks = self.pieces.chunks.to_vec();
+        let mut copied = vec![false; chunks.len()];
+        let mut len = self.len;
+        for (shard, piece) in fresh {
+            let position = *self
+                .pieces
+                .index
+                .get(&shard.id())
+                .expect("an unchanged layout holds every current shard")
+                as usize;
+            len = len - self.pieces.at(position).len() + piece.len();
+            let span = 1usize << (self.depth - shard.depth());
+            let first = (shard.prefix() as usize) << (self.depth - shard.depth());
+            slots[first..first + span].fill(piece.ptr());
+            let chunk = &mut chunks[position / CHUNK];
+            if !copied[position / CHUNK] {
+                *chunk = Arc::new(Chunk(chunk.0.clone()));
+                copied[position / CHUNK] = true;
+            }
+            Arc::get_mut(chunk)
+                .expect("a chunk copied by this build is not shared")
+                .0[position % CHUNK] = piece;
+        }
+        let pieces = Pieces {
+            chunks: chunks.into_boxed_slice(),
+            count: self.pieces.count,
+            index: self.pieces.index.clone(),
+            generation: self.pieces.generation,
+        };
+        (Arc::new(pieces), slots, len)
     }
 }

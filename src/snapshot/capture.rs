@@ -19,10 +19,7 @@ use crate::sync::Arc;
 use crate::sync::epoch::Guard;
 
 use super::Snapshots;
-use super::frozen::Piece;
-
-/// Pieces by shard id, for one build.
-pub(super) type PieceMap<K, V> = HashMap<u64, Arc<Piece<K, V>>, BuildHasherDefault<IdHasher>>;
+use super::frozen::{Piece, Pieces};
 
 /// Shard ids are unique counters: one multiply (Fibonacci hashing) spreads
 /// them over the table, far cheaper than SipHash.
@@ -78,8 +75,9 @@ pub(super) enum Captured<K, V> {
 /// reuse) and the shards captured so far, by id.
 pub(super) struct Build<K, V> {
     pub(super) epoch: u64,
-    /// Shared with the build itself, which reads it without the lock.
-    pub(super) previous: Arc<PieceMap<K, V>>,
+    /// The previous snapshot's pieces, if any. Shared with the build
+    /// itself, which reads it without the lock.
+    pub(super) previous: Option<Arc<Pieces<K, V>>>,
     pub(super) captured: HashMap<u64, Captured<K, V>, BuildHasherDefault<IdHasher>>,
 }
 
@@ -105,7 +103,7 @@ where
                 Some(build) if build.epoch == epoch => build.previous.clone(),
                 _ => return, // the build has ended
             };
-            let Some(captured) = take_capture(shard, &previous, guard) else {
+            let Some(captured) = take_capture(shard, previous.as_deref(), guard) else {
                 return;
             };
             if let Some(build) = self.build.lock().as_mut().filter(|b| b.epoch == epoch) {
@@ -121,7 +119,7 @@ where
 /// twins get here).
 pub(super) fn take_capture<K, V>(
     shard: &Shard<K, V>,
-    previous: &PieceMap<K, V>,
+    previous: Option<&Pieces<K, V>>,
     guard: &Guard,
 ) -> Option<Captured<K, V>>
 where
@@ -133,7 +131,7 @@ where
     // content agree.
     let version = shard.version();
     if let Some(piece) = previous
-        .get(&shard.id())
+        .and_then(|previous| previous.of(shard.id()))
         .filter(|piece| piece.version == version)
     {
         return Some(Captured::Reused(piece.clone()));

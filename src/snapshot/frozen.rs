@@ -12,9 +12,14 @@ use core::fmt;
 use core::hash::{BuildHasher, Hash};
 use core::iter::FusedIterator;
 
+use core::hash::BuildHasherDefault;
+use std::collections::HashMap;
+
 use crate::hash::DefaultHashBuilder;
 use crate::sync::Arc;
 use crate::sync::stat_atomic::{AtomicIsize, Ordering as StatOrdering};
+
+use super::capture::IdHasher;
 use equivalent::Equivalent;
 
 /// Bytes held by the live pieces of one map's snapshots.
@@ -51,7 +56,6 @@ pub(crate) struct Piece<K, V> {
     pub(super) entries: Box<[(K, V)]>,
     /// `buckets - 1` (a power of two minus one).
     pub(super) mask: u64,
-    pub(super) shard_id: u64,
     pub(super) version: u64,
     pub(super) bytes: usize,
     pub(super) account: Arc<PieceBytes>,
@@ -155,6 +159,7 @@ pub(super) struct PiecePtr<K, V> {
 }
 
 impl<K, V> Clone for PiecePtr<K, V> {
+    #[inline]
     fn clone(&self) -> Self {
         *self
     }
@@ -203,10 +208,52 @@ impl<K, V> PiecePtr<K, V> {
     }
 }
 
+/// Pieces per [`Chunk`].
+pub(super) const CHUNK: usize = 64;
+
+/// Up to [`CHUNK`] consecutive pieces (in hash order), shared between
+/// snapshots: a build that changes none of them takes the chunk with one
+/// reference count, not one per piece.
+pub(super) struct Chunk<K, V>(pub(super) Box<[Arc<Piece<K, V>>]>);
+
+/// Shard id → position of its piece, for one layout.
+pub(super) type IdIndex = HashMap<u64, u32, BuildHasherDefault<IdHasher>>;
+
+/// A snapshot's pieces, in hash order, with what a later build needs to
+/// reuse them: the position of each shard's piece, and the directory
+/// generation they were laid out for (`crate::snapshot`, "Changed
+/// shards").
+pub(crate) struct Pieces<K, V> {
+    pub(super) chunks: Box<[Arc<Chunk<K, V>>]>,
+    /// The number of pieces.
+    pub(super) count: usize,
+    /// Shared by every snapshot of one layout (built by a full build).
+    pub(super) index: Arc<IdIndex>,
+    /// `Directory::generation` at the cut of the build that laid them out.
+    pub(super) generation: u64,
+}
+
+impl<K, V> Pieces<K, V> {
+    /// The piece at `position` (hash order).
+    pub(super) fn at(&self, position: usize) -> &Arc<Piece<K, V>> {
+        &self.chunks[position / CHUNK].0[position % CHUNK]
+    }
+
+    /// The piece of shard `id`, if this layout has one.
+    pub(super) fn of(&self, id: u64) -> Option<&Arc<Piece<K, V>>> {
+        self.index.get(&id).map(|&p| self.at(p as usize))
+    }
+
+    /// The pieces in hash order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Arc<Piece<K, V>>> {
+        self.chunks.iter().flat_map(|chunk| chunk.0.iter())
+    }
+}
+
 /// The shared body of a snapshot.
 pub(crate) struct Frozen<K, V, S> {
     /// The pieces, in hash order; they own what `slots` points to.
-    pub(super) pieces: Box<[Arc<Piece<K, V>>]>,
+    pub(super) pieces: Arc<Pieces<K, V>>,
     /// The piece holding each `2^depth` slice of hash space: a pointer
     /// into `pieces`, so a lookup goes from the hash to the piece in one
     /// load.
@@ -323,7 +370,8 @@ impl<K, V, S> Snapshot<K, V, S> {
     /// ```
     pub fn iter(&self) -> SnapshotIter<'_, K, V> {
         SnapshotIter {
-            pieces: self.frozen.pieces.iter(),
+            chunks: self.frozen.pieces.chunks.iter(),
+            pieces: [].iter(),
             current: [].iter(),
             remaining: self.frozen.len,
         }
@@ -446,6 +494,7 @@ impl<K: serde::Serialize, V: serde::Serialize, S> serde::Serialize for Snapshot<
 
 /// An iterator over a snapshot's entries, from [`Snapshot::iter`].
 pub struct SnapshotIter<'s, K, V> {
+    chunks: core::slice::Iter<'s, Arc<Chunk<K, V>>>,
     pieces: core::slice::Iter<'s, Arc<Piece<K, V>>>,
     current: core::slice::Iter<'s, (K, V)>,
     remaining: usize,
@@ -461,7 +510,10 @@ impl<'s, K, V> Iterator for SnapshotIter<'s, K, V> {
                 self.remaining -= 1;
                 return Some((k, v));
             }
-            self.current = self.pieces.next()?.entries.iter();
+            match self.pieces.next() {
+                Some(piece) => self.current = piece.entries.iter(),
+                None => self.pieces = self.chunks.next()?.0.iter(),
+            }
         }
     }
 
@@ -478,7 +530,10 @@ impl<'s, K, V> Iterator for SnapshotIter<'s, K, V> {
         F: FnMut(B, Self::Item) -> B,
     {
         let mut acc = self.current.fold(init, |acc, (k, v)| f(acc, (k, v)));
-        for piece in self.pieces {
+        for piece in self
+            .pieces
+            .chain(self.chunks.flat_map(|chunk| chunk.0.iter()))
+        {
             acc = piece.entries.iter().fold(acc, |acc, (k, v)| f(acc, (k, v)));
         }
         acc

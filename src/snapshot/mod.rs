@@ -49,16 +49,50 @@
 //!    returned (an `Arc` clone, no allocation). [`Reader`](crate::Reader)
 //!    handles make the same comparison against the snapshot they hold.
 //! 2. **The cut, briefly.** Close the write gate (wait until no write is in
-//!    progress), list the current shards, announce the build's number
-//!    (`WriteGate::begin_build`, which also stores the clean change word
-//!    that becomes the snapshot's stamp) and reopen the gate. The snapshot will be
-//!    the map as it was at this moment. Writers wait only for the writes
-//!    already in progress and for a walk over the directory: no copying,
-//!    no user code.
+//!    progress), take the list of changed shards, list the shards to
+//!    capture (only the changed ones if the layout is the previous
+//!    snapshot's, see "Changed shards"; otherwise every current shard),
+//!    announce the build's number (`WriteGate::begin_build`, which also
+//!    stores the clean change word that becomes the snapshot's stamp) and
+//!    reopen the gate. The snapshot will be the map as it was at this
+//!    moment. Writers wait only for the writes already in progress and
+//!    for the list: no copying, no user code.
 //! 3. **Capture, writers running.** For each listed shard, capture it:
 //!    reuse the previous snapshot's piece if the shard's id and version are
 //!    the same, otherwise copy it. Then assemble the pieces in hash order
-//!    and publish.
+//!    (an incremental build copies the previous slot table and puts the
+//!    new pieces in their places) and publish.
+//!
+//! # Changed shards: a snapshot after a few writes costs what they changed
+//!
+//! Every write, after bumping its shard's version and still inside the
+//! gate, puts the shard on the map's list of changed shards the first time
+//! in a *cycle* (the time between two cuts; `Shard::list_once` keeps a mark
+//! per shard, the last cut's number plus one, so a shard is listed once per
+//! cycle and the list needs a lock only then). The cut takes the list with
+//! the gate closed, so the list holds every shard changed since the
+//! previous cut and none changed after.
+//!
+//! A build then copies only the listed shards if three things hold: the
+//! cached snapshot is the previous cut's (no build failed since, and
+//! `forget_snapshot` did not drop it); the directory's **generation**
+//! (bumped under its resize lock by every split, merge, doubling and
+//! halving) is the one the cached snapshot was laid out for, so the map
+//! holds the same shards and no listed shard has been retired; and the
+//! list did not outgrow the directory (a map written for long without a
+//! snapshot drops its list instead of growing it). Every shard not listed
+//! is, at the cut, what the previous snapshot holds of it. Otherwise the
+//! build lists every current shard, as the first build does.
+//!
+//! An incremental build copies the previous slot table (pointers, one
+//! `memcpy`), shares the previous snapshot's pieces in chunks of 64 (a
+//! chunk with no changed piece is one reference count; the others are
+//! copied), and never touches an unchanged shard or piece. A snapshot after
+//! one write to a 1M-key map (2,319 shards): 190 µs before the list (every
+//! shard's capture mark and every piece's reference count read and
+//! written), 18–22 µs with it. The cost is one load on the write path (the
+//! shard's mark, on a line the write holds anyway) and a lock per shard per
+//! cycle. Loom: the point-in-time model, twin `ChangeNotListed`.
 //!
 //! # Copy before write
 //!
@@ -142,6 +176,7 @@ pub(crate) mod frozen;
 pub(crate) use frozen::{Frozen, PieceBytes};
 pub use frozen::{Snapshot, SnapshotIter};
 
+use crate::shard::Shard;
 use crate::sync::{Arc, SnapshotCell};
 use capture::Build;
 
@@ -152,8 +187,33 @@ pub(crate) struct Snapshots<K, V, S> {
     cell: SnapshotCell<Frozen<K, V, S>>,
     builder: crate::sync::Mutex<u64>,
     build: crate::sync::Mutex<Option<Build<K, V>>>,
+    /// The shards changed since the last cut ("Changed shards").
+    changed: crate::sync::Mutex<ChangeList<K, V>>,
     pub(crate) bytes: Arc<PieceBytes>,
 }
+
+/// The shards changed since the last cut, each once.
+pub(super) struct ChangeList<K, V> {
+    pub(super) shards: Vec<ShardPtr<K, V>>,
+    /// The list grew past the directory's size (a map that is written and
+    /// split for a long time without a snapshot) and was dropped: the next
+    /// build copies every shard.
+    pub(super) overflowed: bool,
+}
+
+/// A shard on the list of changed shards. Dereferenced only by a build
+/// that has found the directory's generation unchanged since the previous
+/// cut: then no shard has been retired since the previous cut, so every
+/// listed shard was live at this cut, and the build, pinned since before
+/// it, keeps it alive ("Changed shards").
+pub(super) struct ShardPtr<K, V>(pub(super) *const Shard<K, V>);
+
+// SAFETY: a `ShardPtr` is a shared reference in raw form (see its docs for
+// when it is used); sending or sharing it shares the shard, which needs
+// what `&Shard` needs: `K` and `V` `Send + Sync` (the shard's own bounds).
+unsafe impl<K: Send + Sync, V: Send + Sync> Send for ShardPtr<K, V> {}
+// SAFETY: as for `Send`.
+unsafe impl<K: Send + Sync, V: Send + Sync> Sync for ShardPtr<K, V> {}
 
 impl<K, V, S> Snapshots<K, V, S> {
     pub(crate) fn new() -> Self {
@@ -161,8 +221,30 @@ impl<K, V, S> Snapshots<K, V, S> {
             cell: SnapshotCell::new(),
             builder: crate::sync::Mutex::new(0),
             build: crate::sync::Mutex::new(None),
+            changed: crate::sync::Mutex::new(ChangeList {
+                shards: Vec::new(),
+                overflowed: false,
+            }),
             bytes: Arc::new(PieceBytes::default()),
         }
+    }
+
+    /// Puts `shard` on the list of changed shards (once per cycle: the
+    /// caller checked `Shard::list_once`). Inside the write gate. A list
+    /// longer than `slots` (the directory's slot count: more than the map
+    /// has shards) is dropped instead of growing.
+    #[cold]
+    pub(crate) fn note_changed(&self, shard: &Shard<K, V>, slots: usize) {
+        let mut list = self.changed.lock();
+        if list.overflowed {
+            return;
+        }
+        if list.shards.len() >= slots {
+            list.shards = Vec::new();
+            list.overflowed = true;
+            return;
+        }
+        list.shards.push(ShardPtr(shard));
     }
 
     /// Drops the map's reference to its latest snapshot.
