@@ -208,6 +208,7 @@
 
 mod batch;
 mod builder;
+mod compute;
 mod directory;
 mod gate;
 mod hash;
@@ -224,6 +225,7 @@ mod serde_impls;
 mod shard;
 mod snapshot;
 mod stats;
+mod std_impls;
 mod sync;
 mod thread;
 mod twins;
@@ -231,8 +233,9 @@ mod twins;
 pub use batch::{Applied, Batch, RevisionConflict};
 pub use builder::{
     BuildError, Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS,
-    EMPTY_SHARD_BYTES, MAX_INITIAL_SHARDS, MAX_SHARD_CAPACITY,
+    EMPTY_SHARD_BYTES, MAX_INITIAL_SHARDS, MAX_SHARD_CAPACITY, shards_for_capacity,
 };
+pub use compute::{Compute, Operation};
 pub use hash::DefaultHashBuilder;
 pub use iter::{Iter, Keys, Values};
 pub use map::SnapMap;
@@ -240,6 +243,7 @@ pub use pinned::{OccupiedError, Pinned};
 pub use reader::Reader;
 pub use snapshot::{Snapshot, SnapshotIter};
 pub use stats::{RetiredBytes, Stats, retired_bytes};
+pub use std_impls::IntoIter;
 
 /// The trait for looking up a key by another type (re-exported from the
 /// `equivalent` crate): `map.get("a")` on a `SnapMap<String, _>`.
