@@ -245,6 +245,29 @@ impl<K, V, S> SnapMap<K, V, S> {
     }
 }
 
+#[cfg(feature = "metrics")]
+impl<K, V, S> SnapMap<K, V, S>
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// Publishes [`stats`](Self::stats) through the `metrics` facade, each
+    /// figure named `{prefix}_{field}` (see [`Stats::publish`], which says
+    /// which are gauges and which counters, and how often to call it).
+    /// Feature `metrics`.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert("listen", "0.0.0.0:80");
+    /// // With an exporter installed (`metrics-exporter-prometheus`, say),
+    /// // this shows up as `config_len 1`, `config_read_hits ...`, ...
+    /// map.publish_metrics("config");
+    /// ```
+    pub fn publish_metrics(&self, prefix: &str) {
+        self.stats().publish(prefix);
+    }
+}
+
 impl<K, V, S> SnapMap<K, V, S>
 where
     K: Hash + Eq + Send + Sync + 'static,

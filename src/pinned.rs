@@ -153,6 +153,12 @@ where
         }
     }
 
+    /// The handle's epoch guard (for walks the crate builds itself).
+    #[cfg(feature = "rayon")]
+    pub(crate) fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
     /// The raw core (`crate::raw`), which does the work of every method.
     #[inline]
     fn raw(&self) -> &'m RawMap<K, V, S> {
