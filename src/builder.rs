@@ -14,7 +14,7 @@ use crate::options::Options;
 
 pub use crate::options::{
     BuildError, Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS,
-    EMPTY_SHARD_BYTES, MAX_INITIAL_SHARDS, MAX_SHARD_CAPACITY,
+    EMPTY_SHARD_BYTES, MAX_INITIAL_SHARDS, MAX_SHARD_CAPACITY, shards_for_capacity,
 };
 
 impl<K, V, S> Builder<K, V, S> {

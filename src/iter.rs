@@ -31,17 +31,32 @@ pub struct Iter<'p, K, V> {
     cursor: Option<u64>,
     /// Entries of `current` below this hash were walked already.
     from: u64,
+    /// The last hash to walk (`u64::MAX` but for a parallel walk's range).
+    last: u64,
     current: ViewIter<'p, K, V>,
 }
 
 impl<'p, K, V> Iter<'p, K, V> {
     pub(crate) fn new(directory: &'p Directory<K, V>, guard: &'p Guard, ctx: Ctx<'p>) -> Self {
+        Self::range(directory, guard, ctx, 0, u64::MAX)
+    }
+
+    /// A walk of the hashes `first..=last` only (a parallel walk gives each
+    /// worker one range; the ranges partition hash space).
+    pub(crate) fn range(
+        directory: &'p Directory<K, V>,
+        guard: &'p Guard,
+        ctx: Ctx<'p>,
+        first: u64,
+        last: u64,
+    ) -> Self {
         Iter {
             directory,
             guard,
             ctx,
-            cursor: Some(0),
-            from: 0,
+            cursor: Some(first),
+            from: first,
+            last,
             current: ViewIter::default(),
         }
     }
@@ -58,7 +73,7 @@ where
     fn next(&mut self) -> Option<(&'p K, &'p V)> {
         loop {
             for (hash, entry) in self.current.by_ref() {
-                if hash < self.from {
+                if hash < self.from || hash > self.last {
                     continue;
                 }
                 if let Some(value) = entry.load(self.guard) {
@@ -71,7 +86,8 @@ where
             // loop looks the cursor up again.
             if let Ok(view) = shard.view_for_iter(&self.ctx, self.guard) {
                 self.from = at;
-                self.cursor = shard.hash_range().1.checked_add(1);
+                let end = shard.hash_range().1;
+                self.cursor = end.checked_add(1).filter(|_| end < self.last);
                 self.current = view.iter();
             }
         }

@@ -37,6 +37,13 @@
 //!   [`SnapMap`] (from a map) and for [`Batch`] (from `{"insert": {key:
 //!   value, ...}, "remove": [key, ...]}`). The module docs of
 //!   `src/serde_impls.rs` give the details.
+//! - **`metrics`** (off by default): [`Stats::publish`] and
+//!   `SnapMap::publish_metrics` set the counters as gauges and counters of
+//!   the [`metrics`](https://docs.rs/metrics) facade, for any exporter
+//!   (Prometheus, StatsD); call them periodically.
+//! - **`rayon`** (off by default): `Snapshot::par_iter` (a rayon
+//!   `ParallelIterator`) and `SnapMap::par_for_each` (the live map, each
+//!   worker pinned on its own hash ranges).
 //!
 //! How it is built (layout, the cost of a read hit, the write loop, the
 //! snapshot protocol, verification) is in `docs/ARCHITECTURE.md` in the
@@ -64,11 +71,33 @@
 //! | `Load` | [`get`](SnapMap::get) |
 //! | `Store` / `Swap` | [`insert`](SnapMap::insert) (returns the previous value) |
 //! | `LoadOrStore` | [`get_or_insert`](SnapMap::get_or_insert), [`try_insert`](SnapMap::try_insert) (says whether it loaded) |
-//! | `LoadAndDelete` / `Delete` | [`remove`](SnapMap::remove) |
+//! | `LoadOrStore` with a made value | [`get_or_insert_with`](SnapMap::get_or_insert_with) |
+//! | `LoadAndDelete` / `Delete` | [`remove`](SnapMap::remove), [`remove_entry`](SnapMap::remove_entry) (with the key) |
 //! | `CompareAndSwap` | [`compare_and_swap`](SnapMap::compare_and_swap) |
 //! | `CompareAndDelete` | [`compare_and_delete`](SnapMap::compare_and_delete) |
 //! | `Range` | [`Pinned::iter`] |
+//! | `Range` + `CompareAndDelete` | [`retain`](SnapMap::retain) |
 //! | `Clear` | [`clear`](SnapMap::clear) |
+//!
+//! Beyond Go, as dashmap, papaya and scc offer them: the upsert family
+//! ([`compute`](SnapMap::compute), [`update`](SnapMap::update),
+//! [`update_or_insert`](SnapMap::update_or_insert),
+//! [`update_or_insert_with`](SnapMap::update_or_insert_with)), all
+//! linearizable, their closures run without any lock;
+//! [`get_key_value`](SnapMap::get_key_value);
+//! [`with_capacity`](SnapMap::with_capacity) /
+//! [`reserve`](SnapMap::reserve) / [`Builder::capacity`]; `Clone`,
+//! `PartialEq`/`Eq` (map and [`Snapshot`]) and an owned `IntoIterator`.
+//!
+//! | operation | linearizable | shard lock |
+//! |---|---|---|
+//! | `get`, `get_key_value`, `contains_key` | yes | only for a key still only in dirty |
+//! | `insert`, `try_insert`, `get_or_insert(_with)` | yes | for a key not in the read view |
+//! | `remove`, `remove_entry`, `compare_and_*`, `update` | yes | only for a key still only in dirty |
+//! | `compute`, `update_or_insert(_with)` | yes, at one CAS; the closure may run again | inserting a key not in the read view, or finding one only in dirty |
+//! | `retain` | each removal (by identity); not the whole | as iteration (promotes amended shards) |
+//! | `clear`, iteration, `Clone`, `==` | per shard | promotes amended shards |
+//! | `reserve` | changes no content | each split: one shard and the directory |
 //!
 //! Methods on [`SnapMap`] pin for one operation and return clones; the
 //! handle from [`SnapMap::pin`] returns references that live as long as it.
@@ -130,7 +159,8 @@
 //!   whole length, so a snapshot build (and the writers arriving behind
 //!   its cut) waits for the batch.
 //! - User code runs under a shard lock only as `Eq` during a lookup; the
-//!   closures of `update` and `get_or_insert_with` run without locks.
+//!   closures of `update`, `get_or_insert_with`, `compute`,
+//!   `update_or_insert(_with)` and `retain` run without locks.
 //!
 //! # When not to use it
 //!
@@ -174,11 +204,60 @@
 //! # Panics in user code
 //!
 //! A panic in a key's `Hash` or `Eq`, in a value's `PartialEq`, or in a
-//! closure passed to [`update`](SnapMap::update) or
-//! [`get_or_insert_with`](Pinned::get_or_insert_with) leaves the map
-//! unchanged and consistent, and leaks nothing: the hash is computed before
+//! closure passed to [`update`](SnapMap::update),
+//! [`get_or_insert_with`](SnapMap::get_or_insert_with),
+//! [`compute`](SnapMap::compute) or
+//! [`update_or_insert(_with)`](SnapMap::update_or_insert_with) leaves the
+//! map unchanged and consistent, and leaks nothing (a panic in
+//! [`retain`](SnapMap::retain)'s predicate keeps the removals made before
+//! it): the hash is computed before
 //! anything is touched, tables rehash from stored hashes, and every value
 //! not yet published is owned by a `Box` that unwinding drops.
+//!
+//! # Across `.await`
+//!
+//! A [`Pinned`] handle holds a crossbeam-epoch guard, which is `!Send`:
+//! the pin is registered on its thread's epoch participant, and unpinning
+//! on another thread would corrupt that thread's state. So a future that
+//! holds a `Pinned` across an `.await` is not `Send` and a multi-threaded
+//! runtime refuses it (the `compile_fail` example on [`Pinned`]). It
+//! would also be a bad idea on one thread: a pin held while a task sleeps
+//! keeps every value retired meanwhile, in every map, from being freed.
+//! That is deliberate; there is no `Send` pinned handle. Instead:
+//!
+//! - across an `.await`, hold a [`Snapshot`] (`Send + Sync + 'static`, one
+//!   point in time, O(1) to take while nothing changes) or clone the values
+//!   out with the map-level methods ([`SnapMap::get`] pins per call);
+//! - for many reads of the current configuration in a task, keep a
+//!   [`Reader`] ([`SnapMap::reader`]): it refreshes its snapshot only when
+//!   the map changed, and is `Send`, so it may live in the task;
+//! - to wait for a change, `.await` [`SnapMap::changed`];
+//! - pin *between* awaits, for a burst of lookups that returns owned data.
+//!
+//! ```
+//! fn assert_send<T: Send>(_: &T) {}
+//! let map = snapmap::SnapMap::new();
+//! map.insert("k", 1);
+//! let task = async {
+//!     let snapshot = map.snapshot(); // Send: may live across .await
+//!     let mut reader = map.reader(); // Send too
+//!     std::future::ready(()).await;
+//!     *snapshot.get("k").unwrap() + *reader.get("k").unwrap()
+//! };
+//! assert_send(&task);
+//! ```
+//!
+//! ```compile_fail
+//! fn assert_send<T: Send>(_: &T) {}
+//! let map = snapmap::SnapMap::new();
+//! map.insert("k", 1);
+//! let task = async {
+//!     let pinned = map.pin(); // !Send, held across the .await
+//!     std::future::ready(()).await;
+//!     *pinned.get("k").unwrap()
+//! };
+//! assert_send(&task);
+//! ```
 //!
 //! # Thread safety
 //!
@@ -208,6 +287,7 @@
 
 mod batch;
 mod builder;
+mod compute;
 mod directory;
 mod gate;
 mod hash;
@@ -217,6 +297,8 @@ mod migrate;
 mod options;
 mod pinned;
 mod raw;
+#[cfg(feature = "rayon")]
+mod rayon_impls;
 mod reader;
 mod reclaim;
 #[cfg(feature = "serde")]
@@ -224,6 +306,7 @@ mod serde_impls;
 mod shard;
 mod snapshot;
 mod stats;
+mod std_impls;
 mod sync;
 mod thread;
 mod twins;
@@ -231,8 +314,9 @@ mod twins;
 pub use batch::{Applied, Batch, RevisionConflict};
 pub use builder::{
     BuildError, Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS,
-    EMPTY_SHARD_BYTES, MAX_INITIAL_SHARDS, MAX_SHARD_CAPACITY,
+    EMPTY_SHARD_BYTES, MAX_INITIAL_SHARDS, MAX_SHARD_CAPACITY, shards_for_capacity,
 };
+pub use compute::{Compute, Operation};
 pub use hash::DefaultHashBuilder;
 pub use iter::{Iter, Keys, Values};
 pub use map::SnapMap;
@@ -240,6 +324,7 @@ pub use pinned::{OccupiedError, Pinned};
 pub use reader::Reader;
 pub use snapshot::{Snapshot, SnapshotIter};
 pub use stats::{RetiredBytes, Stats, retired_bytes};
+pub use std_impls::IntoIter;
 
 /// The trait for looking up a key by another type (re-exported from the
 /// `equivalent` crate): `map.get("a")` on a `SnapMap<String, _>`.

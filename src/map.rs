@@ -12,6 +12,7 @@ use core::hash::{BuildHasher, Hash};
 use equivalent::Equivalent;
 
 use crate::batch::{Applied, Batch, BatchOp, RevisionConflict};
+use crate::compute::{Compute, Operation};
 use crate::hash::DefaultHashBuilder;
 use crate::options::{Builder, DEFAULT_MAX_SHARDS, DEFAULT_SHARD_CAPACITY, DEFAULT_SHARDS};
 use crate::raw::RawMap;
@@ -63,6 +64,29 @@ impl<K, V> SnapMap<K, V, DefaultHashBuilder> {
         Self::with_hasher(DefaultHashBuilder::default())
     }
 
+    /// An empty map pre-sized for `capacity` entries: it starts with
+    /// enough shards that loading that many keys splits none of them (see
+    /// [`Builder::capacity`], which this is with the default options).
+    /// Like a `HashMap`'s capacity, the shards stay when the map empties.
+    ///
+    /// # Panics
+    ///
+    /// If `capacity` needs more than [`MAX_INITIAL_SHARDS`](crate::MAX_INITIAL_SHARDS)
+    /// shards (more than 2^28 entries with the default shard capacity);
+    /// [`Builder::capacity`] returns that as an error instead.
+    ///
+    /// ```
+    /// let map: snapmap::SnapMap<u64, u64> = snapmap::SnapMap::with_capacity(10_000);
+    /// assert_eq!(map.stats().shards, 64);
+    /// for k in 0..10_000 {
+    ///     map.insert(k, k);
+    /// }
+    /// assert_eq!(map.stats().splits, 0);
+    /// ```
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self::with_capacity_and_hasher(capacity, DefaultHashBuilder::default())
+    }
+
     /// A [`Builder`] for shard count, promotion threshold and hasher.
     ///
     /// ```
@@ -92,6 +116,29 @@ impl<K, V, S> SnapMap<K, V, S> {
             usize::MAX,
             hasher,
         )
+    }
+
+    /// [`with_capacity`](SnapMap::with_capacity) with `hasher`.
+    ///
+    /// # Panics
+    ///
+    /// As [`with_capacity`](SnapMap::with_capacity).
+    ///
+    /// ```
+    /// use std::hash::RandomState;
+    /// let map: snapmap::SnapMap<u64, u64, RandomState> =
+    ///     snapmap::SnapMap::with_capacity_and_hasher(100_000, RandomState::new());
+    /// assert_eq!(map.stats().shards, 512);
+    /// ```
+    pub fn with_capacity_and_hasher(capacity: usize, hasher: S) -> Self
+    where
+        S: BuildHasher,
+    {
+        Builder::new()
+            .hasher(hasher)
+            .capacity(capacity)
+            .build()
+            .unwrap_or_else(|error| panic!("SnapMap::with_capacity: {error}"))
     }
 
     pub(crate) fn from_parts(
@@ -195,6 +242,29 @@ impl<K, V, S> SnapMap<K, V, S> {
             snapshot_shards_reused: sum(Event::SnapshotPiecesReused),
             snapshot_bytes: self.raw.snapshots.bytes.get(),
         }
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl<K, V, S> SnapMap<K, V, S>
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// Publishes [`stats`](Self::stats) through the `metrics` facade, each
+    /// figure named `{prefix}_{field}` (see [`Stats::publish`], which says
+    /// which are gauges and which counters, and how often to call it).
+    /// Feature `metrics`.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert("listen", "0.0.0.0:80");
+    /// // With an exporter installed (`metrics-exporter-prometheus`, say),
+    /// // this shows up as `config_len 1`, `config_read_hits ...`, ...
+    /// map.publish_metrics("config");
+    /// ```
+    pub fn publish_metrics(&self, prefix: &str) {
+        self.stats().publish(prefix);
     }
 }
 
@@ -362,6 +432,252 @@ where
         V: Clone,
     {
         self.pin().update(key, f).cloned()
+    }
+
+    /// Splits shards now so that the map holds `len() + additional`
+    /// entries without splitting (the shard count
+    /// [`Builder::capacity`] would start with for that size, at most
+    /// `max_shards`): call it before a bulk load into a map that exists.
+    ///
+    /// Each split copies one shard's entry pointers (cheap on an empty or
+    /// small map; on a large one, `reserve` copies it once, as growing
+    /// would). Each split is its own write: it takes the shard's lock and
+    /// the directory's resize lock, and waits for (or is waited for by) a
+    /// snapshot build for that one shard only. Nothing about the content
+    /// changes. Unlike [`Builder::capacity`], the shards reserved here are
+    /// not a floor: removals that leave two buddy shards sparse merge them
+    /// back, as usual.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::<u64, u64>::builder().shards(1).build().unwrap();
+    /// map.reserve(10_000);
+    /// assert_eq!(map.stats().shards, 64);
+    /// let splits = map.stats().splits;
+    /// for k in 0..10_000 {
+    ///     map.insert(k, k);
+    /// }
+    /// assert_eq!(map.stats().splits, splits); // no split during the load
+    /// ```
+    pub fn reserve(&self, additional: usize) {
+        let entries = self.len().saturating_add(additional);
+        let shards = crate::options::shards_for_capacity(entries, self.raw.capacity)
+            .unwrap_or(1 << (usize::BITS - 1));
+        let guard = epoch::pin();
+        self.raw
+            .reserve_depth(shards.trailing_zeros(), &guard, self.raw.stripes.mine());
+    }
+
+    /// The stored key and the value for `key`, cloned. The stored key may
+    /// differ from the one looked up (a `String` found by `&str`, or a key
+    /// whose `Eq` ignores some fields).
+    ///
+    /// Linearizable; takes no lock for a key in the read view (as
+    /// [`get`](Self::get)).
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert(String::from("a"), 1);
+    /// assert_eq!(map.get_key_value("a"), Some((String::from("a"), 1)));
+    /// assert_eq!(map.get_key_value("b"), None);
+    /// ```
+    pub fn get_key_value<Q>(&self, key: &Q) -> Option<(K, V)>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+        K: Clone,
+        V: Clone,
+    {
+        let pinned = self.pin();
+        pinned
+            .get_key_value(key)
+            .map(|(k, v)| (k.clone(), v.clone()))
+    }
+
+    /// Removes `key`, returning the stored key and its value, cloned (Go:
+    /// `LoadAndDelete`, with the key). Clones rather than moves because
+    /// pinned readers may still hold references to both; the originals are
+    /// dropped through the epoch.
+    ///
+    /// Linearizable. Lock-free for a key in the read view; takes the shard
+    /// lock for a key still only in the dirty table.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert(String::from("a"), 1);
+    /// assert_eq!(map.remove_entry("a"), Some((String::from("a"), 1)));
+    /// assert_eq!(map.remove_entry("a"), None);
+    /// ```
+    pub fn remove_entry<Q>(&self, key: &Q) -> Option<(K, V)>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+        K: Clone,
+        V: Clone,
+    {
+        let pinned = self.pin();
+        pinned
+            .remove_entry(key)
+            .map(|(k, v)| (k.clone(), v.clone()))
+    }
+
+    /// Returns the value for `key`, storing `make()` first if the key is
+    /// absent (Go: `LoadOrStore`, with the value made only when needed).
+    ///
+    /// Linearizable: it returns the value the key held when its lookup
+    /// found it, or the one its insert stored. `make` runs without any
+    /// lock, and only if the key looked absent; if another thread stores
+    /// the key between that lookup and the insert, the other value wins,
+    /// is returned, and the made one is dropped. Lock-free when the key is
+    /// in the read view; storing a new key takes the shard lock. If `make`
+    /// panics, the map is unchanged.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// assert_eq!(map.get_or_insert_with("k", || 1), 1);
+    /// assert_eq!(map.get_or_insert_with("k", || unreachable!()), 1);
+    /// ```
+    pub fn get_or_insert_with(&self, key: K, make: impl FnOnce() -> V) -> V
+    where
+        V: Clone,
+    {
+        self.pin().get_or_insert_with(key, make).clone()
+    }
+
+    /// Inserts, updates or removes `key` in one step, as `decide` says
+    /// given the key's current value (papaya's `compute`; Java's
+    /// `ConcurrentMap.compute`). Returns what it did, with the values
+    /// involved cloned (see [`Compute`]).
+    ///
+    /// **Linearizable**: the decision is applied only if the key still
+    /// holds the very value `decide` saw (compared by identity, not by
+    /// `PartialEq`; absent counts as a value), in one atomic step on the
+    /// entry. If another thread changed the key in between, `decide` runs
+    /// again on the new value, so it may run more than once and should be
+    /// a function of its input. It runs **without any lock**.
+    ///
+    /// Locking: updating or removing a key in the read view is lock-free;
+    /// inserting a key that is not in the read view, or finding a key
+    /// still only in the dirty table, takes the shard lock (as
+    /// [`insert`](Self::insert) and [`get`](Self::get) do). Like every
+    /// write it runs inside the write gate, so `decide` must not call this
+    /// map's [`snapshot`](Self::snapshot) (see [`update`](Self::update)).
+    ///
+    /// If `decide` panics, the map is unchanged (and the value of an
+    /// earlier, failed try has been dropped).
+    ///
+    /// ```
+    /// use snapmap::{Compute, Operation};
+    ///
+    /// let stock = snapmap::SnapMap::new();
+    /// stock.insert("apples", 3u32);
+    /// // Take one; remove the key when the last one goes; refuse when none.
+    /// let take = |current: Option<&u32>| match current {
+    ///     Some(1) => Operation::Remove,
+    ///     Some(n) => Operation::Insert(n - 1),
+    ///     None => Operation::Abort("sold out"),
+    /// };
+    /// assert_eq!(stock.compute("apples", take), Compute::Updated { old: 3, new: 2 });
+    /// assert_eq!(stock.compute("apples", take), Compute::Updated { old: 2, new: 1 });
+    /// assert_eq!(stock.compute("apples", take), Compute::Removed(1));
+    /// assert_eq!(stock.compute("apples", take), Compute::Aborted("sold out"));
+    /// ```
+    pub fn compute<T>(
+        &self,
+        key: K,
+        decide: impl FnMut(Option<&V>) -> Operation<V, T>,
+    ) -> Compute<V, T>
+    where
+        V: Clone,
+    {
+        self.pin().compute(key, decide).map(V::clone)
+    }
+
+    /// Replaces the value of `key` with `update(&current)`, or inserts
+    /// `value` if the key is absent; returns the value stored, cloned
+    /// (papaya's `update_or_insert`; dashmap's and scc's
+    /// `entry(key).and_modify(update).or_insert(value)`).
+    ///
+    /// Linearizable ([`compute`](Self::compute) with a closure that always
+    /// stores): `update` may run more than once, on whatever value the key
+    /// holds at each try, and runs without any lock. If another thread
+    /// inserts the key first, `update` runs on that value and `value` is
+    /// dropped. Lock-free for a key in the read view; inserting a key that
+    /// is not there takes the shard lock. If `update` panics, the map is
+    /// unchanged.
+    ///
+    /// ```
+    /// let hits = snapmap::SnapMap::new();
+    /// for _ in 0..3 {
+    ///     hits.update_or_insert("/index.html", |n| n + 1, 1);
+    /// }
+    /// assert_eq!(hits.get("/index.html"), Some(3));
+    /// ```
+    pub fn update_or_insert(&self, key: K, update: impl FnMut(&V) -> V, value: V) -> V
+    where
+        V: Clone,
+    {
+        self.pin().update_or_insert(key, update, value).clone()
+    }
+
+    /// [`update_or_insert`](Self::update_or_insert) with the value to
+    /// insert made by `make`, which runs only if the key is absent (at most
+    /// once, without any lock; its value is dropped if another thread
+    /// inserts the key first, and `update` then runs on that thread's
+    /// value). Linearizable; same locking. If `update` or `make` panics,
+    /// the map is unchanged.
+    ///
+    /// ```
+    /// let lists = snapmap::SnapMap::new();
+    /// let push = |v: &Vec<u32>| {
+    ///     let mut v = v.clone();
+    ///     v.push(2);
+    ///     v
+    /// };
+    /// lists.update_or_insert_with("k", push, || vec![1]);
+    /// lists.update_or_insert_with("k", push, || vec![1]);
+    /// assert_eq!(lists.get("k"), Some(vec![1, 2]));
+    /// ```
+    pub fn update_or_insert_with(
+        &self,
+        key: K,
+        update: impl FnMut(&V) -> V,
+        make: impl FnOnce() -> V,
+    ) -> V
+    where
+        V: Clone,
+    {
+        self.pin().update_or_insert_with(key, update, make).clone()
+    }
+
+    /// Keeps only the entries for which `keep(&key, &value)` returns true,
+    /// removing the others (Go: `Range` with `CompareAndDelete`).
+    ///
+    /// **Guarantee under concurrent writes:** `keep` is called once for
+    /// each entry the walk yields (a pinned iteration: each key present
+    /// for the whole walk exactly once, keys inserted or removed meanwhile
+    /// maybe), without any lock. A rejected entry is removed only if it
+    /// still holds the very value `keep` saw (a compare-and-delete by
+    /// identity, not by `PartialEq`): a value written after `keep` looked
+    /// is kept, as if that write came after the retain. Each removal is
+    /// linearizable on its own; the whole is not atomic (a reader may see
+    /// some removals and not others). To make snapshots see all of it or
+    /// none, run it in a batch: `map.batch(|m| m.retain(..))`.
+    ///
+    /// Locking: as iteration (a shard with new keys pending is promoted
+    /// first, under its lock), then each removal is lock-free (every key
+    /// walked is in its shard's read view) unless it leaves the shard
+    /// sparse enough to merge or compact. Writes to the map from inside
+    /// `keep` are allowed (its own `snapshot` is not, inside a batch).
+    ///
+    /// If `keep` panics, the entries removed so far stay removed, the
+    /// entry it was looking at stays, and the map is consistent.
+    ///
+    /// ```
+    /// let map: snapmap::SnapMap<u32, &str> = [(1, "a"), (2, ""), (3, "c")].into_iter().collect();
+    /// map.retain(|_, v| !v.is_empty());
+    /// assert_eq!(map.len(), 2);
+    /// assert_eq!(map.get(&2), None);
+    /// ```
+    pub fn retain(&self, keep: impl FnMut(&K, &V) -> bool) {
+        self.pin().retain(keep);
     }
 
     /// Removes every entry (Go: `Clear`). Shard by shard: a concurrent

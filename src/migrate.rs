@@ -193,14 +193,23 @@ where
     unsafe { retire(guard, shard, RetiredKind::Shard, bytes) };
 }
 
-/// Splits `shard` if it is current and over capacity. See the module docs.
-pub(crate) fn split<K, V>(dir: &Directory<K, V>, shard: &Shard<K, V>, ctx: &Ctx<'_>, guard: &Guard)
-where
+/// Splits `shard` if it is current and over capacity, or shallower than
+/// `reserve_depth` (`SnapMap::reserve` splits ahead of a bulk load; every
+/// write passes 0). See the module docs.
+pub(crate) fn split<K, V>(
+    dir: &Directory<K, V>,
+    shard: &Shard<K, V>,
+    reserve_depth: u32,
+    ctx: &Ctx<'_>,
+    guard: &Guard,
+) where
     K: Eq + Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
     let mut dirty = shard.lock();
-    if dirty.is_retired() || !shard.over_capacity_locked(&dirty, ctx.capacity) {
+    if dirty.is_retired()
+        || !(shard.over_capacity_locked(&dirty, ctx.capacity) || shard.depth() < reserve_depth)
+    {
         return;
     }
     let (depth, prefix) = (shard.depth(), shard.prefix());

@@ -86,6 +86,7 @@ pub struct Builder<K, V, S = DefaultHashBuilder> {
     max_shards: usize,
     shard_capacity: usize,
     promotion_threshold: usize,
+    capacity: usize,
     hasher: S,
     _map: PhantomData<BuildsMap<K, V, S>>,
 }
@@ -97,6 +98,7 @@ impl<K, V> Builder<K, V, DefaultHashBuilder> {
             max_shards: DEFAULT_MAX_SHARDS,
             shard_capacity: DEFAULT_SHARD_CAPACITY,
             promotion_threshold: usize::MAX,
+            capacity: 0,
             hasher: DefaultHashBuilder::default(),
             _map: PhantomData,
         }
@@ -169,6 +171,48 @@ impl<K, V, S> Builder<K, V, S> {
         self
     }
 
+    /// Pre-sizes the map for `entries` entries: it starts with enough
+    /// shards that a bulk load of that many keys does not split its way up
+    /// (each initial shard holds about half of
+    /// [`shard_capacity`](Self::shard_capacity) at that size; see
+    /// [`shards_for_capacity`](crate::shards_for_capacity)). Default 0:
+    /// [`shards`](Self::shards) decides alone; otherwise the larger of the
+    /// two counts wins.
+    ///
+    /// Like a `HashMap`'s capacity it is kept: the initial shards are the
+    /// fewest the map merges down to, so a map built for a million keys
+    /// keeps its shards (up to [`EMPTY_SHARD_BYTES`] each) when emptied.
+    ///
+    /// A capacity that needs more shards than `max_shards` or
+    /// [`MAX_INITIAL_SHARDS`] allows is a [`BuildError::Capacity`] that says
+    /// how many it needs:
+    ///
+    /// ```
+    /// use snapmap::SnapMap;
+    ///
+    /// let map = SnapMap::<u64, u64>::builder().capacity(100_000).build().unwrap();
+    /// assert_eq!(map.stats().shards, 512); // 100K / 256 per shard, rounded up to 2^9
+    /// for k in 0..100_000 {
+    ///     map.insert(k, k);
+    /// }
+    /// assert_eq!(map.stats().splits, 0);
+    ///
+    /// let err = SnapMap::<u64, u64>::builder()
+    ///     .max_shards(1024)
+    ///     .capacity(1 << 20)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "capacity 1048576 needs 4096 shards of 256 entries (half of shard_capacity 512), \
+    ///      more than the limit of 1024 (max_shards, and at most 1048576 initial shards)"
+    /// );
+    /// ```
+    pub fn capacity(mut self, entries: usize) -> Self {
+        self.capacity = entries;
+        self
+    }
+
     /// The hasher used to pick shards and probe tables.
     pub fn hasher<S2>(self, hasher: S2) -> Builder<K, V, S2> {
         Builder {
@@ -176,6 +220,7 @@ impl<K, V, S> Builder<K, V, S> {
             max_shards: self.max_shards,
             shard_capacity: self.shard_capacity,
             promotion_threshold: self.promotion_threshold,
+            capacity: self.capacity,
             hasher,
             _map: PhantomData,
         }
@@ -208,14 +253,55 @@ impl<K, V, S> Builder<K, V, S> {
         if self.promotion_threshold == 0 {
             return Err(BuildError::PromotionThreshold);
         }
+        let limit = self.max_shards.min(MAX_INITIAL_SHARDS);
+        let shards = match shards_for_capacity(self.capacity, self.shard_capacity) {
+            Some(needed) if needed <= limit => needed.max(self.shards),
+            needed => {
+                return Err(BuildError::Capacity {
+                    requested: self.capacity,
+                    shards_needed: needed,
+                    entries_per_shard: entries_per_shard(self.shard_capacity),
+                    shard_capacity: self.shard_capacity,
+                    limit,
+                });
+            }
+        };
         Ok(Options {
-            shard_bits: self.shards.trailing_zeros(),
+            shard_bits: shards.trailing_zeros(),
             max_shard_bits: self.max_shards.trailing_zeros(),
             shard_capacity: self.shard_capacity,
             promote_after: self.promotion_threshold,
             hasher: self.hasher,
         })
     }
+}
+
+/// The entries each shard of a pre-sized map holds at the size it was
+/// sized for: half the shard capacity (at least 1), so that hash-space
+/// variance does not split a shard during the bulk load it was sized for.
+fn entries_per_shard(shard_capacity: usize) -> usize {
+    (shard_capacity / 2).max(1)
+}
+
+/// The shards a map needs to hold `entries` entries without splitting:
+/// `entries / (shard_capacity / 2)`, rounded up to a power of two (at least
+/// 1), or `None` if that overflows `usize`. What
+/// [`Builder::capacity`] and `SnapMap::reserve` use.
+///
+/// ```
+/// use snapmap::{DEFAULT_SHARD_CAPACITY, shards_for_capacity};
+///
+/// assert_eq!(shards_for_capacity(0, DEFAULT_SHARD_CAPACITY), Some(1));
+/// assert_eq!(shards_for_capacity(256, DEFAULT_SHARD_CAPACITY), Some(1));
+/// assert_eq!(shards_for_capacity(257, DEFAULT_SHARD_CAPACITY), Some(2));
+/// assert_eq!(shards_for_capacity(1_000_000, DEFAULT_SHARD_CAPACITY), Some(4096));
+/// assert_eq!(shards_for_capacity(usize::MAX, 2), None);
+/// ```
+pub fn shards_for_capacity(entries: usize, shard_capacity: usize) -> Option<usize> {
+    entries
+        .div_ceil(entries_per_shard(shard_capacity))
+        .max(1)
+        .checked_next_power_of_two()
 }
 
 /// A builder's options, validated: what a map is made from.
@@ -260,6 +346,22 @@ pub enum BuildError {
     },
     /// The promotion threshold is zero.
     PromotionThreshold,
+    /// The [capacity](Builder::capacity) needs more initial shards than
+    /// `max_shards` or [`MAX_INITIAL_SHARDS`] allow.
+    Capacity {
+        /// What was asked for.
+        requested: usize,
+        /// The shards it needs ([`shards_for_capacity`]); `None` if that
+        /// count overflows `usize`.
+        shards_needed: Option<usize>,
+        /// The entries each shard holds at that size.
+        entries_per_shard: usize,
+        /// The shard capacity in force.
+        shard_capacity: usize,
+        /// The most initial shards allowed: `min(max_shards,
+        /// MAX_INITIAL_SHARDS)`.
+        limit: usize,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -288,6 +390,25 @@ impl fmt::Display for BuildError {
             ),
             BuildError::PromotionThreshold => {
                 f.write_str("promotion threshold must be at least 1 slow-path lookup, got 0")
+            }
+            BuildError::Capacity {
+                requested,
+                shards_needed,
+                entries_per_shard,
+                shard_capacity,
+                limit,
+            } => {
+                write!(f, "capacity {requested} needs ")?;
+                match shards_needed {
+                    Some(needed) => write!(f, "{needed} shards")?,
+                    None => f.write_str("more than 2^63 shards")?,
+                }
+                write!(
+                    f,
+                    " of {entries_per_shard} entries (half of shard_capacity {shard_capacity}), \
+                     more than the limit of {limit} (max_shards, and at most {MAX_INITIAL_SHARDS} \
+                     initial shards)"
+                )
             }
         }
     }

@@ -7,6 +7,7 @@ use core::hash::{BuildHasher, Hash};
 
 use equivalent::Equivalent;
 
+use crate::compute::{Compute, Operation};
 use crate::iter::{Iter, Keys, Values};
 use crate::map::SnapMap;
 use crate::raw::{RawMap, Written};
@@ -152,6 +153,12 @@ where
         }
     }
 
+    /// The handle's epoch guard (for walks the crate builds itself).
+    #[cfg(feature = "rayon")]
+    pub(crate) fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
     /// The raw core (`crate::raw`), which does the work of every method.
     #[inline]
     fn raw(&self) -> &'m RawMap<K, V, S> {
@@ -183,6 +190,34 @@ where
     {
         let raw = self.raw();
         let (found, hit) = raw.get(raw.hash(key), key, &self.guard, self.stripe);
+        if hit {
+            self.read_hits.set(self.read_hits.get() + 1);
+        }
+        found
+    }
+
+    /// The stored key and the value for `key` (the stored key may differ
+    /// from the one looked up: `String` against `&str`, or a key whose `Eq`
+    /// ignores some fields). Linearizable; a read-view hit takes no lock,
+    /// as [`get`](Self::get).
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert(String::from("one"), 1);
+    /// let pinned = map.pin();
+    /// let (key, value): (&String, &i32) = pinned.get_key_value("one").unwrap();
+    /// assert_eq!((key.as_str(), *value), ("one", 1));
+    /// ```
+    #[inline]
+    pub fn get_key_value<Q>(&self, key: &Q) -> Option<(&K, &V)>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+    {
+        let raw = self.raw();
+        let guard = &self.guard;
+        let (found, hit) = raw.get_with(raw.hash(key), key, guard, self.stripe, |entry| {
+            entry.load(guard).map(|value| (entry.key(), value))
+        });
         if hit {
             self.read_hits.set(self.read_hits.get() + 1);
         }
@@ -291,7 +326,7 @@ where
                 Ok(Written::new(outcome, stored))
             },
         );
-        outcome.map_err(|(current, not_inserted)| OccupiedError {
+        outcome.map_err(|(current, _key, not_inserted)| OccupiedError {
             current,
             not_inserted,
         })
@@ -308,6 +343,27 @@ where
     /// assert_eq!(pinned.remove(&1), None);
     /// ```
     pub fn remove<Q>(&self, key: &Q) -> Option<&V>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+    {
+        self.remove_entry(key).map(|(_, value)| value)
+    }
+
+    /// Removes `key`, returning the key and value it held (Go:
+    /// `LoadAndDelete`, with the stored key). Both stay readable for the
+    /// handle's life.
+    ///
+    /// Linearizable. Lock-free for a key in the read view; takes the shard
+    /// lock for a key still only in the dirty table.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// map.insert(String::from("a"), 1);
+    /// let pinned = map.pin();
+    /// assert_eq!(pinned.remove_entry("a"), Some((&String::from("a"), &1)));
+    /// assert_eq!(pinned.remove_entry("a"), None);
+    /// ```
+    pub fn remove_entry<Q>(&self, key: &Q) -> Option<(&K, &V)>
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
@@ -389,6 +445,144 @@ where
                 .map_err(|_| ())?;
             Ok(Written::new(updated, updated.is_some()))
         })
+    }
+
+    /// Inserts, updates or removes `key` in one linearizable step, as
+    /// `decide` says given the current value; see [`SnapMap::compute`].
+    /// The values in the result live as long as the handle.
+    ///
+    /// ```
+    /// use snapmap::{Compute, Operation};
+    ///
+    /// let map = snapmap::SnapMap::new();
+    /// let pinned = map.pin();
+    /// let add_one = |current: Option<&u32>| Operation::<u32, ()>::Insert(current.map_or(1, |n| n + 1));
+    /// assert_eq!(pinned.compute("hits", add_one), Compute::Inserted(&1));
+    /// assert_eq!(pinned.compute("hits", add_one), Compute::Updated { old: &1, new: &2 });
+    /// ```
+    pub fn compute<T>(
+        &self,
+        key: K,
+        mut decide: impl FnMut(Option<&V>) -> Operation<V, T>,
+    ) -> Compute<&V, T> {
+        self.compute_with(key, &mut |current| decide(current), &mut drop)
+    }
+
+    /// [`compute`](Self::compute) with `unused`, which gets back a value
+    /// `decide` meant for an absent key that another thread filled first
+    /// (`decide` then runs again on that thread's value).
+    fn compute_with<'p, T>(
+        &'p self,
+        key: K,
+        decide: &mut impl FnMut(Option<&'p V>) -> Operation<V, T>,
+        unused: &mut impl FnMut(V),
+    ) -> Compute<&'p V, T> {
+        let raw = self.raw();
+        let hash = raw.hash(&key);
+        let guard = &self.guard;
+        raw.write(hash, guard, self.stripe, key, |shard, key, ctx| {
+            let done = shard.compute(hash, key, decide, unused, ctx, guard)?;
+            let changed = !matches!(done, Compute::Absent | Compute::Aborted(_));
+            Ok(Written::new(done, changed))
+        })
+    }
+
+    /// Replaces the value of `key` with `update(&current)`, or inserts
+    /// `value` if the key is absent, and returns the value stored; see
+    /// [`SnapMap::update_or_insert`].
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// let pinned = map.pin();
+    /// assert_eq!(pinned.update_or_insert("n", |n| n + 1, 1), &1);
+    /// assert_eq!(pinned.update_or_insert("n", |n| n + 1, 1), &2);
+    /// ```
+    pub fn update_or_insert(&self, key: K, mut update: impl FnMut(&V) -> V, value: V) -> &V {
+        // The value goes back into the slot when another thread fills the
+        // key first, and `update` then runs on that thread's value.
+        let slot = Cell::new(Some(value));
+        let done = self.compute_with(
+            key,
+            &mut |current| {
+                Operation::<V, core::convert::Infallible>::Insert(match current {
+                    Some(current) => update(current),
+                    None => slot
+                        .take()
+                        .expect("the value is handed back on a lost race"),
+                })
+            },
+            &mut |back| slot.set(Some(back)),
+        );
+        match done {
+            Compute::Inserted(new) | Compute::Updated { new, .. } => new,
+            Compute::Removed(_) | Compute::Absent | Compute::Aborted(_) => {
+                unreachable!("update_or_insert only inserts")
+            }
+        }
+    }
+
+    /// Replaces the value of `key` with `update(&current)`, or inserts
+    /// `make()` if the key is absent, and returns the value stored; see
+    /// [`SnapMap::update_or_insert_with`]. `make` runs at most once.
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::new();
+    /// let pinned = map.pin();
+    /// assert_eq!(pinned.update_or_insert_with("n", |n| n + 1, || 1), &1);
+    /// assert_eq!(pinned.update_or_insert_with("n", |n| n + 1, || unreachable!()), &2);
+    /// ```
+    pub fn update_or_insert_with(
+        &self,
+        key: K,
+        mut update: impl FnMut(&V) -> V,
+        make: impl FnOnce() -> V,
+    ) -> &V {
+        let slot = Cell::new(None);
+        let mut make = Some(make);
+        let done = self.compute_with(
+            key,
+            &mut |current| {
+                Operation::<V, core::convert::Infallible>::Insert(match current {
+                    Some(current) => update(current),
+                    None => slot.take().unwrap_or_else(|| {
+                        (make.take().expect("made once; handed back on a lost race"))()
+                    }),
+                })
+            },
+            &mut |back| slot.set(Some(back)),
+        );
+        match done {
+            Compute::Inserted(new) | Compute::Updated { new, .. } => new,
+            Compute::Removed(_) | Compute::Absent | Compute::Aborted(_) => {
+                unreachable!("update_or_insert_with only inserts")
+            }
+        }
+    }
+
+    /// Keeps only the entries for which `keep` returns true; see
+    /// [`SnapMap::retain`].
+    ///
+    /// ```
+    /// let map: snapmap::SnapMap<u32, u32> = (0..10).map(|i| (i, i)).collect();
+    /// let pinned = map.pin();
+    /// pinned.retain(|_, v| v % 2 == 0);
+    /// assert_eq!(pinned.len(), 5);
+    /// ```
+    pub fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
+        let raw = self.raw();
+        let guard = &self.guard;
+        for (key, seen) in self.iter() {
+            if keep(key, seen) {
+                continue;
+            }
+            let hash = raw.hash(key);
+            raw.write(hash, guard, self.stripe, (), |shard, (), ctx| {
+                let removed = shard
+                    .remove_if_same(hash, key, seen, ctx, guard)
+                    .map_err(|_| ())?;
+                Ok(Written::new((), removed))
+            });
+        }
     }
 
     /// Removes every entry (Go: `Clear`); see [`SnapMap::clear`].

@@ -358,40 +358,149 @@ pub struct Stats {
 }
 
 impl core::fmt::Display for Stats {
+    /// One line per concern, aligned (the figures a tuning session looks at
+    /// first come first):
+    ///
+    /// ```
+    /// let map = snapmap::SnapMap::<u64, u64>::builder().shards(1).build().unwrap();
+    /// map.insert(1, 10);
+    /// let text = map.stats().to_string();
+    /// assert!(text.starts_with("entries        1 in 1 shards (directory 2^0 = 1 slots)\n"));
+    /// assert_eq!(text.lines().count(), 8);
+    /// println!("{text}");
+    /// ```
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
+        writeln!(
             f,
-            "len {} | shards {} (directory 2^{} = {} slots) | read hits {} | \
-             slow-path lookups {} | promotions {} | dirty rebuilds {} | entries copied {} \
-             (max {} in one operation) | expunges {} | removed keys held {} | compactions {} | splits {} | merges {} | \
-             directory resizes {} | retired bytes {} (views {}, shards {}, directories {}, values {}, entries {}) | \
-             snapshots built {} (shards copied {}, reused {}), holding {} bytes",
-            self.len,
-            self.shards,
-            self.global_depth,
-            self.directory_slots,
-            self.read_hits,
-            self.slow_path_lookups,
-            self.promotions,
-            self.dirty_rebuilds,
-            self.entries_copied,
-            self.max_entries_copied_by_one_operation,
-            self.expunges,
-            self.removed_keys_held,
-            self.compactions,
-            self.splits,
-            self.merges,
-            self.directory_resizes,
+            "entries        {} in {} shards (directory 2^{} = {} slots)",
+            self.len, self.shards, self.global_depth, self.directory_slots
+        )?;
+        writeln!(
+            f,
+            "lookups        {} read hits, {} on the slow path (under a shard lock)",
+            self.read_hits, self.slow_path_lookups
+        )?;
+        writeln!(
+            f,
+            "protocol       {} promotions, {} dirty rebuilds, {} expunges, {} compactions",
+            self.promotions, self.dirty_rebuilds, self.expunges, self.compactions
+        )?;
+        writeln!(
+            f,
+            "migration      {} splits, {} merges, {} directory resizes",
+            self.splits, self.merges, self.directory_resizes
+        )?;
+        writeln!(
+            f,
+            "copying        {} entries copied, at most {} by one operation",
+            self.entries_copied, self.max_entries_copied_by_one_operation
+        )?;
+        writeln!(
+            f,
+            "removed keys   {} still held in read views",
+            self.removed_keys_held
+        )?;
+        writeln!(
+            f,
+            "retired bytes  {} (views {}, shards {}, directories {}, values {}, entries {}; process-wide)",
             self.retired.total(),
             self.retired.views,
             self.retired.shards,
             self.retired.directories,
             self.retired.values,
-            self.retired.entries,
+            self.retired.entries
+        )?;
+        write!(
+            f,
+            "snapshots      {} built ({} shards copied, {} reused), holding {} bytes",
             self.snapshot_builds,
             self.snapshot_shards_copied,
             self.snapshot_shards_reused,
-            self.snapshot_bytes,
+            self.snapshot_bytes
         )
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Stats {
+    /// Publishes these figures through the [`metrics`](https://docs.rs/metrics)
+    /// facade, to whatever recorder the program installed (a Prometheus or
+    /// StatsD exporter, say), each named `{prefix}_{field}`:
+    ///
+    /// - **gauges** for the levels: `len`, `shards`, `directory_slots`,
+    ///   `global_depth`, `removed_keys_held`, `snapshot_bytes`,
+    ///   `max_entries_copied_by_one_operation`, and `retired_bytes` with a
+    ///   `kind` label (`views`, `shards`, `directories`, `values`,
+    ///   `entries`; process-wide, as [`retired_bytes`]);
+    /// - **counters** (set to their absolute value: they only grow) for
+    ///   the events: `read_hits`, `slow_path_lookups`, `promotions`,
+    ///   `dirty_rebuilds`, `entries_copied`, `expunges`, `compactions`,
+    ///   `splits`, `merges`, `directory_resizes`, `snapshot_builds`,
+    ///   `snapshot_shards_copied`, `snapshot_shards_reused`.
+    ///
+    /// The facade keeps no history: call it periodically, from a
+    /// background thread or task at the exporter's scrape interval (every
+    /// 10-15 s is plenty). [`SnapMap::stats`](crate::SnapMap::stats) walks
+    /// every shard's read view (O(entries)), so do not call it per request.
+    /// Feature `metrics`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let map = Arc::new(snapmap::SnapMap::<String, String>::new());
+    /// // Once, at start-up, beside installing the exporter:
+    /// let publisher = {
+    ///     let map = Arc::clone(&map);
+    ///     std::thread::spawn(move || {
+    ///         for _ in 0..3 { // in a server: `loop`
+    ///             map.stats().publish("config_cache");
+    ///             std::thread::sleep(Duration::from_millis(1)); // say, 15 s
+    ///         }
+    ///     })
+    /// };
+    /// publisher.join().unwrap();
+    /// ```
+    pub fn publish(&self, prefix: &str) {
+        let gauge = |name: &str, value: f64| {
+            metrics::gauge!(format!("{prefix}_{name}")).set(value);
+        };
+        gauge("len", self.len as f64);
+        gauge("shards", self.shards as f64);
+        gauge("directory_slots", self.directory_slots as f64);
+        gauge("global_depth", f64::from(self.global_depth));
+        gauge("removed_keys_held", self.removed_keys_held as f64);
+        gauge("snapshot_bytes", self.snapshot_bytes as f64);
+        gauge(
+            "max_entries_copied_by_one_operation",
+            self.max_entries_copied_by_one_operation as f64,
+        );
+        let retired = format!("{prefix}_retired_bytes");
+        for (kind, bytes) in [
+            ("views", self.retired.views),
+            ("shards", self.retired.shards),
+            ("directories", self.retired.directories),
+            ("values", self.retired.values),
+            ("entries", self.retired.entries),
+        ] {
+            metrics::gauge!(retired.clone(), "kind" => kind).set(bytes as f64);
+        }
+        for (name, value) in [
+            ("read_hits", self.read_hits),
+            ("slow_path_lookups", self.slow_path_lookups),
+            ("promotions", self.promotions),
+            ("dirty_rebuilds", self.dirty_rebuilds),
+            ("entries_copied", self.entries_copied),
+            ("expunges", self.expunges),
+            ("compactions", self.compactions),
+            ("splits", self.splits),
+            ("merges", self.merges),
+            ("directory_resizes", self.directory_resizes),
+            ("snapshot_builds", self.snapshot_builds),
+            ("snapshot_shards_copied", self.snapshot_shards_copied),
+            ("snapshot_shards_reused", self.snapshot_shards_reused),
+        ] {
+            metrics::counter!(format!("{prefix}_{name}")).absolute(value);
+        }
     }
 }

@@ -39,6 +39,19 @@ enum Op {
     CompareAndSwap(Key, Value, Value, bool),
     CompareAndDelete(Key, Value, bool),
     Update(Key, Value, bool),
+    GetKeyValue(Key, bool),
+    RemoveEntry(Key, bool),
+    GetOrInsertWithMap(Key, Value),
+    Compute(Key, Value, bool),
+    UpdateOrInsert(Key, Value, Value, bool),
+    UpdateOrInsertWith(Key, Value, Value, bool),
+    /// Keep the entries whose value is not `.0`.
+    Retain(Value, bool),
+    Reserve(u16),
+    /// Clone the map; compare the clone with the map and the model.
+    CloneEq,
+    /// Clone the map and consume the clone with `into_iter`.
+    IntoIter,
     Clear,
     Len,
     Iter,
@@ -52,6 +65,8 @@ enum Outcome {
     TryInsert(Result<(), Value>),
     Len(usize, bool),
     Entries(Vec<(Key, Value)>),
+    Entry(Option<(Key, Value)>),
+    Compute(snapmap::Compute<Value, Value>),
     Unit,
 }
 
@@ -69,7 +84,19 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         3 => (key.clone(), value.clone(), value.clone(), any::<bool>())
             .prop_map(|(k, o, n, p)| Op::CompareAndSwap(k, o, n, p)),
         3 => (key.clone(), value.clone(), any::<bool>()).prop_map(|(k, o, p)| Op::CompareAndDelete(k, o, p)),
-        3 => (key, value, any::<bool>()).prop_map(|(k, d, p)| Op::Update(k, d, p)),
+        3 => (key.clone(), value.clone(), any::<bool>()).prop_map(|(k, d, p)| Op::Update(k, d, p)),
+        2 => (key.clone(), any::<bool>()).prop_map(|(k, p)| Op::GetKeyValue(k, p)),
+        2 => (key.clone(), any::<bool>()).prop_map(|(k, p)| Op::RemoveEntry(k, p)),
+        1 => (key.clone(), value.clone()).prop_map(|(k, v)| Op::GetOrInsertWithMap(k, v)),
+        4 => (key.clone(), value.clone(), any::<bool>()).prop_map(|(k, v, p)| Op::Compute(k, v, p)),
+        3 => (key.clone(), value.clone(), value.clone(), any::<bool>())
+            .prop_map(|(k, d, v, p)| Op::UpdateOrInsert(k, d, v, p)),
+        2 => (key, value.clone(), value.clone(), any::<bool>())
+            .prop_map(|(k, d, v, p)| Op::UpdateOrInsertWith(k, d, v, p)),
+        1 => (value, any::<bool>()).prop_map(|(v, p)| Op::Retain(v, p)),
+        1 => (0..64u16).prop_map(Op::Reserve),
+        1 => Just(Op::CloneEq),
+        1 => Just(Op::IntoIter),
         1 => Just(Op::Clear),
         2 => Just(Op::Len),
         2 => Just(Op::Iter),
@@ -79,6 +106,26 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 /// The update function both sides apply: deterministic in its input.
 fn bump(current: Value, delta: Value) -> Value {
     (current + delta) % 7
+}
+
+/// The `compute` decision both sides apply: every operation and outcome
+/// (insert, update, remove, remove of an absent key, abort) is reachable.
+fn decide(current: Option<Value>, v: Value) -> snapmap::Operation<Value, Value> {
+    use snapmap::Operation::{Abort, Insert, Remove};
+    match current {
+        None if v % 3 == 0 => Abort(v),
+        None if v % 3 == 1 => Remove,
+        None => Insert(v),
+        Some(c) if (c + v) % 3 == 0 => Remove,
+        Some(c) if (c + v) % 3 == 1 => Abort(c + 100),
+        Some(c) => Insert(bump(c, v)),
+    }
+}
+
+fn sorted_model(m: &HashMap<Key, Value>) -> Vec<(Key, Value)> {
+    let mut entries: Vec<_> = m.iter().map(|(k, v)| (*k, *v)).collect();
+    entries.sort_unstable();
+    entries
 }
 
 fn apply_model(model: &Mutex<HashMap<Key, Value>>, op: &Op) -> Outcome {
@@ -115,6 +162,43 @@ fn apply_model(model: &Mutex<HashMap<Key, Value>>, op: &Op) -> Outcome {
             *current = bump(*current, delta);
             *current
         })),
+        Op::GetKeyValue(k, _) => Outcome::Entry(m.get(&k).map(|v| (k, *v))),
+        Op::RemoveEntry(k, _) => Outcome::Entry(m.remove(&k).map(|v| (k, v))),
+        Op::GetOrInsertWithMap(k, v) => Outcome::Value(Some(*m.entry(k).or_insert(v))),
+        Op::Compute(k, v, _) => {
+            use snapmap::{Compute, Operation};
+            let current = m.get(&k).copied();
+            Outcome::Compute(match (current, decide(current, v)) {
+                (_, Operation::Abort(t)) => Compute::Aborted(t),
+                (None, Operation::Remove) => Compute::Absent,
+                (Some(old), Operation::Remove) => {
+                    m.remove(&k);
+                    Compute::Removed(old)
+                }
+                (None, Operation::Insert(new)) => {
+                    m.insert(k, new);
+                    Compute::Inserted(new)
+                }
+                (Some(old), Operation::Insert(new)) => {
+                    m.insert(k, new);
+                    Compute::Updated { old, new }
+                }
+            })
+        }
+        Op::UpdateOrInsert(k, delta, v, _) | Op::UpdateOrInsertWith(k, delta, v, _) => {
+            let new = match m.get(&k) {
+                Some(c) => bump(*c, delta),
+                None => v,
+            };
+            m.insert(k, new);
+            Outcome::Value(Some(new))
+        }
+        Op::Retain(v, _) => {
+            m.retain(|_, value| *value != v);
+            Outcome::Unit
+        }
+        Op::Reserve(_) => Outcome::Unit,
+        Op::CloneEq | Op::IntoIter => Outcome::Entries(sorted_model(&m)),
         Op::Clear => {
             m.clear();
             Outcome::Unit
@@ -128,7 +212,7 @@ fn apply_model(model: &Mutex<HashMap<Key, Value>>, op: &Op) -> Outcome {
     }
 }
 
-fn apply_map<S: BuildHasher>(map: &SnapMap<Key, Value, S>, op: &Op) -> Outcome {
+fn apply_map<S: BuildHasher + Clone>(map: &SnapMap<Key, Value, S>, op: &Op) -> Outcome {
     let pinned = map.pin();
     match *op {
         Op::Insert(k, v, false) => Outcome::Value(map.insert(k, v)),
@@ -166,6 +250,56 @@ fn apply_map<S: BuildHasher>(map: &SnapMap<Key, Value, S>, op: &Op) -> Outcome {
         Op::Update(k, delta, true) => {
             Outcome::Value(pinned.update(&k, |v| bump(*v, delta)).copied())
         }
+        Op::GetKeyValue(k, false) => Outcome::Entry(map.get_key_value(&k)),
+        Op::GetKeyValue(k, true) => Outcome::Entry(pinned.get_key_value(&k).map(|(k, v)| (*k, *v))),
+        Op::RemoveEntry(k, false) => Outcome::Entry(map.remove_entry(&k)),
+        Op::RemoveEntry(k, true) => Outcome::Entry(pinned.remove_entry(&k).map(|(k, v)| (*k, *v))),
+        Op::GetOrInsertWithMap(k, v) => Outcome::Value(Some(map.get_or_insert_with(k, || v))),
+        Op::Compute(k, v, false) => Outcome::Compute(map.compute(k, |c| decide(c.copied(), v))),
+        Op::Compute(k, v, true) => {
+            Outcome::Compute(pinned.compute(k, |c| decide(c.copied(), v)).map(|v| *v))
+        }
+        Op::UpdateOrInsert(k, delta, v, false) => {
+            Outcome::Value(Some(map.update_or_insert(k, |c| bump(*c, delta), v)))
+        }
+        Op::UpdateOrInsert(k, delta, v, true) => {
+            Outcome::Value(Some(*pinned.update_or_insert(k, |c| bump(*c, delta), v)))
+        }
+        Op::UpdateOrInsertWith(k, delta, v, false) => Outcome::Value(Some(
+            map.update_or_insert_with(k, |c| bump(*c, delta), || v),
+        )),
+        Op::UpdateOrInsertWith(k, delta, v, true) => Outcome::Value(Some(
+            *pinned.update_or_insert_with(k, |c| bump(*c, delta), || v),
+        )),
+        Op::Retain(v, false) => {
+            map.retain(|_, value| *value != v);
+            Outcome::Unit
+        }
+        Op::Retain(v, true) => {
+            pinned.retain(|_, value| *value != v);
+            Outcome::Unit
+        }
+        Op::Reserve(n) => {
+            map.reserve(n.into());
+            Outcome::Unit
+        }
+        Op::CloneEq => {
+            let copy = map.clone();
+            assert!(copy == *map, "a clone equals its map");
+            assert!(
+                map.snapshot() == copy.snapshot(),
+                "and so do their snapshots"
+            );
+            assert_eq!(copy.len(), map.len());
+            let mut entries: Vec<_> = copy.pin().iter().map(|(k, v)| (*k, *v)).collect();
+            entries.sort_unstable();
+            Outcome::Entries(entries)
+        }
+        Op::IntoIter => {
+            let mut entries: Vec<_> = map.clone().into_iter().collect();
+            entries.sort_unstable();
+            Outcome::Entries(entries)
+        }
         Op::Clear => {
             map.clear();
             Outcome::Unit
@@ -185,7 +319,10 @@ fn apply_map<S: BuildHasher>(map: &SnapMap<Key, Value, S>, op: &Op) -> Outcome {
 
 /// Applies `ops` to a fresh map and to the model, comparing every outcome,
 /// and the full contents at the end.
-fn check<S: BuildHasher>(map: SnapMap<Key, Value, S>, ops: &[Op]) -> Result<(), TestCaseError> {
+fn check<S: BuildHasher + Clone>(
+    map: SnapMap<Key, Value, S>,
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
     let model = Mutex::new(HashMap::new());
     for (i, op) in ops.iter().enumerate() {
         let expected = apply_model(&model, op);

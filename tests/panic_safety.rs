@@ -4,7 +4,8 @@
 //! anything is touched), the key's `Eq` (during a lookup, under the shard
 //! lock on the slow path), a value's `PartialEq` (compare-and-swap and
 //! compare-and-delete), and the closures of `update` and
-//! `get_or_insert_with`. Each case injects one panic, catches it, and then
+//! `get_or_insert_with`, `compute`, `update_or_insert(_with)` and `retain`.
+//! Each case injects one panic, catches it, and then
 //! checks that
 //!
 //! - the map still holds exactly what it held before (values intact, `len`
@@ -33,7 +34,7 @@ use std::sync::{Arc, Once};
 use std::thread;
 
 use common::{Counts, Tracked, wait_for_drops, without_deadlock};
-use snapmap::SnapMap;
+use snapmap::{Operation, SnapMap};
 
 // ----- injected panics -------------------------------------------------------
 
@@ -642,6 +643,106 @@ fn panicking_get_or_insert_with_closure_changes_nothing() {
         let pinned = f.map.pin();
         let value = pinned.get_or_insert_with(f.key(1), || panic!("make called for a present key"));
         assert_eq!(value.0.inner, original_value(1), "{ctx}");
+    });
+}
+
+#[test]
+fn panicking_compute_and_upsert_closures_change_nothing() {
+    // A key in the read view, one only in dirty, and an absent one (the
+    // insert path, under the lock).
+    for k in [VIEW_KEYS[0], DIRTY_KEYS[1], ABSENT] {
+        each_fixture(|f| {
+            let ctx = format!("{}: compute of key {k}", f.name);
+            expect_injected_panic(&ctx, || {
+                f.map
+                    .compute(f.key(k), |current| -> Operation<PanicValue, ()> {
+                        let _made = f.value(OFFERED);
+                        assert_eq!(current.map(|v| v.0.inner), f.model.get(&k).copied());
+                        panic!("{INJECTED} in the compute closure");
+                    });
+            });
+            f.assert_lock_released(&ctx);
+            f.assert_consistent(&ctx);
+
+            // `assert_consistent` checks that ABSENT stays absent: the
+            // insert path takes another absent key.
+            let k = if k == ABSENT { ABSENT + 2 } else { k };
+            let ctx = format!("{}: update_or_insert of key {k}", f.name);
+            expect_injected_panic(&ctx, || {
+                // The offered value is owned by the call and dropped by the
+                // unwinding (counted by `finish`).
+                f.map.pin().update_or_insert(
+                    f.key(k),
+                    |_| panic!("{INJECTED} in update"),
+                    f.value(OFFERED),
+                );
+                // An absent key inserts without calling `update`: no panic
+                // to catch, so make one (and undo the insert in the model).
+                panic!("{INJECTED}: inserted");
+            });
+            if k == ABSENT + 2 {
+                f.model.insert(k, OFFERED);
+            }
+            f.assert_lock_released(&ctx);
+            f.assert_consistent(&ctx);
+
+            let ctx = format!("{}: update_or_insert_with of key {k}", f.name);
+            let absent = f.map.get(&f.key(ABSENT + 1)).is_none();
+            assert!(absent, "{ctx}");
+            expect_injected_panic(&ctx, || {
+                f.map.update_or_insert_with(
+                    f.key(ABSENT + 1),
+                    |_| unreachable!("absent: update is not called"),
+                    || {
+                        let _made = f.value(OFFERED);
+                        panic!("{INJECTED} in make")
+                    },
+                );
+            });
+            f.assert_lock_released(&ctx);
+            f.assert_consistent(&ctx);
+        });
+    }
+}
+
+#[test]
+fn panicking_retain_predicate_keeps_what_it_did_not_reach() {
+    each_fixture(|f| {
+        let ctx = format!("{}: retain", f.name);
+        let rejected = std::cell::Cell::new(None);
+        expect_injected_panic(&ctx, || {
+            f.map.retain(|key, _| {
+                if rejected.get().is_some() {
+                    panic!("{INJECTED} in the retain predicate");
+                }
+                rejected.set(Some(key.0.inner));
+                false
+            });
+        });
+        let rejected = rejected.get().expect("the first entry was rejected");
+        f.model.remove(&rejected);
+        f.assert_lock_released(&ctx);
+        f.assert_consistent(&ctx);
+        // Put it back: `finish` works on every original key.
+        f.map
+            .insert(f.key(rejected), f.value(original_value(rejected)));
+        f.model.insert(rejected, original_value(rejected));
+    });
+}
+
+#[test]
+fn into_iter_moves_every_key_and_value_out_once() {
+    each_fixture(|f| {
+        let owned: Map = SnapMap::clone(&f.map);
+        let mut entries: Vec<(u32, u32)> = owned
+            .into_iter()
+            .map(|(k, v)| (k.0.inner, v.0.inner))
+            .collect();
+        entries.sort_unstable();
+        let expected: Vec<(u32, u32)> = f.model.iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(entries, expected, "{}", f.name);
+        // `finish` checks that every key and value (the clone's too) was
+        // dropped exactly once.
     });
 }
 

@@ -47,7 +47,7 @@
 //! # The read path ([`RawMap::get`])
 //!
 //! A lookup enters no gate and builds no context: directory, shard, view,
-//! entry, value, all lock-free (`Shard::get_fast`). Only a miss in an
+//! entry, value, all lock-free (`Shard::get_fast_with`). Only a miss in an
 //! amended view takes the cold path ([`RawMap::get_slow`]), which locks the
 //! shard and retries from the directory if the shard was retired.
 
@@ -58,6 +58,7 @@ use equivalent::Equivalent;
 use crate::directory::Directory;
 use crate::gate::{GateGuard, WriteGate};
 use crate::migrate;
+use crate::shard::entry::Entry;
 use crate::shard::{Ctx, Retired, Retry, Shard};
 use crate::snapshot::{Snapshot, Snapshots};
 use crate::stats::Stripe;
@@ -184,35 +185,56 @@ where
     where
         Q: ?Sized + Equivalent<K>,
     {
+        self.get_with(hash, key, guard, stripe, |entry| entry.load(guard))
+    }
+
+    /// [`get`](Self::get), answering with `found(entry)` for the entry
+    /// holding `key` (its value, or its key and value).
+    #[inline]
+    pub(crate) fn get_with<'g, Q, R>(
+        &self,
+        hash: u64,
+        key: &Q,
+        guard: &'g Guard,
+        stripe: &Stripe,
+        found: impl Fn(&'g Entry<K, V>) -> Option<R>,
+    ) -> (Option<R>, bool)
+    where
+        Q: ?Sized + Equivalent<K>,
+    {
         let shard = self.shard(hash, guard);
-        match shard.get_fast(hash, key, guard) {
-            Ok(found) => (found, true),
-            Err(()) => (self.get_slow(hash, key, shard, guard, stripe), false),
+        match shard.get_fast_with(hash, key, guard, &found) {
+            Ok(answer) => (answer, true),
+            Err(()) => (
+                self.get_slow(hash, key, shard, guard, stripe, &found),
+                false,
+            ),
         }
     }
 
     /// A miss in an amended view: look in dirty under the lock (counting a
     /// miss), retrying from the directory if the shard was retired.
     #[cold]
-    fn get_slow<'g, Q>(
+    fn get_slow<'g, Q, R>(
         &self,
         hash: u64,
         key: &Q,
         mut shard: &'g Shard<K, V>,
         guard: &'g Guard,
         stripe: &Stripe,
-    ) -> Option<&'g V>
+        found: &impl Fn(&'g Entry<K, V>) -> Option<R>,
+    ) -> Option<R>
     where
         Q: ?Sized + Equivalent<K>,
     {
         let ctx = self.ctx(stripe);
         loop {
-            match shard.get_slow(hash, key, &ctx, guard) {
-                Ok(found) => return found,
+            match shard.get_slow_with(hash, key, &ctx, guard, found) {
+                Ok(answer) => return answer,
                 Err(Retired) => {
                     shard = self.shard(hash, guard);
-                    if let Ok(found) = shard.get_fast(hash, key, guard) {
-                        return found;
+                    if let Ok(answer) = shard.get_fast_with(hash, key, guard, found) {
+                        return answer;
                     }
                 }
             }
@@ -359,6 +381,30 @@ where
         self.record_copied(&ctx);
     }
 
+    /// Splits shards until every shard has at least `depth` hash bits
+    /// (at most the directory's cap): [`SnapMap::reserve`](crate::SnapMap::reserve).
+    /// Walks hash space as [`clear`](Self::clear) does; each split is one
+    /// gated section with its own context (a capture first if a snapshot
+    /// build needs one, its own copy count), so a snapshot build waits for
+    /// one split at most, and each counts as one operation in `stats()`.
+    pub(crate) fn reserve_depth(&self, depth: u32, guard: &Guard, stripe: &Stripe) {
+        let depth = depth.min(self.directory.max_depth);
+        let mut cursor = Some(0u64);
+        while let Some(at) = cursor {
+            let shard = self.shard(at, guard);
+            if shard.depth() >= depth {
+                cursor = shard.hash_range().1.checked_add(1);
+                continue;
+            }
+            let _gate = self.gate.enter();
+            let ctx = self.ctx(stripe);
+            self.before_write(shard, &ctx, guard);
+            // Split, or found retired: the cursor is looked up again.
+            migrate::split(&self.directory, shard, depth, &ctx, guard);
+            self.record_copied(&ctx);
+        }
+    }
+
     /// Before a write changes `shard`: if a snapshot build's cut has been
     /// taken and the shard not yet captured for it, capture it now (or
     /// wait for the thread capturing it). See `crate::snapshot`, "Copy
@@ -376,7 +422,7 @@ where
     #[inline]
     fn after_write(&self, shard: &Shard<K, V>, ctx: &Ctx<'_>, guard: &Guard) {
         if ctx.wants_split.take() {
-            migrate::split(&self.directory, shard, ctx, guard);
+            migrate::split(&self.directory, shard, 0, ctx, guard);
         } else if ctx.wants_merge.take() {
             migrate::merge_cascade(&self.directory, shard, ctx, guard, &|buddy| {
                 self.before_write(buddy, ctx, guard);

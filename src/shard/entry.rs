@@ -308,6 +308,51 @@ impl<K, V> EntryRef<K, V> {
     }
 }
 
+impl<K, V> EntryRef<K, V> {
+    /// Frees the entry now and hands back its key and live value, moved
+    /// out (`None`, after dropping the key, if the entry holds no value).
+    ///
+    /// # Safety
+    ///
+    /// As [`EntryRef::free_exclusive`]: no table anyone can still reach
+    /// points to the entry (the map is consumed), and this is the one call
+    /// that frees it.
+    pub(crate) unsafe fn into_parts_exclusive(self) -> Option<(K, V)> {
+        // Relaxed: exclusive access; the `&mut`/ownership hand-over
+        // ordered every store.
+        let cell = self.cell.load(Ordering::Relaxed);
+        let inline = self.inline_node();
+        let (key, inline_value) = if Entry::<K, V>::INLINE {
+            // SAFETY: per the contract this is the only pointer left, and an
+            // entry of this type was allocated as an `InlineEntry`. Moving
+            // it out of its box frees the allocation; `ManuallyDrop` keeps
+            // `Entry::drop` from touching the cell, read above.
+            let InlineEntry { entry, node } =
+                *unsafe { Box::from_raw(self.0.as_ptr().cast::<InlineEntry<K, V>>()) };
+            let entry = core::mem::ManuallyDrop::new(entry);
+            // SAFETY: read once out of an entry that is never used again
+            // (not dropped: `ManuallyDrop`).
+            let key = unsafe { ptr::read(&entry.key) }.into_inner();
+            (key, (cell == inline).then(|| node.into_value()))
+        } else {
+            // SAFETY: as above, allocated as a plain `Entry`.
+            let entry = core::mem::ManuallyDrop::new(*unsafe { Box::from_raw(self.0.as_ptr()) });
+            // SAFETY: as above.
+            let key = unsafe { ptr::read(&entry.key) }.into_inner();
+            (key, None)
+        };
+        if let Some(value) = inline_value {
+            return Some((key, value));
+        }
+        if !is_live(cell) {
+            return None;
+        }
+        // SAFETY: a live node other than the inline one is owned by the
+        // cell (see `Drop for Entry`), and the entry is gone: taken once.
+        Some((key, unsafe { Box::from_raw(cell) }.into_value()))
+    }
+}
+
 impl<K: Send + 'static, V: Send + 'static> EntryRef<K, V> {
     /// Retires the entry through the epoch: it is freed, with its key,
     /// once every thread pinned now has unpinned.
@@ -733,6 +778,81 @@ impl<K, V: Send + 'static> Entry<K, V> {
                     p = actual;
                 }
             }
+        }
+    }
+
+    /// Replaces the value `seen` (a reference this thread loaded from this
+    /// cell, while pinned with `guard`) with `node`, only if the cell
+    /// still holds that very value: a compare-and-swap by identity, not by
+    /// `PartialEq` (it runs no user code). Returns the value now stored, or
+    /// `Err(node)` if the cell changed since `seen` was loaded.
+    ///
+    /// Identity is sound because the node `seen` lives in cannot be freed
+    /// and reused while the caller is pinned (it is retired through the
+    /// epoch only after leaving the cell), and the inline node is never
+    /// stored into again. A zero-sized `V` has one address for all its
+    /// nodes: then a replacement meanwhile is not seen, which no caller can
+    /// tell apart (every value of the type is the same value).
+    pub(crate) fn swap_if_same<'g>(
+        &self,
+        seen: &'g V,
+        node: Box<ValueNode<V>>,
+        guard: &'g Guard,
+    ) -> Result<&'g V, Box<ValueNode<V>>> {
+        let new = Box::into_raw(node);
+        // Relaxed: only compared by address below; `seen` was loaded with
+        // Acquire by the caller, and the CAS orders what follows.
+        let current = self.cell.load(Ordering::Relaxed);
+        // SAFETY: a live pointer loaded while `guard` is pinned (see above).
+        if !is_live(current) || !ptr::eq(unsafe { (*current).value() }, seen) {
+            // SAFETY: `new` was never published; we still own it.
+            return Err(unsafe { Box::from_raw(new) });
+        }
+        // AcqRel on success: Release publishes the new node; Acquire orders
+        // the retired node's reads before its retirement. Relaxed on
+        // failure: nothing is read through the fresh value.
+        match self
+            .cell
+            .compare_exchange(current, new, Ordering::AcqRel, Ordering::Relaxed)
+        {
+            Ok(prev) => {
+                // SAFETY: `prev` just left the cell through our CAS; `new`
+                // is now in the cell and freed only through the epoch.
+                unsafe {
+                    self.retire_previous(prev, guard);
+                    Ok((*new).value())
+                }
+            }
+            // SAFETY: the CAS failed; `new` was never published.
+            Err(_) => Err(unsafe { Box::from_raw(new) }),
+        }
+    }
+
+    /// Deletes the value `seen` (loaded from this cell while pinned with
+    /// `guard`) only if the cell still holds that very value: live →
+    /// deleted, by identity (see [`Entry::swap_if_same`]). Returns whether
+    /// it deleted.
+    pub(crate) fn delete_if_same(&self, seen: &V, guard: &Guard) -> bool {
+        // Relaxed: only compared by address; the CAS orders what follows.
+        let current = self.cell.load(Ordering::Relaxed);
+        // SAFETY: a live pointer loaded while `guard` is pinned.
+        if !is_live(current) || !ptr::eq(unsafe { (*current).value() }, seen) {
+            return false;
+        }
+        // AcqRel on success: as in `delete`. Relaxed on failure: nothing is
+        // read through the fresh value.
+        match self.cell.compare_exchange(
+            current,
+            ptr::null_mut(),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ) {
+            Ok(prev) => {
+                // SAFETY: `prev` just left the cell through our CAS.
+                unsafe { self.retire_previous(prev, guard) };
+                true
+            }
+            Err(_) => false,
         }
     }
 

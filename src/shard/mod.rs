@@ -37,11 +37,12 @@
 //!
 //! | Go | here | fast path (no lock) | slow path (lock) |
 //! |---|---|---|---|
-//! | `Load` | [`Shard::get_fast`] / [`Shard::get_slow`] | hit in the view, or a miss in an un-amended view | re-check the view, look in dirty, count a miss |
+//! | `Load` | [`Shard::get_fast_with`] / [`Shard::get_slow_with`] | hit in the view, or a miss in an un-amended view | re-check the view, look in dirty, count a miss |
 //! | `Swap` | [`Shard::insert`] | `trySwap` on a view entry | un-expunge + put back, or swap a dirty entry, or add a new key |
 //! | `LoadOrStore` | [`Shard::try_insert`] | `tryLoadOrStore` on a view entry | as `Swap`, counting a miss for a dirty hit |
 //! | `LoadAndDelete` | [`Shard::remove`] | `delete` on a view entry | remove a new key from dirty, count a miss |
 //! | `CompareAndSwap` / `CompareAndDelete` | [`Shard::compare_and_swap`], [`Shard::compare_and_delete`] | on a view entry | find in dirty, count a miss |
+//! | `Range` + `CompareAndDelete` (retain), compute | [`Shard::remove_if_same`], [`Shard::compute`] | by identity on a view entry | find in dirty, count a miss; a new key as `LoadOrStore` |
 //! | `Range` | [`Shard::view_for_iter`] | an un-amended view | promote, then walk the new view |
 //! | `Clear` | [`Shard::clear`] | an empty view | expunge every entry, publish an empty view |
 //! | `missLocked` | `miss_locked` | | promote when `misses >= min(len(dirty), threshold)` |
@@ -84,6 +85,7 @@ use core::cell::Cell;
 
 use equivalent::Equivalent;
 
+use crate::compute::{Compute, Operation};
 use crate::reclaim::retire;
 use crate::stats::{Event, RetiredKind, Stripe};
 use crate::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
@@ -527,6 +529,40 @@ impl<K, V> Shard<K, V> {
         }
     }
 
+    /// Moves every live entry's key and value out of this (current) shard
+    /// into `out`, freeing the entries now, and leaves the shard empty (an
+    /// empty view, no dirty table), so that dropping it later touches none
+    /// of them. For the map's owned `IntoIterator`.
+    ///
+    /// # Safety
+    ///
+    /// As [`Shard::free_entries_exclusive`]: the caller owns the map (it is
+    /// being consumed) and every reference ever handed out borrowed it.
+    pub(crate) unsafe fn drain_entries_exclusive(&mut self, out: &mut Vec<(K, V)>) {
+        let empty = ReadView::from_entries([], 0);
+        // Relaxed: exclusive access; the ownership hand-over ordered every
+        // store.
+        let old = self.head.read.swap(empty, Ordering::Relaxed);
+        let (view, _) = untag(old);
+        // SAFETY: the view pointer is never null; with exclusive access it
+        // is not freed concurrently. It was owned by the shard and left it
+        // just now: freed below, once, as `Drop` frees a shard's view.
+        let view = unsafe { Box::from_raw(view) };
+        let dirty = self.locked.dirty.get_mut();
+        let entries = dirty.owned_entries(&view);
+        dirty.table = None;
+        dirty.dead.clear();
+        drop(view);
+        for entry in entries {
+            // SAFETY: exclusive access to the whole map (our contract), the
+            // shard's tables no longer reach the entry, and `owned_entries`
+            // listed each entry once.
+            if let Some(pair) = unsafe { entry.entry.into_parts_exclusive() } {
+                out.push(pair);
+            }
+        }
+    }
+
     /// The current view and its amended flag.
     #[inline]
     fn view<'g>(&self, _guard: &'g Guard) -> (&'g ReadView<K, V>, bool) {
@@ -645,39 +681,43 @@ where
 
     // ----- Load -------------------------------------------------------
 
-    /// The lock-free half of `Load`: `Ok` if the view answered, `Err(())`
-    /// if the caller must take [`Shard::get_slow`].
+    /// The lock-free half of `Load`: `Ok(found(entry))` (the value, or
+    /// the key and the value for `get_key_value`) if the view answered,
+    /// `Err(())` if the caller must take [`Shard::get_slow_with`].
     #[inline]
-    pub(crate) fn get_fast<'g, Q>(
+    pub(crate) fn get_fast_with<'g, Q, R>(
         &self,
         hash: u64,
         key: &Q,
         guard: &'g Guard,
-    ) -> Result<Option<&'g V>, ()>
+        found: impl FnOnce(&'g Entry<K, V>) -> Option<R>,
+    ) -> Result<Option<R>, ()>
     where
         Q: ?Sized + Equivalent<K>,
     {
         let (view, amended) = self.view(guard);
         match view.find(hash, key) {
-            Some(entry) => Ok(entry.load(guard)),
+            Some(entry) => Ok(found(entry)),
             None if amended => Err(()),
             None => Ok(None),
         }
     }
 
-    /// The locked half of `Load`.
+    /// The locked half of `Load`, answering with `found(entry)` (see
+    /// [`Shard::get_fast_with`]).
     #[cold]
-    pub(crate) fn get_slow<'g, Q>(
+    pub(crate) fn get_slow_with<'g, Q, R>(
         &self,
         hash: u64,
         key: &Q,
         ctx: &Ctx<'_>,
         guard: &'g Guard,
-    ) -> Retry<Option<&'g V>, Retired>
+        found: impl Fn(&'g Entry<K, V>) -> Option<R>,
+    ) -> Retry<Option<R>, Retired>
     where
         Q: ?Sized + Equivalent<K>,
     {
-        self.lookup_locked(hash, key, ctx, guard, |e| e.load(guard), |e| e.load(guard))
+        self.lookup_locked(hash, key, ctx, guard, &found, &found)
     }
 
     /// Finds `key` on a slow path. Used by the operations that may run user
@@ -865,7 +905,8 @@ where
 
     // ----- LoadOrStore (try_insert) -------------------------------------
 
-    /// Go's `LoadOrStore`: `Ok(Ok(stored))` or `Ok(Err((current, value)))`.
+    /// Go's `LoadOrStore`: `Ok(Ok(stored))` or `Ok(Err((current, key,
+    /// value)))`, the key and value handed back.
     #[allow(clippy::type_complexity)]
     pub(crate) fn try_insert<'g>(
         &self,
@@ -874,11 +915,11 @@ where
         value: V,
         ctx: &Ctx<'_>,
         guard: &'g Guard,
-    ) -> Retry<Result<&'g V, (&'g V, V)>, (K, V)> {
+    ) -> Retry<Result<&'g V, (&'g V, K, V)>, (K, V)> {
         let (view, _) = self.view(guard);
         let value = match view.find(hash, &key) {
             Some(entry) => match entry.try_load_or_store(value, guard) {
-                LoadOrStore::Loaded(current, value) => return Ok(Err((current, value))),
+                LoadOrStore::Loaded(current, value) => return Ok(Err((current, key, value))),
                 LoadOrStore::Stored(stored) => {
                     self.adjust_live(ctx, 1);
                     return Ok(Ok(stored));
@@ -899,7 +940,7 @@ where
         value: V,
         ctx: &Ctx<'_>,
         guard: &'g Guard,
-    ) -> Retry<Result<&'g V, (&'g V, V)>, (K, V)> {
+    ) -> Retry<Result<&'g V, (&'g V, K, V)>, (K, V)> {
         let Ok(mut dirty) = self.lock_current() else {
             return Err((key, value));
         };
@@ -908,12 +949,13 @@ where
             if entry.unexpunge_locked() {
                 dirty.put_back(entry);
             }
-            return Ok(self.load_or_store_locked(entry, value, ctx, guard));
+            let outcome = self.load_or_store_locked(entry, value, ctx, guard);
+            return Ok(outcome.map_err(|(current, value)| (current, key, value)));
         }
         if let Some(entry) = dirty.find(hash, &key) {
             let outcome = self.load_or_store_locked(entry, value, ctx, guard);
             self.miss_locked(&mut dirty, ctx, guard);
-            return Ok(outcome);
+            return Ok(outcome.map_err(|(current, value)| (current, key, value)));
         }
         let entry = Hashed {
             hash,
@@ -943,20 +985,20 @@ where
 
     // ----- LoadAndDelete (remove) ---------------------------------------
 
-    /// Go's `LoadAndDelete`.
+    /// Go's `LoadAndDelete`: the removed entry's key and value.
     pub(crate) fn remove<'g, Q>(
         &self,
         hash: u64,
         key: &Q,
         ctx: &Ctx<'_>,
         guard: &'g Guard,
-    ) -> Retry<Option<&'g V>, Retired>
+    ) -> Retry<Option<(&'g K, &'g V)>, Retired>
     where
         Q: ?Sized + Equivalent<K>,
     {
         let (view, amended) = self.view(guard);
         let removed = match view.find(hash, key) {
-            Some(entry) => entry.delete(guard),
+            Some(entry) => entry.delete(guard).map(|v| (entry.key(), v)),
             None if amended => return self.remove_slow(hash, key, ctx, guard),
             None => None,
         };
@@ -973,7 +1015,7 @@ where
         key: &Q,
         ctx: &Ctx<'_>,
         guard: &'g Guard,
-    ) -> Retry<Option<&'g V>, Retired>
+    ) -> Retry<Option<(&'g K, &'g V)>, Retired>
     where
         Q: ?Sized + Equivalent<K>,
     {
@@ -981,7 +1023,7 @@ where
         let (view, amended) = self.view(guard);
         let removed = if let Some(entry) = view.find(hash, key) {
             drop(dirty);
-            entry.delete(guard)
+            entry.delete(guard).map(|v| (entry.key(), v))
         } else if amended {
             // A new key (only in dirty, never in a view): unlink it, empty
             // its cell and retire it. A thread that found it under the lock
@@ -995,9 +1037,12 @@ where
                 found.ok().map(|occupied| occupied.remove().0)
             });
             self.miss_locked(&mut dirty, ctx, guard);
-            // SAFETY: read from dirty under the lock while pinned, and
-            // retired only below.
-            let removed = detached.and_then(|e| unsafe { e.entry.pinned(guard) }.delete(guard));
+            let removed = detached.and_then(|e| {
+                // SAFETY: read from dirty under the lock while pinned, and
+                // retired only below.
+                let entry = unsafe { e.entry.pinned(guard) };
+                entry.delete(guard).map(|v| (entry.key(), v))
+            });
             if let Some(entry) = detached {
                 // SAFETY: just unlinked from dirty, its only current table,
                 // under the lock we hold; retired once, here.
@@ -1076,6 +1121,89 @@ where
             Some(entry) => entry.update(f, guard),
             None => None,
         })
+    }
+
+    /// Removes `key` only if it still holds the value `seen` (loaded by
+    /// this thread while pinned with `guard`): a compare-and-delete by
+    /// identity ([`Entry::delete_if_same`]), running no user code but `Eq`.
+    /// `retain` removes through it, so a value written after the predicate
+    /// saw the old one is kept. Returns whether it removed.
+    pub(crate) fn remove_if_same<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        seen: &V,
+        ctx: &Ctx<'_>,
+        guard: &Guard,
+    ) -> Retry<bool, Retired>
+    where
+        Q: ?Sized + Equivalent<K>,
+    {
+        let removed = match self.find_any(hash, key, ctx, guard)? {
+            Some(entry) => entry.delete_if_same(seen, guard),
+            None => false,
+        };
+        if removed {
+            self.removed_one(ctx, guard);
+        }
+        Ok(removed)
+    }
+
+    /// Insert, update or remove `key` in one linearizable step, deciding
+    /// with `decide(current value)` (papaya's `compute`; see
+    /// `crate::compute`). `decide` runs without the lock, and again
+    /// whenever the value changed between its call and the step that
+    /// applies its decision; a value it asked to insert into an absent key
+    /// that someone else filled meanwhile is handed to `unused` (the
+    /// upsert family keeps it for the next try). On a retired shard, hands
+    /// the key back.
+    pub(crate) fn compute<'g, T>(
+        &self,
+        hash: u64,
+        mut key: K,
+        decide: &mut impl FnMut(Option<&'g V>) -> Operation<V, T>,
+        unused: &mut impl FnMut(V),
+        ctx: &Ctx<'_>,
+        guard: &'g Guard,
+    ) -> Retry<Compute<&'g V, T>, K> {
+        loop {
+            let entry = match self.find_any(hash, &key, ctx, guard) {
+                Ok(entry) => entry,
+                Err(Retired) => return Err(key),
+            };
+            let current = entry.and_then(|entry| entry.load(guard).map(|v| (entry, v)));
+            match (current, decide(current.map(|(_, v)| v))) {
+                (_, Operation::Abort(out)) => return Ok(Compute::Aborted(out)),
+                (None, Operation::Remove) => return Ok(Compute::Absent),
+                (Some((entry, old)), Operation::Insert(value)) => {
+                    // Dropped if the value changed meanwhile: `decide`
+                    // runs again on the new one.
+                    if let Ok(new) = entry.swap_if_same(old, ValueNode::boxed(value), guard) {
+                        return Ok(Compute::Updated { old, new });
+                    }
+                }
+                (Some((entry, old)), Operation::Remove) => {
+                    if entry.delete_if_same(old, guard) {
+                        self.removed_one(ctx, guard);
+                        return Ok(Compute::Removed(old));
+                    }
+                }
+                (None, Operation::Insert(value)) => {
+                    match self.try_insert(hash, key, value, ctx, guard) {
+                        Ok(Ok(stored)) => return Ok(Compute::Inserted(stored)),
+                        // Filled meanwhile: decide again on its value.
+                        Ok(Err((_, back, value))) => {
+                            unused(value);
+                            key = back;
+                        }
+                        Err((key, value)) => {
+                            unused(value);
+                            return Err(key);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     // ----- Range (iteration) and Clear ----------------------------------
