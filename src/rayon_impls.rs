@@ -1,15 +1,9 @@
 //! Parallel iteration with rayon (feature `rayon`).
 //!
 //! - **A snapshot**: [`Snapshot::par_iter`], a `ParallelIterator` over
-//!   `(&K, &V)`. A snapshot's pieces are slices, which rayon could split
-//!   directly; but their owner (`src/snapshot/`) has no crate-visible
-//!   accessor for them yet, so this walks [`Snapshot::iter`] through
-//!   rayon's `par_bridge` (workers take entries from one shared
-//!   iterator: it scales while the per-entry work is not tiny). Note for
-//!   the snapshot's owners: a `pub(crate) fn pieces(&self) -> impl
-//!   Iterator<Item = &[(K, V)]>` would let this become
-//!   `pieces.par_iter().flat_map(|p| p.par_iter())`, split without a
-//!   shared iterator.
+//!   `(&K, &V)`. A snapshot's pieces are slices (one per shard), so rayon
+//!   splits the list of pieces and then each piece, as it splits any
+//!   slice: no shared iterator, no lock.
 //! - **The live map**: [`SnapMap::par_for_each`]. A [`Pinned`](crate::Pinned)
 //!   handle (its epoch guard) belongs to one thread, and the references a
 //!   walk yields are bounded by it, so a map walk cannot be one iterator
@@ -23,7 +17,7 @@
 
 use core::hash::{BuildHasher, Hash};
 
-use rayon::iter::{IntoParallelIterator, ParallelBridge, ParallelIterator};
+use rayon::iter::{IntoParallelIterator, IntoParallelRefIterator, ParallelIterator};
 
 use crate::iter::Iter;
 use crate::map::SnapMap;
@@ -42,7 +36,10 @@ impl<K: Send + Sync, V: Send + Sync, S> Snapshot<K, V, S> {
     /// assert_eq!(snapshot.par_iter().map(|(_, v)| *v).sum::<u64>(), 499_500);
     /// ```
     pub fn par_iter(&self) -> impl ParallelIterator<Item = (&K, &V)> + '_ {
-        self.iter().par_bridge()
+        let slices: Vec<&[(K, V)]> = self.slices().collect();
+        slices
+            .into_par_iter()
+            .flat_map(|slice| slice.par_iter().map(|(k, v)| (k, v)))
     }
 }
 

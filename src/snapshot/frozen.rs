@@ -399,6 +399,13 @@ impl<K, V, S> Snapshot<K, V, S> {
         self.iter().map(|(_, v)| v)
     }
 
+    /// The pieces' entries, one slice per piece, in hash order (parallel
+    /// iteration splits them).
+    #[cfg(feature = "rayon")]
+    pub(crate) fn slices(&self) -> impl Iterator<Item = &[(K, V)]> {
+        self.frozen.pieces.iter().map(|piece| &*piece.entries)
+    }
+
     /// Whether two handles are the same snapshot (not just equal contents).
     ///
     /// ```
