@@ -219,6 +219,7 @@ mod pinned;
 mod raw;
 mod reader;
 mod reclaim;
+mod reload;
 #[cfg(feature = "serde")]
 mod serde_impls;
 mod shard;
