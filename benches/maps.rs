@@ -13,6 +13,10 @@
 //!   and through a snapshot.
 //! - `snapshot_1M`: taking a point-in-time copy, unchanged and after one
 //!   update, against `ArcSwap::load_full` and `RwLock<HashMap>` clones.
+//! - `reload_1M`, `reload_10K`: one reload of the whole content with 1 %
+//!   of the values changed, made visible to readers: snapmap's
+//!   `replace_all` + `snapshot()` (and `apply` of the changed keys only)
+//!   against `ArcSwap<HashMap>` and `RwLock<HashMap>` building a new map.
 //! - `ReadHeavy`, `Exchange`, `RapidGrow`: conc-map-bench's mixes with its
 //!   prefill, on a fresh map per iteration.
 //!
@@ -26,7 +30,7 @@
 
 use std::hint::black_box;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
@@ -302,6 +306,118 @@ fn snapshots(c: &mut Criterion, n: usize) {
     g.finish();
 }
 
+// ----- Reloads ----------------------------------------------------------------------------
+
+/// Times `reload(content)` once per iteration, the content alternating
+/// between `base` and `changed` (so every iteration starts from the same
+/// state: the map holds the other one) and prepared outside the timed part.
+fn reload_one(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    base: &[(u64, u64)],
+    changed: &[(u64, u64)],
+    mut reload: impl FnMut(&[(u64, u64)]),
+) {
+    let mut flip = false;
+    g.bench_function(BenchmarkId::new(name, "1% changed"), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                flip = !flip;
+                let content = if flip { changed } else { base };
+                let start = Instant::now();
+                reload(content);
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+}
+
+/// A reload of the whole content with 1 % of the values changed (issue 13),
+/// made visible to readers: snapmap's `replace_all(content)` and the next
+/// `snapshot()` (what a reader handle's refresh waits for), snapmap's
+/// `apply` of a batch holding only the changed keys (for a user who knows
+/// the diff), `ArcSwap<HashMap>` building a new map from the content and
+/// storing it, and `RwLock<HashMap>` building one and swapping it in under
+/// the write lock. (Applying the diff under the write lock instead needs a
+/// table of the content to find the removed keys, so it is no cheaper than
+/// building the map; the swap keeps the lock held for a pointer swap.)
+/// Every map starts from the content `(k, k)`; the changed content adds 1
+/// to every 100th value.
+fn reloads(c: &mut Criterion, n: usize) {
+    let keys = keys(n);
+    let base: Vec<(u64, u64)> = keys.iter().map(|&k| (k, k)).collect();
+    let changed: Vec<(u64, u64)> = base
+        .iter()
+        .enumerate()
+        .map(|(i, &(k, v))| if i % 100 == 0 { (k, v + 1) } else { (k, v) })
+        .collect();
+    // The changed keys with their values in each content, for `apply`.
+    let diff_to = |content: &[(u64, u64)]| -> Vec<(u64, u64)> {
+        content.iter().step_by(100).copied().collect()
+    };
+    let (to_base, to_changed) = (diff_to(&base), diff_to(&changed));
+    let mut g = group(c, &format!("reload_{}", label(n)), "mix");
+    g.throughput(Throughput::Elements(1));
+
+    let snap: Snap<Fast> = build(&keys);
+    drop(snap.0.snapshot());
+    reload_one(
+        &mut g,
+        "snapmap replace_all + snapshot",
+        &base,
+        &changed,
+        |content| {
+            let applied = snap.0.replace_all(content.iter().copied());
+            debug_assert_eq!(applied.replaced, to_base.len());
+            black_box(snap.0.snapshot());
+        },
+    );
+    reload_one(
+        &mut g,
+        "snapmap apply (changed keys only) + snapshot",
+        &base,
+        &changed,
+        |content| {
+            let diff = if content.as_ptr() == base.as_ptr() {
+                &to_base
+            } else {
+                &to_changed
+            };
+            snap.0.apply(diff.iter().copied().collect());
+            black_box(snap.0.snapshot());
+        },
+    );
+    drop(snap);
+    flush_epoch();
+
+    let cow: Cow<Fast> = build(&keys);
+    reload_one(&mut g, &Cow::<Fast>::name(), &base, &changed, |content| {
+        let mut map = hashbrown::HashMap::with_capacity_and_hasher(content.len(), Fast::default());
+        map.extend(content.iter().copied());
+        cow.0.store(std::sync::Arc::new(map));
+    });
+    drop(cow);
+
+    let locked: Locked<Fast> = build(&keys);
+    reload_one(
+        &mut g,
+        &Locked::<Fast>::name(),
+        &base,
+        &changed,
+        |content| {
+            let mut map =
+                hashbrown::HashMap::with_capacity_and_hasher(content.len(), Fast::default());
+            map.extend(content.iter().copied());
+            let old = std::mem::replace(&mut *locked.0.write(), map);
+            drop(old);
+        },
+    );
+    drop(locked);
+    g.finish();
+}
+
 // ----- conc-map-bench mixes -----------------------------------------------------------------
 
 struct MixSet {
@@ -448,6 +564,8 @@ fn main() {
     updates(&mut c, "update", sizes.big, sizes.big_stream, 100, true);
     iteration(&mut c, sizes.big);
     snapshots(&mut c, sizes.big);
+    reloads(&mut c, sizes.big);
+    reloads(&mut c, sizes.small);
     mixes(&mut c, sizes.mix_cap_log2);
     write_stats();
     c.final_summary();

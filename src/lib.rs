@@ -301,6 +301,7 @@ mod raw;
 mod rayon_impls;
 mod reader;
 mod reclaim;
+mod reload;
 #[cfg(feature = "serde")]
 mod serde_impls;
 mod shard;

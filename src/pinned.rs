@@ -251,18 +251,7 @@ where
     /// ```
     pub fn insert(&self, key: K, value: V) -> Option<&V> {
         let raw = self.raw();
-        let hash = raw.hash(&key);
-        let guard = &self.guard;
-        raw.write(
-            hash,
-            guard,
-            self.stripe,
-            (key, value),
-            |shard, (key, value), ctx| {
-                let previous = shard.insert(hash, key, value, ctx, guard)?;
-                Ok(Written::new(previous, true))
-            },
-        )
+        raw.insert(raw.hash(&key), key, value, &self.guard, self.stripe)
     }
 
     /// Returns the value for `key`, storing `value` first if absent (Go:
@@ -368,12 +357,7 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         let raw = self.raw();
-        let hash = raw.hash(key);
-        let guard = &self.guard;
-        raw.write(hash, guard, self.stripe, (), |shard, (), ctx| {
-            let removed = shard.remove(hash, key, ctx, guard).map_err(|_| ())?;
-            Ok(Written::new(removed, removed.is_some()))
-        })
+        raw.remove(raw.hash(key), key, &self.guard, self.stripe)
     }
 
     /// Replaces the value for `key` with `new` if it equals `old` (Go:

@@ -144,3 +144,141 @@ fn snapshots_never_see_half_a_replace_all() {
     assert!(checked.load(Ordering::Relaxed) > 0);
     assert_eq!(map.get("cert"), Some(RELOADS));
 }
+
+/// A key given more than once: its last value is the one compared and
+/// written, and it counts once in `Applied` (as one key).
+#[test]
+fn replace_all_with_a_repeated_key_keeps_its_last_value() {
+    let counts = |a: snapmap::Applied| (a.unchanged, a.replaced, a.inserted, a.removed);
+    let map = SnapMap::new();
+    map.insert("b", 2);
+
+    // Back to its current value: unchanged, not written twice.
+    let applied = map.replace_all([("b", 20), ("b", 2)]);
+    assert_eq!(counts(applied), (1, 0, 0, 0));
+    assert_eq!(map.get("b"), Some(2));
+
+    // To a new value: one replace.
+    let applied = map.replace_all([("b", 2), ("b", 20)]);
+    assert_eq!(counts(applied), (0, 1, 0, 0));
+    assert_eq!(map.get("b"), Some(20));
+
+    // A new key three times: one insert, the last value.
+    let applied = map.replace_all([("b", 20), ("n", 1), ("n", 2), ("n", 3)]);
+    assert_eq!(counts(applied), (1, 0, 1, 0));
+    assert_eq!((map.get("n"), map.len()), (Some(3), 2));
+
+    // The same pair twice: one unchanged key.
+    let applied = map.replace_all([("n", 3), ("n", 3)]);
+    assert_eq!(
+        counts(applied),
+        (1, 0, 0, 1),
+        "n unchanged (once), b removed"
+    );
+    assert_eq!(map.get("n"), Some(3));
+    assert_eq!(map.get("b"), None);
+}
+
+/// `replace_all` against a model (a `HashMap` built from the content, the
+/// last value of a repeated key winning, diffed against the map's content),
+/// for random reloads (new, changed, equal, repeated and missing keys) and
+/// shard layouts from one key a shard (more shards than the reload buckets
+/// the content by: 2^16) to the default.
+#[test]
+fn replace_all_matches_a_model() {
+    use std::collections::HashMap;
+
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    for (capacity, keys, reloads) in [
+        (1, 120_000, 2),
+        (4, 3000, 6),
+        (64, 3000, 6),
+        (512, 20_000, 4),
+    ] {
+        let map: SnapMap<u64, u64> = SnapMap::builder().shard_capacity(capacity).build().unwrap();
+        let mut model: HashMap<u64, u64> = HashMap::new();
+        for round in 0..reloads {
+            // Keys from a range a bit larger than `keys`, so reloads add
+            // and drop some; values from a small range, so many are equal.
+            let mut content: Vec<(u64, u64)> = Vec::new();
+            for _ in 0..keys {
+                if next(10) != 0 {
+                    content.push((next(keys * 5 / 4), next(4)));
+                }
+            }
+            let new: HashMap<u64, u64> = content.iter().copied().collect();
+            let unchanged = new.iter().filter(|(k, v)| model.get(k) == Some(v)).count();
+            let replaced = new
+                .iter()
+                .filter(|(k, v)| model.get(k).is_some_and(|m| m != *v))
+                .count();
+            let inserted = new.keys().filter(|k| !model.contains_key(k)).count();
+            let removed = model.keys().filter(|k| !new.contains_key(k)).count();
+
+            let applied = map.replace_all(content);
+            let at = format!("shard capacity {capacity}, round {round}");
+            assert_eq!(
+                (
+                    applied.unchanged,
+                    applied.replaced,
+                    applied.inserted,
+                    applied.removed
+                ),
+                (unchanged, replaced, inserted, removed),
+                "{at}"
+            );
+            model = new;
+            let mut got: Vec<_> = map.pin().iter().map(|(k, v)| (*k, *v)).collect();
+            let mut want: Vec<_> = model.iter().map(|(k, v)| (*k, *v)).collect();
+            got.sort_unstable();
+            want.sort_unstable();
+            assert_eq!(got, want, "{at}");
+            assert_eq!(map.len(), model.len(), "{at}");
+        }
+        if capacity == 1 {
+            let shards = map.stats().shards;
+            assert!(shards > 1 << 16, "more shards than buckets: {shards}");
+        }
+    }
+}
+
+/// `restore` compares the snapshot's entries by reference and clones only
+/// the ones it writes.
+#[test]
+fn restore_clones_only_what_it_writes() {
+    static CLONES: AtomicU64 = AtomicU64::new(0);
+    #[derive(PartialEq, Debug)]
+    struct Counted(u64);
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            CLONES.fetch_add(1, Ordering::Relaxed);
+            Counted(self.0)
+        }
+    }
+
+    let map = SnapMap::new();
+    for k in 0..1000u64 {
+        map.insert(k, Counted(k));
+    }
+    let good = map.snapshot();
+    map.insert(7, Counted(70));
+    map.remove(&8);
+    let before = CLONES.load(Ordering::Relaxed);
+    let applied = map.restore(&good);
+    assert_eq!(
+        (applied.replaced, applied.inserted, applied.unchanged),
+        (1, 1, 998)
+    );
+    assert_eq!(
+        CLONES.load(Ordering::Relaxed) - before,
+        2,
+        "values 7 and 8 only"
+    );
+    assert_eq!(map.get(&7), Some(Counted(7)));
+}

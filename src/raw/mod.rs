@@ -276,6 +276,50 @@ where
         }
     }
 
+    /// Stores `value` under `key`, whose hash is `hash`, returning the
+    /// previous value (the write step of `Pinned::insert`, for callers that
+    /// hashed the key already).
+    #[inline]
+    pub(crate) fn insert<'g>(
+        &self,
+        hash: u64,
+        key: K,
+        value: V,
+        guard: &'g Guard,
+        stripe: &Stripe,
+    ) -> Option<&'g V> {
+        self.write(
+            hash,
+            guard,
+            stripe,
+            (key, value),
+            |shard, (key, value), ctx| {
+                let previous = shard.insert(hash, key, value, ctx, guard)?;
+                Ok(Written::new(previous, true))
+            },
+        )
+    }
+
+    /// Removes `key`, whose hash is `hash`, returning the key and value it
+    /// held (the write step of `Pinned::remove_entry`, for callers that
+    /// hashed the key already).
+    #[inline]
+    pub(crate) fn remove<'g, Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        guard: &'g Guard,
+        stripe: &Stripe,
+    ) -> Option<(&'g K, &'g V)>
+    where
+        Q: ?Sized + Equivalent<K>,
+    {
+        self.write(hash, guard, stripe, (), |shard, (), ctx| {
+            let removed = shard.remove(hash, key, ctx, guard).map_err(|_| ())?;
+            Ok(Written::new(removed, removed.is_some()))
+        })
+    }
+
     /// A snapshot (see `crate::snapshot`): the cached one if nothing
     /// changed, otherwise a build.
     pub(crate) fn snapshot(&self) -> Snapshot<K, V, S>
