@@ -64,6 +64,11 @@ pub enum Bug {
     /// the change through `get` and then be handed the older snapshot as
     /// current.
     MarkAfterWrite,
+    /// `compute` (and the upsert family on it) checks that the key still
+    /// holds the value its closure saw and then stores the new one in a
+    /// separate step, instead of one compare-and-swap: two concurrent
+    /// updates of one key can both succeed and one is lost.
+    ComputeNotAtomic,
     /// A write changes a shard but does not put it on the list of changed
     /// shards, so the next snapshot build, which copies only listed shards
     /// when the directory's layout is unchanged, reuses the previous

@@ -800,13 +800,29 @@ impl<K, V: Send + 'static> Entry<K, V> {
         guard: &'g Guard,
     ) -> Result<&'g V, Box<ValueNode<V>>> {
         let new = Box::into_raw(node);
-        // Relaxed: only compared by address below; `seen` was loaded with
-        // Acquire by the caller, and the CAS orders what follows.
-        let current = self.cell.load(Ordering::Relaxed);
+        // Acquire: the identity check below reaches the value through this
+        // pointer (the node's value address), so the node must be
+        // published to us: with Relaxed, loom reports that read as racing
+        // with the store that published a node another compute just put
+        // in (model `loom-tests/tests/compute.rs`). Free on x86.
+        let current = self.cell.load(Ordering::Acquire);
         // SAFETY: a live pointer loaded while `guard` is pinned (see above).
         if !is_live(current) || !ptr::eq(unsafe { (*current).value() }, seen) {
             // SAFETY: `new` was never published; we still own it.
             return Err(unsafe { Box::from_raw(new) });
+        }
+        if injected(Bug::ComputeNotAtomic) {
+            // The broken twin: the identity check above and this store are
+            // two steps, so two computes that saw the same value both
+            // store, and one update is lost.
+            // AcqRel: as the compare-and-swap below.
+            let prev = self.cell.swap(new, Ordering::AcqRel);
+            // SAFETY: `prev` just left the cell through our swap; `new`
+            // is now in the cell and freed only through the epoch.
+            return unsafe {
+                self.retire_previous(prev, guard);
+                Ok((*new).value())
+            };
         }
         // AcqRel on success: Release publishes the new node; Acquire orders
         // the retired node's reads before its retirement. Relaxed on
@@ -833,8 +849,8 @@ impl<K, V: Send + 'static> Entry<K, V> {
     /// deleted, by identity (see [`Entry::swap_if_same`]). Returns whether
     /// it deleted.
     pub(crate) fn delete_if_same(&self, seen: &V, guard: &Guard) -> bool {
-        // Relaxed: only compared by address; the CAS orders what follows.
-        let current = self.cell.load(Ordering::Relaxed);
+        // Acquire: as in `swap_if_same` (the check reads through it).
+        let current = self.cell.load(Ordering::Acquire);
         // SAFETY: a live pointer loaded while `guard` is pinned.
         if !is_live(current) || !ptr::eq(unsafe { (*current).value() }, seen) {
             return false;
