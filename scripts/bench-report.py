@@ -861,18 +861,7 @@ def main():
         w("")
         d = groups[g]
         kinds = sorted({v for _, v in d}, key=lambda k: (k != "unchanged", k))
-        w("| map | " + " | ".join(f"{k}: time per snapshot | vs snapmap (time)" for k in kinds) + " |")
-        w("|---|" + "---:|---:|" * len(kinds))
-        for name in sorted({f for f, _ in d}, key=order_key):
-            cells = []
-            for k in kinds:
-                e, ref = d.get((name, k)), d.get((SNAP, k))
-                if not e:
-                    cells += ["–", "–"]
-                    continue
-                cells += [fmt_us(e["ns"]), fmt_ratio(e["ns"] / ref["ns"]) if ref else "n/a"]
-            w(f"| {md_name(name)} | " + " | ".join(cells) + " |")
-        w("")
+        time_table(w, d, kinds, SNAP, "time per snapshot", "vs snapmap (time)")
         rows = [r for r in growth.get("allocs", []) if r["op"].startswith("snapshot (")]
         if rows:
             w("What a snapshot allocates (counting allocator, `benches/growth.rs`):")
@@ -931,18 +920,7 @@ def main():
         w("")
         d = groups[g]
         kinds = sorted({v for _, v in d})
-        w("| map | " + " | ".join(f"{k}: time per reload | vs ArcSwap (time)" for k in kinds) + " |")
-        w("|---|" + "---:|---:|" * len(kinds))
-        for name in sorted({f for f, _ in d}, key=order_key):
-            cells = []
-            for k in kinds:
-                e, ref = d.get((name, k)), d.get((COW, k))
-                if not e:
-                    cells += ["–", "–"]
-                    continue
-                cells += [fmt_us(e["ns"]), fmt_ratio(e["ns"] / ref["ns"]) if ref else "n/a"]
-            w(f"| {md_name(name)} | " + " | ".join(cells) + " |")
-        w("")
+        time_table(w, d, kinds, COW, "time per reload", "vs ArcSwap (time)")
 
     # --- Allocations and memory
     w("## Allocations per operation")
@@ -1277,6 +1255,23 @@ def fmt_int(x):
         return f"{int(x):,}"
     except (TypeError, ValueError):
         return "?"
+
+
+def time_table(w, d, kinds, ref_name, time_label, ratio_label):
+    """One row per map of `d` ((name, kind) -> entry): each kind's time and
+    its ratio to `ref_name`'s time for the same kind."""
+    w("| map | " + " | ".join(f"{k}: {time_label} | {ratio_label}" for k in kinds) + " |")
+    w("|---|" + "---:|---:|" * len(kinds))
+    for name in sorted({f for f, _ in d}, key=order_key):
+        cells = []
+        for k in kinds:
+            e, ref = d.get((name, k)), d.get((ref_name, k))
+            if not e:
+                cells += ["–", "–"]
+                continue
+            cells += [fmt_us(e["ns"]), fmt_ratio(e["ns"] / ref["ns"]) if ref else "n/a"]
+        w(f"| {md_name(name)} | " + " | ".join(cells) + " |")
+    w("")
 
 
 def fmt_us(ns):
