@@ -1,0 +1,3 @@
+//! The etcd-to-snapshot benchmark (written in the next commit).
+
+fn main() {}
