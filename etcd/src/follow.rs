@@ -44,7 +44,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Event, WatchOptions};
+use etcd_client::{Client, Event, WatchClient, WatchOptions};
 use snapmap::Batch;
 use tokio::sync::watch;
 
@@ -102,8 +102,14 @@ enum WatchEnd {
 /// The task's state.
 pub(crate) struct Follower<V> {
     pub(crate) client: Client,
+    /// The client's watch service, with its own message limit (one
+    /// revision is one response, however large).
+    pub(crate) watch_client: WatchClient,
     pub(crate) prefix: Vec<u8>,
     pub(crate) page_size: i64,
+    /// Whether the watch asks for previous values (off by default: see
+    /// `MirrorBuilder::previous_values`).
+    pub(crate) previous_values: bool,
     pub(crate) decode: Arc<Decode<V>>,
     pub(crate) on_event: Option<Arc<OnEvent>>,
     pub(crate) shared: Arc<Shared<V>>,
@@ -192,11 +198,17 @@ where
 
     /// One watch, from `applied + 1`, until it ends.
     async fn watch(&mut self) -> WatchEnd {
-        let options = WatchOptions::new()
+        let mut options = WatchOptions::new()
             .with_prefix()
-            .with_start_revision(self.applied + 1)
-            .with_prev_key();
-        let mut stream = match self.client.watch(self.prefix.clone(), Some(options)).await {
+            .with_start_revision(self.applied + 1);
+        if self.previous_values {
+            options = options.with_prev_key();
+        }
+        let mut stream = match self
+            .watch_client
+            .watch(self.prefix.clone(), Some(options))
+            .await
+        {
             Ok(stream) => stream,
             Err(error) => return WatchEnd::Failed(error.into()),
         };

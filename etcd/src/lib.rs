@@ -30,7 +30,9 @@
 //! range get in pages, each page at `R`, each bounded in keys and by the
 //! client's 4 MiB message limit) and makes it the map's content as one
 //! batch (`SnapMap::replace_all`). It then watches the prefix from `R + 1`
-//! (with previous values, without fragments) on a tokio task. Each watch
+//! (without fragments, and by default without previous values, which the
+//! mirror does not need and etcd 3.4 makes slow: see
+//! [`MirrorBuilder::previous_values`]) on a tokio task. Each watch
 //! response is split into runs of equal `mod_revision`, and each run, one
 //! etcd revision, becomes one `SnapMap::apply` of a [`snapmap::Batch`] of
 //! puts and deletes.
@@ -95,6 +97,9 @@
 //!   be UTF-8 (a key that is not is rejected like a bad value).
 //! - Revisions are assumed to move forward. An etcd restored from an older
 //!   backup (revisions going back) is not detected.
+//! - One revision is one watch response, which must fit in
+//!   [`MirrorBuilder::max_watch_message`] (256 MiB by default); a larger one
+//!   stops the mirror at the revision before it (it keeps retrying).
 //! - A mirror follows one prefix with one watch; the decoder runs on the
 //!   task, so a slow decoder delays every later revision.
 
@@ -105,7 +110,7 @@ mod follow;
 mod load;
 mod mirror;
 
-pub use builder::{DEFAULT_PAGE_SIZE, MirrorBuilder};
+pub use builder::{DEFAULT_MAX_WATCH_MESSAGE, DEFAULT_PAGE_SIZE, MirrorBuilder};
 pub use error::{BoxError, DecodeError, Error};
 pub use event::{LoadReason, MirrorEvent, Stats};
 pub use mirror::{Mirror, MirrorSnapshot, MirrorView};

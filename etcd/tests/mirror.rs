@@ -462,17 +462,20 @@ async fn compaction_past_the_mirror_resyncs_in_one_batch() {
 
 /// Issue 15, must-show 5: three mirrors of one prefix converge to the same
 /// content at the same revision after a burst of 1,000 transactions (from
-/// four concurrent writers, so watch responses carry several revisions).
+/// four concurrent writers, so watch responses carry several revisions;
+/// one mirror asks for previous values, the others do not).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_mirrors_converge_after_1000_transactions() {
     let etcd = Etcd::start().await;
     let mut client = etcd.client().await;
     let mut mirrors = Vec::new();
     let mut recorders = Vec::new();
-    for _ in 0..3 {
+    for i in 0..3 {
         let (applied, record) = recorder();
         let mirror = Mirror::builder(PREFIX, decode)
             .endpoints([etcd.endpoint()])
+            // One of them with previous values (the option's path).
+            .previous_values(i == 2)
             .on_event(record)
             .start()
             .await

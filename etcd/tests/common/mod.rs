@@ -22,6 +22,7 @@ use snapmap_etcd::etcd_client::Client;
 /// A running etcd process.
 pub struct Etcd {
     child: Option<Child>,
+    extra_args: Vec<String>,
     data_dir: PathBuf,
     client_port: u16,
     peer_port: u16,
@@ -39,6 +40,11 @@ fn free_port() -> u16 {
 impl Etcd {
     /// Starts a fresh etcd and waits until it answers.
     pub async fn start() -> Etcd {
+        Etcd::start_with_args(&[]).await
+    }
+
+    /// [`start`](Self::start) with more command-line options.
+    pub async fn start_with_args(extra_args: &[&str]) -> Etcd {
         static COUNT: AtomicU32 = AtomicU32::new(0);
         let data_dir = std::env::temp_dir().join(format!(
             "snapmap-etcd-test-{}-{}",
@@ -48,6 +54,7 @@ impl Etcd {
         let _ = std::fs::remove_dir_all(&data_dir);
         let mut etcd = Etcd {
             child: None,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             data_dir,
             client_port: free_port(),
             peer_port: free_port(),
@@ -95,6 +102,7 @@ impl Etcd {
             .arg(format!("--initial-cluster=test={peer_url}"))
             .arg("--logger=zap")
             .arg("--log-level=error")
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
