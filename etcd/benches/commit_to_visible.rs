@@ -141,7 +141,7 @@ async fn main() {
         .await
         .unwrap();
     println!(
-        "start (range in pages of 1,000, replace_all, snapshot) of {keys} keys: {:.1?}",
+        "start (range in pages of 10,000, replace_all, snapshot) of {keys} keys: {:.1?}",
         load_started.elapsed()
     );
     let (mut visible, mut committed) = (Vec::new(), Vec::new());

@@ -51,7 +51,7 @@ use tokio::sync::watch;
 use crate::event::{Counters, LoadReason, MirrorEvent};
 use crate::load::load_prefix;
 use crate::mirror::{MirrorSnapshot, Shared};
-use crate::{DecodeError, Error};
+use crate::{DecodeError, Error, Key};
 
 /// The user's decoder: key (prefix stripped) and value bytes to `V`.
 pub(crate) type Decode<V> = dyn Fn(&str, &[u8]) -> Result<V, DecodeError> + Send + Sync;
@@ -302,7 +302,7 @@ where
     }
 
     /// Decodes every event of one revision into a batch, or fails.
-    fn decode_revision(&self, revision: i64, events: &[Event]) -> Result<Batch<String, V>, Error> {
+    fn decode_revision(&self, revision: i64, events: &[Event]) -> Result<Batch<Key, V>, Error> {
         let mut batch = Batch::with_capacity(events.len());
         for event in events {
             let kv = event.kv().ok_or_else(|| {
@@ -328,7 +328,7 @@ where
     }
 
     /// The map's key for an etcd key: the prefix stripped, UTF-8.
-    fn map_key(&self, full_key: &[u8], revision: i64) -> Result<String, Error> {
+    fn map_key(&self, full_key: &[u8], revision: i64) -> Result<Key, Error> {
         let rest = full_key
             .strip_prefix(self.prefix.as_slice())
             .ok_or_else(|| {
@@ -338,7 +338,7 @@ where
                 ))
             })?;
         match std::str::from_utf8(rest) {
-            Ok(key) => Ok(key.to_owned()),
+            Ok(key) => Ok(Key::from(key)),
             Err(error) => Err(Error::Decode {
                 revision,
                 key: full_key.to_vec(),

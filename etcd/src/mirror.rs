@@ -23,12 +23,12 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::event::{Counters, Stats};
-use crate::{Error, MirrorBuilder};
+use crate::{Error, Key, MirrorBuilder};
 
 /// What the task and every view share.
 pub(crate) struct Shared<V> {
     /// The mirrored content; written only by the task.
-    pub(crate) map: SnapMap<String, V>,
+    pub(crate) map: SnapMap<Key, V>,
     /// The last published pair.
     pub(crate) published: ArcSwap<MirrorSnapshot<V>>,
     /// The published etcd revision, for waiters; the sender is the task's,
@@ -43,7 +43,7 @@ pub(crate) struct Shared<V> {
 /// Cheap to clone (an `Arc`), `Send + Sync + 'static`, fine to hold across
 /// `.await`.
 pub struct MirrorSnapshot<V> {
-    pub(crate) snapshot: Snapshot<String, V>,
+    pub(crate) snapshot: Snapshot<Key, V>,
     pub(crate) revision: i64,
     pub(crate) diverged_since: Option<i64>,
 }
@@ -77,7 +77,7 @@ impl<V> MirrorSnapshot<V> {
     }
 
     /// The content: keys with the prefix stripped.
-    pub fn snapshot(&self) -> &Snapshot<String, V> {
+    pub fn snapshot(&self) -> &Snapshot<Key, V> {
         &self.snapshot
     }
 

@@ -51,7 +51,7 @@ fn mirror_content(view: &MirrorView<String>) -> (i64, BTreeMap<String, String>) 
     let content = snapshot
         .snapshot()
         .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
     (snapshot.revision(), content)
 }
@@ -140,7 +140,7 @@ async fn start_and_follow_with_atomic_transactions() {
                 let mut checked = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let snapshot = view.snapshot();
-                    let t: Vec<(&String, &String)> = snapshot
+                    let t: Vec<(&snapmap_etcd::Key, &String)> = snapshot
                         .snapshot()
                         .iter()
                         .filter(|(k, _)| k.starts_with("t/"))
@@ -163,7 +163,7 @@ async fn start_and_follow_with_atomic_transactions() {
                         snapshot
                             .snapshot()
                             .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .map(|(k, v)| (k.to_string(), v.clone()))
                             .collect()
                     });
                     checked += 1;
