@@ -21,8 +21,10 @@ pub enum LoadReason {
 /// One thing that happened in the mirror, given to the event callback.
 ///
 /// The callback runs on the mirror's task, after the change is visible
-/// in [`Mirror::snapshot`](crate::Mirror::snapshot): keep it short (log,
-/// count, send on a channel).
+/// in [`Mirror::snapshot`](crate::Mirror::snapshot) and before
+/// [`wait_for_revision`](crate::MirrorView::wait_for_revision) returns for
+/// it (so a waiter that wakes for a revision knows its event was
+/// reported): keep it short (log, count, send on a channel).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum MirrorEvent<'a> {

@@ -193,6 +193,7 @@ where
             applied,
             elapsed: started.elapsed(),
         });
+        self.wake_waiters();
         Ok(())
     }
 
@@ -284,6 +285,7 @@ where
                     revision,
                     error: &error,
                 });
+                self.wake_waiters();
                 return Ok(());
             }
             Err(error) => return Err(error),
@@ -298,6 +300,7 @@ where
             applied,
             latency: received.elapsed(),
         });
+        self.wake_waiters();
         Ok(())
     }
 
@@ -361,7 +364,8 @@ where
         })
     }
 
-    /// Publishes the map's content with `applied` (see `crate::mirror`).
+    /// Publishes the map's content with `applied` (see `crate::mirror`):
+    /// `snapshot()` shows it from here on.
     fn publish(&self) {
         let published = MirrorSnapshot {
             snapshot: self.shared.map.snapshot(),
@@ -374,7 +378,15 @@ where
             .counters
             .revision
             .store(self.applied, std::sync::atomic::Ordering::Relaxed);
-        // After the store: a waiter that wakes finds the pair published.
+    }
+
+    /// Wakes the waiters of [`MirrorView::wait_for_revision`] for
+    /// `applied`; called after `publish` and after the event callback, so
+    /// a waiter that wakes finds the pair published and the event
+    /// reported.
+    ///
+    /// [`MirrorView::wait_for_revision`]: crate::MirrorView::wait_for_revision
+    fn wake_waiters(&self) {
         self.revision_tx.send_replace(self.applied);
     }
 

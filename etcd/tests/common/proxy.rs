@@ -32,17 +32,20 @@ impl Proxy {
             let (cut, connections) = (cut.clone(), connections.clone());
             tokio::spawn(async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
+                    // The flag is read and the connection registered under
+                    // the lock that `cut` holds while it sets the flag and
+                    // drops the connections: none slips past a cut.
+                    let mut live = connections.lock().await;
                     if cut.load(Ordering::SeqCst) {
                         continue; // refused: dropped at once
                     }
                     let target = target.clone();
-                    let task = tokio::spawn(async move {
+                    live.push(tokio::spawn(async move {
                         if let Ok(mut outbound) = TcpStream::connect(&target).await {
                             let _ =
                                 tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
-                    });
-                    connections.lock().await.push(task);
+                    }));
                 }
             })
         };
@@ -61,8 +64,9 @@ impl Proxy {
 
     /// Drops every connection and refuses new ones.
     pub async fn cut(&self) {
+        let mut live = self.connections.lock().await;
         self.cut.store(true, Ordering::SeqCst);
-        for task in self.connections.lock().await.drain(..) {
+        for task in live.drain(..) {
             task.abort();
         }
     }
