@@ -538,3 +538,45 @@ async fn three_mirrors_converge_after_1000_transactions() {
         mirror.shutdown().await;
     }
 }
+
+/// The full load in pages (7 keys each here), every page at the first
+/// page's revision, while another client writes: the mirror starts with
+/// exactly etcd's content at its start revision, then follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paginated_start_is_one_revision() {
+    let etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    let ops = (0..100)
+        .map(|i| TxnOp::put(format!("{PREFIX}p/{i:03}"), "0", None))
+        .collect();
+    txn(&mut client, ops).await;
+    let writer = {
+        let endpoint = etcd.endpoint();
+        tokio::spawn(async move {
+            let mut client = Client::connect([endpoint], None).await.unwrap();
+            let mut last = 0;
+            for i in 1..=50 {
+                last = put(
+                    &mut client,
+                    &format!("p/{:03}", (i * 37) % 100),
+                    &i.to_string(),
+                )
+                .await;
+            }
+            last
+        })
+    };
+    let mirror = Mirror::builder(PREFIX, decode)
+        .endpoints([etcd.endpoint()])
+        .page_size(7)
+        .start()
+        .await
+        .unwrap();
+    let view = mirror.view();
+    let (start, content) = mirror_content(&view);
+    assert_eq!(content, etcd_content(&mut client, start).await);
+    let last = writer.await.unwrap();
+    wait(&view, last).await;
+    assert_eq!(mirror_content(&view).1, etcd_content(&mut client, 0).await);
+    mirror.shutdown().await;
+}
