@@ -726,7 +726,7 @@ def main():
     # --- Method
     w("## Method")
     w("")
-    w("- **Same code for every map.** `benches/lib.rs` (the `snapmap-benches` workspace member) defines one small trait (`get`, `insert`, `remove`, "
+    w("- **Same code for every map.** `peers/src/lib.rs` (the `snapmap-peers` workspace member, which `snapmap-benches` re-exports and the config_cache example runs too) defines one small trait (`get`, `insert`, `remove`, "
       "`update`, `iter_sum`) and implements it for each map; every workload is one generic function.")
     w("- **Same hasher.** Every map gets `foldhash::fast::FixedState` (seed 0), so the hasher is not what is "
       "measured; the `read_hit_*_default_hasher` group gives each map its own default hasher instead "
@@ -872,8 +872,9 @@ def main():
                 w(f"| {r['op'][len('snapshot ('):-1]} | {fmt_int(r['allocs_per_op'])} | {fmt_int(r['bytes_per_op'])} |")
             w("")
         w("Reads and iteration through a snapshot are the `snapmap snapshot` rows of the read-hit and iteration "
-          "tables above (the snapshot's pieces are contiguous `(K, V)` arrays with a small index; a lookup indexes "
-          "a slot table by the hash's top bits, as the map's directory does, then probes the piece).")
+          "tables above (the snapshot's pieces are contiguous `(K, V)` arrays grouped by bucket, with a 16-byte "
+          "head per bucket; a lookup indexes a slot table by the hash's top bits, as the map's directory does, "
+          "then loads the bucket's head and the entry).")
         w("")
     storm = growth.get("storm", [])
     if storm:
@@ -1077,31 +1078,32 @@ def main():
     facts = why_facts(groups, growth, cg, lat)
     w("- **A read hit costs more dependent loads than a flat table.** The ceiling hashes, loads a control group "
       "and compares the key stored inline in the bucket: two dependent loads. snapmap loads the directory "
-      "table's header, the slot (inline after the header, one allocation), the shard, the read-view pointer, "
-      "the view (another allocation "
-      "holding the table header), the control bytes, the bucket (a pointer to the entry), the entry (hash, key, "
-      "value cell) and finally the value node: nine, of which four or five miss the cache on a 1M-key map, where "
-      "each miss is a trip to memory. "
+      "table's header and slot (one allocation), the shard, the read-view pointer, the view's slots (the hash "
+      "and an entry pointer each, compared a group at a time), then the entry, which holds the key and, for a "
+      "value that needs no drop, the value itself (otherwise a pointer to a value node, one load more): five or "
+      "six dependent loads, two or three of which miss the cache on a 1M-key map. "
       + facts.get("lookup", "")
       + "Peers that keep the value inline (scc::HashIndex, ArcSwap<HashMap>, dashmap's shard tables) pay fewer "
       "misses; peers that lock per read (dashmap, scc::HashMap, RwLock) pay an atomic read-modify-write on a "
       "shared line instead.")
-    w("- **Iteration chases two pointers per entry.** A shard's table holds entry pointers and each entry "
-      "points to its value node; the walk visits them in hash order, i.e. in random memory order, so each entry "
-      "costs up to two cache misses where a `HashMap<u64, u64>` streams through contiguous buckets. It allocates "
-      "nothing, but it cannot beat maps that store entries inline. "
+    w("- **Iteration chases a pointer per entry.** A shard's read view holds entry pointers, and every entry is "
+      "its own allocation; the walk visits them in slot order, i.e. in random memory order, so each entry costs "
+      "a cache miss where a `HashMap<u64, u64>` streams through contiguous buckets. It allocates nothing, but it "
+      "cannot beat maps that store entries inline. "
       + facts.get("iter", "")
       + "A snapshot is the fast way to walk the map: its pieces are contiguous arrays.")
     w("- **Every update allocates and goes through the write gate.** An update of an existing key is the read "
       "path above, then a new value node (one allocation), a CAS, and the old node retired through the epoch; every "
-      "write also passes the snapshot write gate (two atomic operations and a fence). dashmap, scc::HashMap and "
+      "write also passes the snapshot write gate (a locked add on its thread's stripe, a fence, and a locked "
+      "subtract on leaving), bumps its shard's version and lists the shard for the next snapshot once per "
+      "cycle. dashmap, scc::HashMap and "
       "`RwLock` update the value in place under a lock they already had to take. "
       + facts.get("update", "")
       + "A profile (`perf`) of the update loop puts the time in the table probe's cache misses, not in the "
       "allocation: the locked instructions and the fence stop the CPU from overlapping one update's misses with the "
       "next one's, as it does for plain reads, so the whole chain of dependent misses is paid every time.")
-    w("- **New keys take a lock, and churn is the weak spot.** Every new key takes its shard's lock and costs two "
-      "allocations (the entry and the value node); lookups and removes of keys not yet promoted take the "
+    w("- **New keys take a lock, and churn is the weak spot.** Every new key takes its shard's lock and costs an "
+      "allocation (the entry, with the value inline where it can be); lookups and removes of keys not yet promoted take the "
       "lock again and count misses; each promotion makes the next new key copy the shard into a fresh dirty table; "
       "a shard that passes its capacity splits (another copy), and both halves start promoted, so the next new key "
       "in each half copies it once more. "
@@ -1120,26 +1122,31 @@ def main():
       "to the next map's reads; the growth harness does not, because there it is part of growing. (In a first "
       "run without that flush, the garbage of building a 1M-entry map landed in a reader's warm-up and stalled it "
       "for hundreds of milliseconds.)")
-    w("- **Snapshots: fast to walk, slow to probe, O(shards) to rebuild.** Iterating a snapshot is a slice walk, "
-      "the fastest of all here. But a lookup in a snapshot first binary-searches the piece by hash over one "
-      "start per shard (about 11 unpredictable branches at 1M entries) before probing the piece: "
+    w("- **Snapshots: fast to walk, two loads to probe, O(changed shards) to rebuild.** Iterating a snapshot is "
+      "a slice walk. A lookup indexes the snapshot's slot table by the hash's top bits (the slot holds the "
+      "piece's bucket heads, entries and mask), loads the bucket's 16-byte head (its start and 12 tag bytes, "
+      "one SSE2 compare) and then the entry: "
       + facts.get("snapshot_get", "")
-      + "And a snapshot after a single update, although it copies one shard, walks every shard twice (reading "
-      "each shard's version), clones every reused piece's `Arc` and builds a `HashMap` of the previous pieces: "
+      + "A reader handle adds one load and a compare of the map's change word per lookup. It stays behind "
+      "`ArcSwap<HashMap>`, whose readers make one probe of one flat table and check for a new map once per "
+      "1,024 lookups. A snapshot after a single update copies the one changed shard, the slot table "
+      "(pointers) and the chunk of 64 piece references holding it, and touches no other shard (the list of "
+      "changed shards): "
       + facts.get("snapshot_build", "")
-      + "Still far cheaper than the whole-map copies the peers need.")
+      + "The peers that can give a consistent copy pay a whole-map copy per write instead.")
     heap_rows = {r["map"]: r for r in growth.get("heap", [])}
     hs, hc = heap_rows.get(SNAP), heap_rows.get("ceiling: &hashbrown::HashMap")
     ws = (f"about {hs['bytes_per_entry'] * hs['entries'] / 1e6:.0f} MB" if hs and hs.get("bytes_per_entry") else "tens of MB")
     wc = (f"about {hc['bytes_per_entry'] * hc['entries'] / 1e6:.0f} MB" if hc and hc.get("bytes_per_entry") else "less")
-    w(f"- **Working set.** At 1M entries snapmap's data ({ws}, spread over two million allocations) exceeds "
-      f"this machine's 32 MB L3 cache, while the inline tables of the hashbrown-based maps ({wc}, of "
-      "which the control bytes and buckets probed by a lookup are contiguous) mostly fit: on this machine the "
-      "same number of dependent loads costs snapmap more DRAM trips.")
+    w(f"- **Working set.** At 1M entries snapmap's data ({ws}, spread over a million allocations) is larger "
+      f"and more scattered than the inline tables of the hashbrown-based maps ({wc}, of which the control "
+      "bytes and buckets probed by a lookup are contiguous): each dependent load is more likely to leave the "
+      "L2 cache, and to need a page walk.")
     w("- **Right after a bulk load**, keys are only in the dirty tables until lookups have missed `len(dirty)` "
       "times per shard: see the `no read pass after prefill` ReadHeavy row.")
-    w("- **Memory.** Each entry is a separate `Arc<Entry>` (40 bytes: counts, hash, key, value cell) plus an "
-      "8-byte value node, and the tables store 8-byte pointers: "
+    w("- **Memory.** Each entry is a separate allocation (a `u64 -> u64` entry with its value inline is 24 "
+      "bytes, a 32-byte `malloc` chunk), and the read view's slots hold the hash and an entry pointer (16 bytes, "
+      "at most 80 % full): "
       + facts.get("heap", "")
       + "")
     w("")

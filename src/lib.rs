@@ -134,33 +134,37 @@
 //! - **snapmap**: read-mostly data that readers need **consistent**
 //!   (snapshots, all-or-nothing batches, revisions, waiting for a change)
 //!   and that is reloaded now and then, mostly by replacing values. A
-//!   snapshot of an unchanged map costs 40 ns (`ArcSwap::load_full`: 28 ns);
-//!   after one update to a 1M-key map, 0.17 ms, where `ArcSwap<HashMap>` and
-//!   `RwLock<HashMap>` copy the whole map (14 ms). dashmap, papaya and scc
+//!   snapshot of an unchanged map costs 43 ns (`ArcSwap::load_full`: 29 ns);
+//!   after one update to a 1M-key map, 20 µs, where `ArcSwap<HashMap>` and
+//!   `RwLock<HashMap>` copy the whole map (15 ms). dashmap, papaya and scc
 //!   have no point-in-time view at all. Iterating a snapshot is a slice walk
-//!   (1.17× the time of a `Vec<(u64, u64)>` walk). In the 99 % read / 1 %
-//!   update mix at 10K keys it runs at 0.99× papaya on one thread and 1.28×
-//!   on two, 1.50× and 3.79× dashmap, 0.68× and 0.95× `scc::HashIndex`.
+//!   (1.36× the time of a `Vec<(u64, u64)>` walk). In the 99 % read / 1 %
+//!   update mix at 10K keys it runs at 1.01× papaya on one thread and 1.29×
+//!   on two, 1.51× and 3.84× dashmap, 0.79× and 0.96× `scc::HashIndex`.
 //! - **papaya or `scc::HashIndex`** when reads must be as fast as possible
-//!   and no consistent view is needed. snapmap's read hits run at 0.62×
-//!   papaya and 0.55× `scc::HashIndex` at 1M keys (1.06× and 0.57× at 10K);
-//!   the 99/1 mix at 1M keys at 0.51× papaya and 0.44× `scc::HashIndex` on
-//!   one thread, 0.80× and 0.49× on two. A read hit costs 87 instructions
+//!   and no consistent view is needed. snapmap's read hits run at 0.48×
+//!   papaya and 0.57× `scc::HashIndex` at 1M keys (1.09× and 0.59× at 10K);
+//!   the 99/1 mix at 1M keys at 0.53× papaya and 0.52× `scc::HashIndex` on
+//!   one thread, 0.78× and 0.52× on two. A read hit costs 86 instructions
 //!   against 36 for an unsynchronised `hashbrown` lookup (callgrind).
 //! - **dashmap or `scc::HashMap`** when writes are frequent: they update in
 //!   place, where snapmap allocates a value per update (updates of existing
-//!   keys at 1M: 0.05× dashmap, 0.09× `scc::HashMap`, 0.39× papaya on one
-//!   thread; 1.82× papaya on two). Workloads that churn new keys are the
-//!   read/dirty design's weak spot: 0.09–0.24× the best peer (conc-map-bench's
+//!   keys at 1M: 0.08× dashmap, 0.13× `scc::HashMap`, 0.42× papaya on one
+//!   thread; 1.57× papaya on two). Workloads that churn new keys are the
+//!   read/dirty design's weak spot: 0.10–0.25× the best peer (conc-map-bench's
 //!   Exchange and RapidGrow mixes). They also hold less memory: 35.7 heap
 //!   bytes per `u64 -> u64` entry (dashmap) against snapmap's 58.5 (papaya:
 //!   53.8).
 //! - **`ArcSwap<HashMap>`** (copy on write) for small maps that are rarely
 //!   written: its reads are as fast as an unsynchronised `HashMap` (snapmap's
-//!   read hits run at 0.27× its speed at 1M keys, 0.28× at 10K; a snapmap
-//!   [`Reader`], 0.20× and 0.36×), and a snapshot is one load. Every write
-//!   copies the whole map, though: at 10K keys with 1 % updates snapmap is
-//!   7.8× faster on one thread, and at 1M keys one write costs 14 ms.
+//!   read hits run at 0.28× its speed at 1M keys and at 10K; a snapmap
+//!   [`Reader`], which checks for a change on every lookup, 0.48× and
+//!   0.51×), and a snapshot is one load. Every write copies the whole map,
+//!   though: at 10K keys with 1 % updates snapmap is 8.7× faster on one
+//!   thread, and at 1M keys one write costs 15 ms. A reload of 1 % of the
+//!   keys, on the other hand, is cheaper as a new `ArcSwap` map than as
+//!   snapmap's `replace_all` (2.3× its time at 1M keys; `apply` of the
+//!   changed keys, 0.82×).
 //!
 //! `BENCHMARKS.md`'s "Where snapmap loses, and why" lists every workload
 //! where a peer won in that run, with the reasons.

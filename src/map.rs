@@ -1058,15 +1058,14 @@ where
     /// small table (`src/reload.rs`); then the writes. Measured at 1M `u64`
     /// keys (foldhash) with 1 % of the values changed, made visible with
     /// the next snapshot (which copies every shard here: 1 % of random keys
-    /// touch nearly every shard): about 0.1 s, against 65 ms for
+    /// touch nearly every shard): 93 ms, against 41 ms for
     /// `ArcSwap<HashMap>` to build and store a new map from the same content
-    /// (`cargo bench -p snapmap-benches --bench maps -- reload`, group
-    /// `reload_1M`; the earlier version, a SipHash table of the content,
-    /// took about 0.25 s). At 10K keys the gap is wider (about 0.6 ms
-    /// against 90 µs: a small map builds in cache, while the diff still
-    /// loads every entry and value). When the changes themselves are
-    /// known, [`apply`](Self::apply) them instead: its cost is the
-    /// changes' (46 ms at 1M with the snapshot, most of it the snapshot).
+    /// (BENCHMARKS.md, group `reload_1M`; the earlier version, a SipHash
+    /// table of the content, took about 0.25 s). At 10K keys the gap is
+    /// wider (0.39 ms against 58 µs: a small map builds in cache, while the
+    /// diff still loads every entry and value). When the changes themselves
+    /// are known, [`apply`](Self::apply) them instead: its cost is the
+    /// changes' (34 ms at 1M with the snapshot, most of it the snapshot).
     ///
     /// A key given more than once takes its last value, and counts once in
     /// the [`Applied`] it returns.

@@ -3,9 +3,9 @@
 //! A [`Snapshot`] is an `Arc` of one [`Frozen`] body: the pieces (one per
 //! shard of the cut, in hash order), the slot table that maps the top hash
 //! bits to a piece, and the hasher. A [`Piece`] is one shard's live entries
-//! as a contiguous slice with a small hash index beside it (the layout is
-//! drawn in the `snapshot` module docs). Lookups probe one piece; iteration
-//! walks the slices. Nothing here changes after the build publishes it, so
+//! as a contiguous slice grouped by bucket, with a 16-byte head per bucket
+//! (the layout is drawn in the `snapshot` module docs). Lookups load a head
+//! and an entry of one piece; iteration walks the slices. Nothing here changes after the build publishes it, so
 //! nothing here synchronises: a snapshot is read like any immutable data.
 
 use core::fmt;
