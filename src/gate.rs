@@ -136,7 +136,8 @@
 //! gate would wait for itself; `snapshot()` panics instead (see its docs).
 //!
 //! The depth is kept **per gate** (each gate has a unique id; the thread
-//! keeps a short list of the gates it is inside, `HELD_GATES` below). Being
+//! keeps the gates it is inside in `HELD_GATES` below: the first one in two
+//! plain words, any others in a short list). Being
 //! inside map `a`'s gate says nothing about map `b`'s: a write to `b` from
 //! inside `a.batch(..)` enters `b`'s gate like any other write, and
 //! `b.snapshot()` there is an ordinary snapshot. (With one depth shared by
