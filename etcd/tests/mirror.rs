@@ -580,3 +580,39 @@ async fn paginated_start_is_one_revision() {
     assert_eq!(mirror_content(&view).1, etcd_content(&mut client, 0).await);
     mirror.shutdown().await;
 }
+
+/// A prefix whose range response is larger than the client's 4 MiB
+/// message limit: the full load asks again with smaller pages (a page of
+/// all 12 values is 10.8 MB) and loads every key, each value whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_larger_than_the_message_limit_loads_in_smaller_pages() {
+    let etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    let big = |i: usize| char::from(b'a' + i as u8).to_string().repeat(900_000);
+    let mut last = 0;
+    for i in 0..12 {
+        last = put(&mut client, &format!("big/{i:02}"), &big(i)).await;
+    }
+    // The test's own client cannot read the whole prefix in one response
+    // either: that is the point.
+    let whole = client
+        .get(PREFIX, Some(GetOptions::new().with_prefix()))
+        .await;
+    assert!(
+        whole.is_err(),
+        "one response of 10.8 MB fit the client's limit"
+    );
+    let mirror = Mirror::builder(PREFIX, decode)
+        .endpoints([etcd.endpoint()])
+        .start()
+        .await
+        .unwrap();
+    let view = mirror.view();
+    let (revision, content) = mirror_content(&view);
+    assert_eq!(revision, last);
+    assert_eq!(content.len(), 12);
+    for i in 0..12 {
+        assert!(content[&format!("big/{i:02}")] == big(i), "big/{i:02}");
+    }
+    mirror.shutdown().await;
+}
