@@ -255,9 +255,7 @@ impl<K, V> DirTable<K, V> {
     /// The slot index of `hash`: its top `depth` bits.
     #[inline]
     pub(crate) fn index(&self, hash: u64) -> usize {
-        // Two shifts so that depth 0 shifts by 64 in total without
-        // overflowing a single shift.
-        ((hash >> (63 - self.depth())) >> 1) as usize
+        crate::hash::top_bits(hash, self.depth())
     }
 
     /// The shard in slot `index`.

@@ -46,3 +46,13 @@ impl BuildHasher for DefaultHashBuilder {
         self.0.build_hasher()
     }
 }
+
+/// The top `bits` bits of `hash` (0 when `bits` is 0), the index of its
+/// slot in a table of `2^bits` slots: how the directory, a snapshot's slot
+/// table and a reload's content buckets all place a hash. Two shifts, so
+/// that `bits == 0` needs no branch (a single shift by 64 would overflow).
+#[inline(always)]
+pub(crate) fn top_bits(hash: u64, bits: u32) -> usize {
+    debug_assert!(bits <= 63);
+    ((hash >> (63 - bits)) >> 1) as usize
+}

@@ -43,6 +43,7 @@ use hashbrown::HashTable;
 use hashbrown::hash_table::Entry as TableEntry;
 
 use crate::batch::Applied;
+use crate::hash::top_bits;
 use crate::raw::RawMap;
 use crate::shard::read_view::table_hash;
 use crate::stats::Stripe;
@@ -113,22 +114,16 @@ impl<T> Buckets<T> {
         let mut buckets: Vec<Vec<_>> = (0..count)
             .map(|_| Vec::with_capacity(expected + expected / 4))
             .collect();
-        let mut parts = Buckets {
-            bits,
-            buckets: Vec::new(),
-        };
         for item in content {
             let hash = hasher.hash_one(item.key());
-            buckets[parts.bucket(hash)].push(Some((hash, item)));
+            buckets[top_bits(hash, bits)].push(Some((hash, item)));
         }
-        parts.buckets = buckets;
-        parts
+        Buckets { bits, buckets }
     }
 
     #[inline]
     fn bucket(&self, hash: u64) -> usize {
-        // checked_shr: 64 - 0 bits is a shift by 64 (one bucket).
-        hash.checked_shr(64 - self.bits).unwrap_or(0) as usize
+        top_bits(hash, self.bits)
     }
 
     /// The item at `at`, which has not been taken.

@@ -20,15 +20,11 @@
 
 mod common;
 
-use common::{Bug, assert_twin_caught, check, run_twin, spawn};
+use common::{Bug, assert_twin_caught, check, one_shard_promoted, run_twin, spawn};
 use loom::sync::Arc;
-use snapmap::SnapMap;
 
 fn model() {
-    let map = SnapMap::<u64, u64>::builder().shards(1).build().unwrap();
-    map.insert(1, 0);
-    assert_eq!(map.get(&1), Some(0)); // promotes: the key is in the view
-    let map = Arc::new(map);
+    let map = Arc::new(one_shard_promoted(1, 0));
     let threads: Vec<_> = (0..2)
         .map(|_| {
             let map = map.clone();

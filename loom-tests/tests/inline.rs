@@ -26,15 +26,11 @@
 
 mod common;
 
-use common::{Bug, assert_twin_caught, check, run_twin, spawn};
+use common::{Bug, assert_twin_caught, check, one_shard_promoted, run_twin, spawn};
 use loom::sync::Arc;
-use snapmap::SnapMap;
 
 fn model() {
-    let map = SnapMap::<u64, u64>::builder().shards(1).build().unwrap();
-    map.insert(0, 100);
-    assert_eq!(map.get(&0), Some(100)); // promotes: key 0 is in the view
-    let map = Arc::new(map);
+    let map = Arc::new(one_shard_promoted(0, 100));
 
     let writer = {
         let map = map.clone();

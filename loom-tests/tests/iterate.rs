@@ -21,16 +21,13 @@
 
 mod common;
 
-use common::{Bug, assert_twin_caught, check, run_twin, spawn};
+use common::{Bug, assert_twin_caught, check, one_shard_promoted, run_twin, spawn};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use snapmap::SnapMap;
 
 fn model() {
-    let map = SnapMap::<u64, u64>::builder().shards(1).build().unwrap();
-    map.insert(0, 0);
-    assert_eq!(map.get(&0), Some(0)); // one miss >= len(dirty): promotes key 0 into the view
-    let map = Arc::new(map);
+    let map = Arc::new(one_shard_promoted(0, 0));
     let flags = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
 
     let writers: Vec<_> = [1u64, 2]

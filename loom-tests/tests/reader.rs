@@ -43,14 +43,11 @@
 
 mod common;
 
-use common::{Bug, assert_twin_caught, check, run_twin, spawn};
+use common::{Bug, assert_twin_caught, check, one_shard_promoted, run_twin, spawn};
 use loom::sync::Arc;
-use snapmap::SnapMap;
 
 fn refresh() {
-    let map = SnapMap::<u64, u64>::builder().shards(1).build().unwrap();
-    map.insert(0, 0);
-    assert_eq!(map.get(&0), Some(0)); // promotes: the store below is lock-free
+    let map = one_shard_promoted(0, 0); // the stores below are lock-free
     drop(map.snapshot()); // cached; the change word is clean
     let map = Arc::new(map);
     let writer = {
@@ -86,9 +83,7 @@ fn refresh() {
 }
 
 fn conditional_apply() {
-    let map = SnapMap::<u64, u64>::builder().shards(1).build().unwrap();
-    map.insert(0, 0);
-    assert_eq!(map.get(&0), Some(0)); // promotes: the stores below are lock-free
+    let map = one_shard_promoted(0, 0); // the stores below are lock-free
     let revision = map.snapshot().revision();
     let map = Arc::new(map);
     let reloaders: Vec<_> = [1u64, 2]

@@ -249,7 +249,7 @@ where
         }
         let (pieces, slots, len) = match &incremental {
             Some(previous) => {
-                reused += previous.pieces.count - fresh.len();
+                reused += previous.pieces.count() - fresh.len();
                 previous.update(fresh)
             }
             None => layout(depth, generation, fresh),
@@ -284,7 +284,7 @@ fn layout<K, V>(depth: u32, generation: u64, fresh: Fresh<'_, K, V>) -> Assemble
     let mut index = IdIndex::default();
     let mut chunks = Vec::with_capacity(fresh.len().div_ceil(CHUNK));
     let mut chunk = Vec::with_capacity(CHUNK);
-    let (count, mut len) = (fresh.len(), 0);
+    let mut len = 0;
     for (position, (shard, piece)) in fresh.into_iter().enumerate() {
         len += piece.len();
         let span = 1usize << (depth - shard.depth());
@@ -304,7 +304,6 @@ fn layout<K, V>(depth: u32, generation: u64, fresh: Fresh<'_, K, V>) -> Assemble
     }
     let pieces = Pieces {
         chunks: chunks.into_boxed_slice(),
-        count,
         index: Arc::new(index),
         generation,
     };
@@ -360,7 +359,6 @@ impl<K, V, S> Frozen<K, V, S> {
         }
         let pieces = Pieces {
             chunks: chunks.into_boxed_slice(),
-            count: self.pieces.count,
             index: self.pieces.index.clone(),
             generation: self.pieces.generation,
         };

@@ -229,8 +229,6 @@ pub(super) type IdIndex = HashMap<u64, u32, BuildHasherDefault<IdHasher>>;
 /// shards").
 pub(crate) struct Pieces<K, V> {
     pub(super) chunks: Box<[Arc<Chunk<K, V>>]>,
-    /// The number of pieces.
-    pub(super) count: usize,
     /// Shared by every snapshot of one layout (built by a full build).
     pub(super) index: Arc<IdIndex>,
     /// `Directory::generation` at the cut of the build that laid them out.
@@ -238,6 +236,11 @@ pub(crate) struct Pieces<K, V> {
 }
 
 impl<K, V> Pieces<K, V> {
+    /// The number of pieces (the index has one position per piece).
+    pub(super) fn count(&self) -> usize {
+        self.index.len()
+    }
+
     /// The piece at `position` (hash order).
     pub(super) fn at(&self, position: usize) -> &Arc<Piece<K, V>> {
         &self.chunks[position / CHUNK].0[position % CHUNK]
@@ -456,8 +459,7 @@ impl<K, V, S: BuildHasher> Snapshot<K, V, S> {
     {
         let frozen = &*self.frozen;
         let hash = frozen.hasher.hash_one(key);
-        // The top `depth` bits (two shifts: `depth` may be 0).
-        let slot = ((hash >> (63 - frozen.depth)) >> 1) as usize;
+        let slot = crate::hash::top_bits(hash, frozen.depth);
         debug_assert!(slot < frozen.slots.len());
         // SAFETY: `slots` has `2^depth` elements (the build makes it so)
         // and `slot` < `2^depth`. The pointer is to a piece owned by

@@ -148,3 +148,17 @@ pub fn assert_remove_or_store_first(
         "len disagrees with the entries"
     );
 }
+
+/// A one-shard map holding `key -> value` in its read view (inserted, then
+/// looked up once: one miss `>= len(dirty)` promotes the dirty table), so
+/// that the model's operations on `key` take the lock-free paths.
+#[allow(dead_code)] // not every model binary uses it
+pub fn one_shard_promoted(key: u64, value: u64) -> snapmap::SnapMap<u64, u64> {
+    let map = snapmap::SnapMap::<u64, u64>::builder()
+        .shards(1)
+        .build()
+        .unwrap();
+    map.insert(key, value);
+    assert_eq!(map.get(&key), Some(value)); // promotes: the key is in the view
+    map
+}
