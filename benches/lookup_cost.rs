@@ -27,7 +27,7 @@ fn run<M: BenchMap>(n_keys: usize, lookups_n: u64) -> u64 {
 }
 
 /// The map names accepted on the command line.
-const MAPS: [&str; 13] = [
+const MAPS: [&str; 14] = [
     "snapmap",
     "snapmap-snapshot",
     "snapmap-reader",
@@ -40,6 +40,7 @@ const MAPS: [&str; 13] = [
     "scc-hashindex",
     "rwlock",
     "arcswap",
+    "arcswap-cache",
     "ceiling",
 ];
 
@@ -60,6 +61,7 @@ fn dispatch(map: &str, n_keys: usize, lookups_n: u64) -> Option<(String, u64)> {
         "scc-hashindex" => go::<SccIndex<Fast>>(n_keys, lookups_n),
         "rwlock" => go::<Locked<Fast>>(n_keys, lookups_n),
         "arcswap" => go::<Cow<Fast>>(n_keys, lookups_n),
+        "arcswap-cache" => go::<CowCache<Fast>>(n_keys, lookups_n),
         "ceiling" => go::<Ceiling<Fast>>(n_keys, lookups_n),
         _ => None,
     }

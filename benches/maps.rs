@@ -138,6 +138,7 @@ fn read_hit(c: &mut Criterion, n: usize, stream_len: usize, big: bool) {
     read_one::<SccIndex<Fast>>(&mut g, &keys, &streams);
     read_one::<Locked<Fast>>(&mut g, &keys, &streams);
     read_one::<Cow<Fast>>(&mut g, &keys, &streams);
+    read_one::<CowCache<Fast>>(&mut g, &keys, &streams);
     read_one::<SnapSnapshot<Fast>>(&mut g, &keys, &streams);
     read_one::<SnapReader<Fast>>(&mut g, &keys, &streams);
     read_one::<Ceiling<Fast>>(&mut g, &keys, &streams);

@@ -546,9 +546,7 @@ impl ConfigMap for SnapReader<Fast> {
         a: u64,
         b: u64,
     ) -> Option<(Option<u64>, Option<u64>)> {
-        let mut reader = handle.0.borrow_mut();
-        let view = reader.snapshot();
-        Some((view.get(&a).copied(), view.get(&b).copied()))
+        Some(handle.get_pair(a, b))
     }
 
     fn plain_get(&self, key: u64) -> Option<u64> {

@@ -322,12 +322,34 @@ where
 /// refresh after each one); writers go through the map, `.0`.
 pub struct SnapReader<S: BuildHasher + Clone>(pub snapmap::SnapMap<u64, u64, S>);
 
-/// A reader handle for one batch (`Ops` takes `&self`; the handle's
-/// methods take `&mut self`, hence the `RefCell`).
+/// A reader handle for one batch. `Ops` takes `&self` and the handle's
+/// methods take `&mut self`; a user holds `let mut reader` and calls it
+/// directly, so the adapter reaches it through an `UnsafeCell` (no
+/// `RefCell` flag to set and clear per lookup, which a user's code does
+/// not have either).
 pub struct SnapReaderHandle<'a, S: BuildHasher + Clone>(
     /// The reader handle.
-    pub core::cell::RefCell<snapmap::Reader<'a, u64, u64, S>>,
+    core::cell::UnsafeCell<snapmap::Reader<'a, u64, u64, S>>,
 );
+
+impl<'a, S: BuildHasher + Clone> SnapReaderHandle<'a, S> {
+    /// The handle, for one call.
+    #[inline]
+    #[allow(clippy::mut_from_ref, reason = "see the SAFETY comment")]
+    fn reader(&self) -> &mut snapmap::Reader<'a, u64, u64, S> {
+        // SAFETY: the cell makes the handle `!Sync`, so only this thread
+        // reaches it; every `Ops` method below takes this borrow once,
+        // copies what it needs out of it and ends it before returning, and
+        // none of them calls another, so no two borrows overlap.
+        unsafe { &mut *self.0.get() }
+    }
+
+    /// The values of `a` and `b` from one snapshot (one consistent view).
+    pub fn get_pair(&self, a: u64, b: u64) -> (Option<u64>, Option<u64>) {
+        let view = self.reader().snapshot();
+        (view.get(&a).copied(), view.get(&b).copied())
+    }
+}
 
 impl<S> BenchMap for SnapReader<S>
 where
@@ -348,7 +370,7 @@ where
 
     #[inline]
     fn handle(&self) -> Self::Handle<'_> {
-        SnapReaderHandle(core::cell::RefCell::new(self.0.reader()))
+        SnapReaderHandle(core::cell::UnsafeCell::new(self.0.reader()))
     }
 
     fn fill(&mut self, keys: &[u64]) {
@@ -368,7 +390,7 @@ where
 impl<S: BuildHasher + Clone> Ops for SnapReaderHandle<'_, S> {
     #[inline]
     fn get(&self, k: u64) -> Option<u64> {
-        self.0.borrow_mut().get(&k).copied()
+        self.reader().get(&k).copied()
     }
     fn insert(&self, _: u64, _: u64) {
         panic!("read-only rows")
@@ -380,8 +402,7 @@ impl<S: BuildHasher + Clone> Ops for SnapReaderHandle<'_, S> {
         panic!("read-only rows")
     }
     fn iter_sum(&self) -> u64 {
-        self.0
-            .borrow_mut()
+        self.reader()
             .snapshot()
             .iter()
             .fold(0, |a, (k, v)| fold(a, *k, *v))
@@ -715,6 +736,80 @@ impl<S: BuildHasher + Clone> Ops for CowHandle<'_, S> {
     }
     fn iter_sum(&self) -> u64 {
         self.map.iter().fold(0, |a, (k, v)| fold(a, *k, *v))
+    }
+}
+
+/// `ArcSwap<hashbrown::HashMap>` read through an `arc_swap::Cache`, checked
+/// on every lookup: one load of the cell's pointer and a compare, then the
+/// probe. The like-for-like peer of snapmap's reader handle (which checks
+/// the map's change word on every lookup); [`Cow`] loads once per batch.
+/// Read-only rows; writes panic.
+pub struct CowCache<S>(pub Cow<S>);
+
+/// The cache for one batch (`Ops` takes `&self`, `Cache::load` takes
+/// `&mut self`; see [`SnapReaderHandle`] for the cell).
+pub struct CowCacheHandle<'a, S>(core::cell::UnsafeCell<CowCacheOf<'a, S>>);
+
+/// The map behind [`Cow`] and [`CowCache`].
+type CowMap<S> = hashbrown::HashMap<u64, u64, S>;
+
+/// A reader's `arc_swap::Cache` of a [`Cow`]'s cell.
+type CowCacheOf<'a, S> = arc_swap::Cache<&'a ArcSwap<CowMap<S>>, Arc<CowMap<S>>>;
+
+impl<S> BenchMap for CowCache<S>
+where
+    S: BuildHasher + Clone + Default + Send + Sync,
+{
+    type Handle<'a>
+        = CowCacheHandle<'a, S>
+    where
+        Self: 'a;
+
+    fn name() -> String {
+        "ArcSwap<HashMap>, Cache per get".into()
+    }
+
+    fn new() -> Self {
+        CowCache(Cow::new())
+    }
+
+    #[inline]
+    fn handle(&self) -> Self::Handle<'_> {
+        CowCacheHandle(core::cell::UnsafeCell::new(arc_swap::Cache::new(
+            &(self.0).0,
+        )))
+    }
+
+    fn fill(&mut self, keys: &[u64]) {
+        self.0.fill(keys);
+    }
+
+    fn writes() -> Writes {
+        Writes::ReadOnly
+    }
+}
+
+impl<S: BuildHasher> Ops for CowCacheHandle<'_, S> {
+    #[inline]
+    fn get(&self, k: u64) -> Option<u64> {
+        // SAFETY: as in `SnapReaderHandle::reader`: the cell makes the
+        // handle `!Sync`, and this borrow ends before the method returns.
+        let cache = unsafe { &mut *self.0.get() };
+        cache.load().get(&k).copied()
+    }
+    fn insert(&self, _: u64, _: u64) {
+        panic!("read-only rows")
+    }
+    fn remove(&self, _: u64) -> bool {
+        panic!("read-only rows")
+    }
+    fn update(&self, _: u64) -> bool {
+        panic!("read-only rows")
+    }
+    fn iter_sum(&self) -> u64 {
+        // SAFETY: as in `get`.
+        let cache = unsafe { &mut *self.0.get() };
+        cache.load().iter().fold(0, |a, (k, v)| fold(a, *k, *v))
     }
 }
 

@@ -257,6 +257,7 @@ where
         let frozen = Arc::new(Frozen {
             pieces,
             slots,
+            shift: 64 - slot_bits(depth),
             depth,
             len,
             stamp,
@@ -277,18 +278,27 @@ type Fresh<'g, K, V> = Vec<(&'g Shard<K, V>, Arc<Piece<K, V>>)>;
 /// What a build assembles: the pieces, the slot table, the entry count.
 type Assembled<K, V> = (Arc<Pieces<K, V>>, Box<[PiecePtr<K, V>]>, usize);
 
+/// How many top hash bits index a snapshot's slot table, for a directory
+/// of depth `depth`: the depth, but at least 1, so that a lookup finds its
+/// slot with one shift by `64 - bits` (a map of one shard, depth 0, gets
+/// two slots holding the same piece).
+pub(super) fn slot_bits(depth: u32) -> u32 {
+    depth.max(1)
+}
+
 /// A full build's layout: every shard of the cut, in hash order, a new
 /// index of their positions, every slot filled.
 fn layout<K, V>(depth: u32, generation: u64, fresh: Fresh<'_, K, V>) -> Assembled<K, V> {
-    let mut slots: Vec<Option<PiecePtr<K, V>>> = vec![None; 1 << depth];
+    let bits = slot_bits(depth);
+    let mut slots: Vec<Option<PiecePtr<K, V>>> = vec![None; 1 << bits];
     let mut index = IdIndex::default();
     let mut chunks = Vec::with_capacity(fresh.len().div_ceil(CHUNK));
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut len = 0;
     for (position, (shard, piece)) in fresh.into_iter().enumerate() {
         len += piece.len();
-        let span = 1usize << (depth - shard.depth());
-        let first = (shard.prefix() as usize) << (depth - shard.depth());
+        let span = 1usize << (bits - shard.depth());
+        let first = (shard.prefix() as usize) << (bits - shard.depth());
         // The pointer stays valid while `pieces` holds the `Arc`.
         slots[first..first + span].fill(Some(piece.ptr()));
         index.insert(shard.id(), position as u32);
@@ -345,8 +355,9 @@ impl<K, V, S> Frozen<K, V, S> {
                 .expect("an unchanged layout holds every current shard")
                 as usize;
             len = len - self.pieces.at(position).len() + piece.len();
-            let span = 1usize << (self.depth - shard.depth());
-            let first = (shard.prefix() as usize) << (self.depth - shard.depth());
+            let bits = slot_bits(self.depth);
+            let span = 1usize << (bits - shard.depth());
+            let first = (shard.prefix() as usize) << (bits - shard.depth());
             slots[first..first + span].fill(piece.ptr());
             let chunk = &mut chunks[position / CHUNK];
             if !copied[position / CHUNK] {

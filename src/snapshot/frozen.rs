@@ -265,8 +265,10 @@ pub(crate) struct Frozen<K, V, S> {
     /// into `pieces`, so a lookup goes from the hash to the piece in one
     /// load.
     pub(super) slots: Box<[PiecePtr<K, V>]>,
-    /// How many top hash bits index `slots` (the directory's depth when the
-    /// snapshot was built).
+    /// `64 -` how many top hash bits index `slots` (`build::slot_bits` of
+    /// the depth): a lookup's slot is `hash >> shift`.
+    pub(super) shift: u32,
+    /// The directory's depth when the snapshot was built.
     pub(super) depth: u32,
     pub(super) len: usize,
     /// The write gate's change word at this snapshot's cut (its stamp):
@@ -459,10 +461,11 @@ impl<K, V, S: BuildHasher> Snapshot<K, V, S> {
     {
         let frozen = &*self.frozen;
         let hash = frozen.hasher.hash_one(key);
-        let slot = crate::hash::top_bits(hash, frozen.depth);
+        debug_assert!((1..64).contains(&frozen.shift));
+        let slot = (hash >> frozen.shift) as usize;
         debug_assert!(slot < frozen.slots.len());
-        // SAFETY: `slots` has `2^depth` elements (the build makes it so)
-        // and `slot` < `2^depth`. The pointer is to a piece owned by
+        // SAFETY: `slots` has `2^(64 - shift)` elements (the build makes it
+        // so) and `slot` < `2^(64 - shift)`. The pointer is to a piece owned by
         // `frozen.pieces`, alive as long as `frozen` is borrowed.
         unsafe { frozen.slots.get_unchecked(slot).get(hash, key) }.map(|(k, v)| (k, v))
     }

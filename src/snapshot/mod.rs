@@ -10,14 +10,15 @@
 //!
 //! ```text
 //!   Snapshot ── Arc<Frozen> ── pieces: [Arc<Piece>, ...]           (hash order; they own the data)
-//!                               slots:  [(heads, entries, mask); 2^G] (top G hash bits)
+//!                               slots:  [(heads, entries, mask); 2^G] (top G hash bits, G >= 1)
 //!   Piece { heads:   [Head { tags: [u8; 12], start: u32 }; buckets + 1],
 //!           entries: [(K, V)]  (bucket 0's, then bucket 1's, ...),
 //!           mask, shard id, version }
 //! ```
 //!
 //! A lookup indexes `slots` by the top `G` bits of the hash (as the map's
-//! directory does). The slot holds what the lookup needs of the piece (its
+//! directory does; `G` is the directory's depth, but at least 1, so that
+//! the index is one shift by a stored `64 - G`). The slot holds what the lookup needs of the piece (its
 //! heads, its entries and its bucket mask), so the piece's own header is
 //! not read. Bits 32 and up pick the bucket; its head holds the bucket's
 //! first position and a tag (8 hash bits, high bit set) for each of its
