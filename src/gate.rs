@@ -637,7 +637,7 @@ impl Drop for GateGuard<'_> {
 // entered while another is held go to `OTHER_GATES`, a short list searched
 // from its end. A gate is in exactly one of the two places. (With only the
 // list, entering and leaving a gate cost a borrow, a search, a push and a
-// removal: about 40 of the ~765 instructions of an update.)
+// removal: about 40 of the then ~765 instructions of an update.)
 //
 // Two thread-locals rather than one struct: `FIRST_GATE` needs no drop, so
 // std reaches it with a plain thread-pointer-relative access, where a
