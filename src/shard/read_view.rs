@@ -46,9 +46,12 @@
 //! The hot path does not walk that loop: it compares the hashes of the
 //! four slots from the home slot at once, without a branch per slot, and
 //! takes the first match (the first three slots are mirrored after the last
-//! one, so the four are always in bounds). Only a miss, a key displaced
-//! four or more slots, or a 64-bit hash collision walks the Robin Hood
-//! loop. Walking it on every hit cost a branch misprediction per lookup
+//! one, so the four are always in bounds): a conditional move of the
+//! matching slot's entry address per slot, then one load of the entry
+//! pointer. Only a miss, a key displaced four or more slots, or a 64-bit
+//! hash collision walks the Robin Hood loop; when no slot of the four
+//! matched, the walk starts after them (four slots from home), since the
+//! key is not among them. Walking it on every hit cost a branch misprediction per lookup
 //! (callgrind's branch simulation at 10K keys: 0.87 mispredicted
 //! conditional branches per hit, against 0.01 with hashbrown's groups) and
 //! made 10K-key hits 2.4× slower than with hashbrown; the group compare
@@ -318,36 +321,63 @@ impl<K, V> ReadView<K, V> {
         let mask = self.capacity() - 1;
         let home = hash as usize & mask;
         // SAFETY: `home + GROUP <= capacity + MIRROR + 1`, and the slots
-        // are `capacity + MIRROR` long: `home <= capacity - 1`.
-        let group = unsafe { self.slots.get_unchecked(home..home + GROUP) };
-        // The group's hashes compared without a branch per slot: a hit
-        // (nearly always within `GROUP` of its home at 80 % load) costs one
-        // predictable branch, not one per probe.
-        let mut matches = 0u32;
-        for (i, slot) in group.iter().enumerate() {
-            matches |= u32::from(slot.hash == hash) << i;
+        // are `capacity + MIRROR` long: `home <= capacity - 1`. An array
+        // reference (not a slice) tells the compiler all four slots are
+        // readable, so it may load every one without a branch.
+        let group = unsafe { &*self.slots.as_ptr().add(home).cast::<[Slot<K, V>; GROUP]>() };
+        // The entry of the first slot whose hash matches, chosen without a
+        // branch per slot: from the last slot, each match replaces the
+        // choice, so the first one wins (a conditional move of the entry's
+        // address each; choosing the entry pointers themselves, which are
+        // loads, lets the compiler turn every choice back into a
+        // data-dependent branch). A hit (nearly always within `GROUP` of
+        // its home at 80 % load) costs one predictable branch, not one per
+        // probe.
+        let mut first: &Option<EntryRef<K, V>> = const { &None };
+        for slot in group.iter().rev() {
+            first = if slot.hash == hash {
+                &slot.entry
+            } else {
+                first
+            };
         }
-        if matches != 0 {
-            let slot = &group[matches.trailing_zeros() as usize];
-            if let Some(entry) = &slot.entry {
+        let (from, distance) = match first {
+            Some(entry) => {
                 let entry: &Entry<K, V> = entry;
                 if key.equivalent(entry.key()) {
                     return Some(entry);
                 }
+                // A 64-bit hash collision: walk every slot from home.
+                (home, 0)
             }
-        }
-        self.find_probing(hash, key, home, mask)
+            // No slot of the group holds the hash (or the first that does
+            // is empty, for a hash of 0, and the key could only have been
+            // before it): the key is not among them, so the walk resumes
+            // after the group, as far from home as the walk from home
+            // would be there.
+            None => (home + GROUP, GROUP),
+        };
+        // One call for both cases.
+        self.find_probing(hash, key, from, distance, mask)
     }
 
     /// The full Robin Hood probe: a miss, a key displaced past its group,
-    /// or a 64-bit hash collision.
+    /// or a 64-bit hash collision. The walk starts at slot `from` (masked), `distance` slots from the
+    /// key's home.
     #[cold]
-    fn find_probing<Q>(&self, hash: u64, key: &Q, home: usize, mask: usize) -> Option<&Entry<K, V>>
+    fn find_probing<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        from: usize,
+        distance: usize,
+        mask: usize,
+    ) -> Option<&Entry<K, V>>
     where
         Q: ?Sized + Equivalent<K>,
     {
-        let mut at = home;
-        let mut distance = 0;
+        let mut at = from & mask;
+        let mut distance = distance;
         loop {
             // SAFETY: `at` is masked by the slot count minus one, and the
             // slot count is a power of two.
