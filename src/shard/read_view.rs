@@ -394,8 +394,8 @@ impl<K, V> ReadView<K, V> {
     }
 
     /// The full Robin Hood probe: a miss, a key displaced past its group,
-    /// or a 64-bit hash collision. The walk starts at slot `from` (masked), `distance` slots from the
-    /// key's home.
+    /// or a 64-bit hash collision. The walk starts at slot `from`
+    /// (masked), `distance` slots from the key's home.
     ///
     /// # Safety
     ///
