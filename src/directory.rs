@@ -33,28 +33,31 @@
 //!
 //! # Layout
 //!
-//! A table is one allocation: a header (depth, slot count), then the slots
-//! inline. The directory's atomic points at its start.
+//! A table is one allocation: a header (depth, the index shift
+//! `63 - depth`, slot count), then the slots inline. The directory's
+//! atomic points at its start.
 //!
 //! ```text
 //!   Directory.table: AtomicPtr<Header>, a thin pointer to the start
 //!        |
 //!        v   one allocation: 16 + 8 * 2^G bytes in a normal build
-//!        +-----------+-----+-----------+--------+--------+-----+--------------+
-//!        | depth u32 | pad | len = 2^G | slot 0 | slot 1 | ... | slot 2^G - 1 |
-//!        +-----------+-----+-----------+--------+--------+-----+--------------+
-//!        |<----------- Header -------->|<----- [AtomicPtr<Shard>; 2^G] ------>|
-//!        offset 0                      offset size_of::<Header>() (16)
-//!                                          |        |                |
-//!                                          v        v                v
-//!                                        shard    shard            shard
+//!        +-----------+-----------+-----------+--------+--------+-----+--------------+
+//!        | depth u32 | shift u32 | len = 2^G | slot 0 | slot 1 | ... | slot 2^G - 1 |
+//!        +-----------+-----------+-----------+--------+--------+-----+--------------+
+//!        |<--------------- Header -------------->|<----- [AtomicPtr<Shard>; 2^G] ------>|
+//!        offset 0                                offset size_of::<Header>() (16)
+//!                                                    |        |                |
+//!                                                    v        v                v
+//!                                                  shard    shard            shard
 //! ```
 //!
 //! [`DirTable`] is a `#[repr(C)]` dynamically sized type: the header
 //! followed by a `[AtomicPtr<Shard>]`. An `AtomicPtr` cannot hold its fat
 //! pointer, so the directory publishes a thin pointer to the header, and a
-//! reader rebuilds the `&DirTable` from the slot count it finds there. The
-//! depth and the count are `Published`, like every other datum a reader
+//! reader rebuilds the `&DirTable` from the slot count it finds there (a
+//! read hit indexes the slots without a bounds check, so the count is not
+//! even loaded on that path: `DirTable::shard_of`). The depth, the shift
+//! and the count are `Published`, like every other datum a reader
 //! reaches through a pointer, so loom checks that they were published. The
 //! header ends with an empty array of slots, which gives it the slots'
 //! alignment, so its size is the offset of slot 0.
@@ -136,6 +139,10 @@ pub(crate) const MAX_DEPTH_LIMIT: u32 = 26;
 struct Header<K, V> {
     /// The global depth.
     depth: Published<u32>,
+    /// `63 - depth`: a slot index is `(hash >> index_shift) >> 1`, the
+    /// top `depth` bits (`crate::hash::top_bits`) without computing
+    /// `63 - depth` on every lookup. Stored in what was padding.
+    index_shift: Published<u32>,
     /// The slot count, `2^depth`: the length of the `DirTable` rebuilt from
     /// a thin pointer. Stored rather than derived: one load from the
     /// header's line costs a hit one instruction, `1 << depth` three.
@@ -189,6 +196,7 @@ impl<K, V> DirTable<K, V> {
         unsafe {
             header.write(Header {
                 depth: Published::new(depth),
+                index_shift: Published::new(63 - depth),
                 len: Published::new(len),
                 _slots: [],
             });
@@ -255,7 +263,30 @@ impl<K, V> DirTable<K, V> {
     /// The slot index of `hash`: its top `depth` bits.
     #[inline]
     pub(crate) fn index(&self, hash: u64) -> usize {
-        crate::hash::top_bits(hash, self.depth())
+        let shift = *self.header.index_shift.get();
+        let index = ((hash >> shift) >> 1) as usize;
+        debug_assert_eq!(index, crate::hash::top_bits(hash, self.depth()));
+        index
+    }
+
+    /// The shard that holds `hash` in this table: the slot [`index`]
+    /// picks, read without a bounds check (a read hit's path).
+    ///
+    /// [`index`]: Self::index
+    #[inline]
+    pub(crate) fn shard_of<'g>(&self, hash: u64, _guard: &'g Guard) -> &'g Shard<K, V> {
+        let index = self.index(hash);
+        debug_assert!(index < self.slots.len());
+        // SAFETY: `index` is the top `depth` bits of the hash, below
+        // `2^depth`, the slot count (`Header::len`, set with the depth when
+        // the table was built and never changed).
+        let slot = unsafe { self.slots.get_unchecked(index) };
+        // Acquire: as in `shard_at`.
+        let shard = slot.load(Ordering::Acquire);
+        // SAFETY: as in `shard_at`: slots are never null; a shard is retired
+        // through the epoch only after it has left every slot of the
+        // current table, and `_guard` was pinned before this load.
+        unsafe { &*shard }
     }
 
     /// The shard in slot `index`.
@@ -407,7 +438,7 @@ impl<K, V> Directory<K, V> {
     #[inline]
     pub(crate) fn locate<'g>(&self, hash: u64, guard: &'g Guard) -> &'g Shard<K, V> {
         let table = self.table(guard);
-        table.shard_at(table.index(hash), guard)
+        table.shard_of(hash, guard)
     }
 
     /// The current table, for a caller that has exclusive access.

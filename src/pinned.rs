@@ -215,7 +215,7 @@ where
     {
         let raw = self.raw();
         let guard = &self.guard;
-        let (found, hit) = raw.get_with(raw.hash(key), key, guard, self.stripe, |entry| {
+        let (found, hit) = raw.get_with(raw.hash(key), key, guard, self.stripe, |entry, guard| {
             entry.load(guard).map(|value| (entry.key(), value))
         });
         if hit {

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //!   Shard
-//!    ├─ read:   AtomicPtr: view address | log2(slots) | amended   (lock-free readers)
+//!    ├─ read:   AtomicPtr: view address | amended | 64 - log2(slots)  (lock-free readers)
 //!    └─ locked: Mutex<Dirty>                        (writers of new keys)
 //!                 ├─ table: Option<Table>   every non-expunged read entry + new keys
 //!                 └─ misses: usize          slow-path lookups since the last promotion
@@ -97,7 +97,9 @@ use crate::sync::{CachePadded, Mutex, Published};
 use crate::thread::next_unique_id;
 use crate::twins::{Bug, injected};
 use entry::{Entry, EntryRef, Hashed, LoadOrStore, ValueNode};
-use read_view::{ReadView, Table, ViewHeader, find, rehash, table_hash, untag, with_amended};
+use read_view::{
+    ReadView, Table, ViewHeader, find, rehash, shift, table_hash, untag, with_amended,
+};
 
 /// What a shard operation needs from the map around it, and what it tells
 /// the map back (work done, migration wanted).
@@ -575,6 +577,18 @@ impl<K, V> Shard<K, V> {
         (unsafe { &*view }, amended)
     }
 
+    /// [`view`](Self::view) with its home-slot shift, for
+    /// [`ReadView::find_at`].
+    #[inline]
+    fn view_with_shift<'g>(&self, _guard: &'g Guard) -> (&'g ReadView<K, V>, u32, bool) {
+        // Acquire: as in `view`.
+        let word = self.head.read.load(Ordering::Acquire);
+        let (view, amended) = untag(word);
+        // SAFETY: as in `view`: never null, retired through the epoch only
+        // after it is replaced, and `_guard` was pinned before this load.
+        (unsafe { &*view }, shift(word), amended)
+    }
+
     /// Removed keys the view holds now (deleted or expunged entries): they
     /// are freed when the view is replaced. O(view); for `stats()`.
     pub(crate) fn removed_keys_held(&self, guard: &Guard) -> usize {
@@ -695,8 +709,8 @@ where
     where
         Q: ?Sized + Equivalent<K>,
     {
-        let (view, amended) = self.view(guard);
-        match view.find(hash, key) {
+        let (view, shift, amended) = self.view_with_shift(guard);
+        match view.find_at(shift, hash, key) {
             Some(entry) => Ok(found(entry)),
             None if amended => Err(()),
             None => Ok(None),

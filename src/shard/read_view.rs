@@ -9,14 +9,19 @@
 //!
 //! A view is **one allocation**: a header line, then the slots, each the
 //! entry's full hash beside the pointer to the entry. The shard's view
-//! pointer carries, in its low bits, the `amended` flag and the log2 of the
-//! slot count (the allocation is 128-aligned, so seven bits are free). A
-//! reader therefore gets the slots' address, their number and the flag from
-//! **one atomic load**, and its next load is the slot that holds the key:
-//! the header is never read on a lookup.
+//! pointer carries, in its low bits, the `amended` flag and the slot count
+//! as the shift `s = 64 - log2(slots)` (the allocation is 128-aligned, so
+//! seven bits are free; a view has at least two slots, so `s` is 1 to 63
+//! and fits in six). A reader therefore gets the slots' address, their
+//! number and the flag from **one atomic load**, and its next load is the
+//! slot that holds the key: the header is never read on a lookup. The
+//! shift gives the home slot in two shifts by one register,
+//! `(hash << s) >> s` (the hash's low `log2(slots)` bits); the log2 the
+//! word held before cost four more instructions per hit to turn into a
+//! mask.
 //!
 //! ```text
-//!   shard.read:  [ address of the view | log2(slots) << 1 | amended ]
+//!   shard.read:  [ address of the view | amended << 6 | 64 - log2(slots) ]
 //!                         |
 //!                         v            (128-aligned, one allocation)
 //!   ReadView:    [ header: len ..... | slot 0 | slot 1 | ... | slot n-1 ]
@@ -46,9 +51,12 @@
 //! The hot path does not walk that loop: it compares the hashes of the
 //! four slots from the home slot at once, without a branch per slot, and
 //! takes the first match (the first three slots are mirrored after the last
-//! one, so the four are always in bounds). Only a miss, a key displaced
-//! four or more slots, or a 64-bit hash collision walks the Robin Hood
-//! loop. Walking it on every hit cost a branch misprediction per lookup
+//! one, so the four are always in bounds): a conditional move of the
+//! matching slot's entry address per slot, then one load of the entry
+//! pointer. Only a miss, a key displaced four or more slots, or a 64-bit
+//! hash collision walks the Robin Hood loop; when no slot of the four
+//! matched, the walk starts after them (four slots from home), since the
+//! key is not among them. Walking it on every hit cost a branch misprediction per lookup
 //! (callgrind's branch simulation at 10K keys: 0.87 mispredicted
 //! conditional branches per hit, against 0.01 with hashbrown's groups) and
 //! made 10K-key hits 2.4× slower than with hashbrown; the group compare
@@ -148,10 +156,17 @@ pub(crate) struct ReadView<K, V> {
 /// free in its address.
 const VIEW_ALIGN: usize = 128;
 
-/// The low bits of a view pointer: `amended`, then log2 of the slot count.
-const AMENDED: usize = 1;
-const LOG2_SHIFT: u32 = 1;
+/// The low bits of a view pointer: `64 - log2` of the slot count (the
+/// shift that keeps a hash's low `log2` bits: `(hash << s) >> s` is the
+/// home slot), then `amended`. Slot counts are at least 2, so the shift is
+/// 1 to 63 and fits in six bits.
+const SHIFT_BITS: usize = 63;
+const AMENDED: usize = 64;
 const TAG_BITS: usize = 127;
+
+/// The fewest slots a view has: the home-slot shift (`64 - log2`) must
+/// not be 64.
+const MIN_CAPACITY: usize = 2;
 
 /// Most entries per slot: a view's slots are at most 80 % used.
 const MAX_LOAD_NUMERATOR: usize = 4;
@@ -171,7 +186,7 @@ impl<K, V> ReadView<K, V> {
     ) -> *mut ViewHeader<K, V> {
         let capacity = (len * MAX_LOAD_DENOMINATOR)
             .div_ceil(MAX_LOAD_NUMERATOR)
-            .max(1)
+            .max(MIN_CAPACITY)
             .next_power_of_two();
         let total = capacity + MIRROR;
         let layout = Self::layout(total);
@@ -231,13 +246,13 @@ impl<K, V> ReadView<K, V> {
         layout.pad_to_align()
     }
 
-    /// The published word for a view: its address with the log2 of its
-    /// slot count in the tag bits (not amended).
+    /// The published word for a view: its address with the home-slot
+    /// shift of its slot count in the tag bits (not amended).
     fn tag(view: *mut Self, capacity: usize) -> *mut ViewHeader<K, V> {
-        const { assert!(VIEW_ALIGN > TAG_BITS) };
-        let log2 = capacity.trailing_zeros() as usize;
-        view.cast::<ViewHeader<K, V>>()
-            .map_addr(|a| a | (log2 << LOG2_SHIFT))
+        const { assert!(VIEW_ALIGN > TAG_BITS && SHIFT_BITS & AMENDED == 0) };
+        debug_assert!(capacity >= MIN_CAPACITY && capacity.is_power_of_two());
+        let shift = 64 - capacity.trailing_zeros() as usize;
+        view.cast::<ViewHeader<K, V>>().map_addr(|a| a | shift)
     }
 
     /// The number of slots, the mirror not counted (a power of two).
@@ -314,44 +329,100 @@ impl<K, V> ReadView<K, V> {
     where
         Q: ?Sized + Equivalent<K>,
     {
+        // The shift of the view word (`tag`): `64 - log2(slots)`.
+        let shift = (self.capacity() as u64 - 1).leading_zeros();
+        self.find_at(shift, hash, key)
+    }
+
+    /// [`find`](Self::find) with the view word's home-slot shift in the
+    /// low six bits of `shift` (see [`shift`]), which a reader has from the
+    /// word: the home slot is cheaper to get from it than from the slot
+    /// count.
+    #[inline]
+    pub(crate) fn find_at<Q>(&self, shift: u32, hash: u64, key: &Q) -> Option<&Entry<K, V>>
+    where
+        Q: ?Sized + Equivalent<K>,
+    {
         self.published();
-        let mask = self.capacity() - 1;
-        let home = hash as usize & mask;
+        // `hash`'s low `log2(slots)` bits: two shifts by one register. The
+        // shift is 1 to 63 (`tag`), and x86-64 shifts by the low six bits
+        // of their count, so the mask below costs nothing there.
+        let home = ((hash << (shift & 63)) >> (shift & 63)) as usize;
+        debug_assert_eq!(home, hash as usize & (self.capacity() - 1));
         // SAFETY: `home + GROUP <= capacity + MIRROR + 1`, and the slots
-        // are `capacity + MIRROR` long: `home <= capacity - 1`.
-        let group = unsafe { self.slots.get_unchecked(home..home + GROUP) };
-        // The group's hashes compared without a branch per slot: a hit
-        // (nearly always within `GROUP` of its home at 80 % load) costs one
-        // predictable branch, not one per probe.
-        let mut matches = 0u32;
-        for (i, slot) in group.iter().enumerate() {
-            matches |= u32::from(slot.hash == hash) << i;
+        // are `capacity + MIRROR` long: `home <= capacity - 1`. An array
+        // reference (not a slice) tells the compiler all four slots are
+        // readable, so it may load every one without a branch.
+        let group = unsafe { &*self.slots.as_ptr().add(home).cast::<[Slot<K, V>; GROUP]>() };
+        // The entry of the first slot whose hash matches, chosen without a
+        // branch per slot: from the last slot, each match replaces the
+        // choice, so the first one wins (a conditional move of the entry's
+        // address each; choosing the entry pointers themselves, which are
+        // loads, lets the compiler turn every choice back into a
+        // data-dependent branch). A hit (nearly always within `GROUP` of
+        // its home at 80 % load) costs one predictable branch, not one per
+        // probe.
+        let mut first: &Option<EntryRef<K, V>> = const { &None };
+        for slot in group.iter().rev() {
+            first = if slot.hash == hash {
+                &slot.entry
+            } else {
+                first
+            };
         }
-        if matches != 0 {
-            let slot = &group[matches.trailing_zeros() as usize];
-            if let Some(entry) = &slot.entry {
+        let (from, distance) = match first {
+            Some(entry) => {
                 let entry: &Entry<K, V> = entry;
                 if key.equivalent(entry.key()) {
                     return Some(entry);
                 }
+                // A 64-bit hash collision: walk every slot from home.
+                (home, 0)
             }
-        }
-        self.find_probing(hash, key, home, mask)
+            // No slot of the group holds the hash (or the first that does
+            // is empty, for a hash of 0, and the key could only have been
+            // before it): the key is not among them, so the walk resumes
+            // after the group, as far from home as the walk from home
+            // would be there.
+            None => (home + GROUP, GROUP),
+        };
+        // SAFETY: the slots are this view's, borrowed for as long as
+        // `self`, and `shift` is its word's. One call for both cases, given
+        // the slots' start and the shift (not `self`, whose slot count the
+        // hit path would then compute).
+        unsafe { Self::find_probing(self.slots.as_ptr(), shift, hash, key, from, distance) }
     }
 
     /// The full Robin Hood probe: a miss, a key displaced past its group,
-    /// or a 64-bit hash collision.
+    /// or a 64-bit hash collision. The walk starts at slot `from`
+    /// (masked), `distance` slots from the key's home.
+    ///
+    /// # Safety
+    ///
+    /// `slots` is the start of a view's slots, which live for `'v`, and
+    /// the low six bits of `shift` are that view's home-slot shift (its
+    /// word's tag).
     #[cold]
-    fn find_probing<Q>(&self, hash: u64, key: &Q, home: usize, mask: usize) -> Option<&Entry<K, V>>
+    unsafe fn find_probing<'v, Q>(
+        slots: *const Slot<K, V>,
+        shift: u32,
+        hash: u64,
+        key: &Q,
+        from: usize,
+        distance: usize,
+    ) -> Option<&'v Entry<K, V>>
     where
         Q: ?Sized + Equivalent<K>,
     {
-        let mut at = home;
-        let mut distance = 0;
+        // The slot count minus one: `log2(slots) = 64 - shift` low bits.
+        let mask = (u64::MAX >> (shift & 63)) as usize;
+        let mut at = from & mask;
+        let mut distance = distance;
         loop {
-            // SAFETY: `at` is masked by the slot count minus one, and the
-            // slot count is a power of two.
-            let slot = unsafe { self.slots.get_unchecked(at) };
+            // SAFETY: `at` is masked by the slot count minus one (the slot
+            // count is a power of two), and the view has that many slots
+            // from `slots`, live for `'v` (our contract).
+            let slot: &'v Slot<K, V> = unsafe { &*slots.add(at) };
             let entry = slot.entry.as_ref()?;
             if slot.hash == hash {
                 let entry: &Entry<K, V> = entry;
@@ -410,12 +481,24 @@ impl<'v, K, V> ViewIter<'v, K, V> {
 #[inline]
 pub(crate) fn untag<K, V>(tagged: *mut ViewHeader<K, V>) -> (*mut ReadView<K, V>, bool) {
     let tag = tagged.addr() & TAG_BITS;
-    let total = (1usize << (tag >> LOG2_SHIFT)) + MIRROR;
+    let total = (1usize << (64 - (tag & SHIFT_BITS))) + MIRROR;
     let base = tagged.map_addr(|a| a & !TAG_BITS);
     (
         ptr::slice_from_raw_parts_mut(base.cast::<Slot<K, V>>(), total) as *mut ReadView<K, V>,
         tag & AMENDED != 0,
     )
+}
+
+/// The home-slot shift of the view of the published word `tagged`,
+/// `64 - log2(slots)`, for [`ReadView::find_at`] (cheaper for a reader
+/// than decoding the slot count into a mask: about four instructions). It
+/// is in the low six bits of the result; the bits above are the word's
+/// (its users mask the shift, which x86-64 shifts do for free, so it is
+/// not masked here).
+#[inline]
+pub(crate) fn shift<K, V>(tagged: *mut ViewHeader<K, V>) -> u32 {
+    const { assert!(SHIFT_BITS == 63) };
+    tagged.addr() as u32
 }
 
 /// A published view word with the amended bit set (derived from the word
