@@ -1247,7 +1247,7 @@ def why_facts(groups, growth, cg, lat):
                              + ", ".join(cache_parts) + " of it (1 thread)"
                              + (f"; {cr['per_lookup']:.0f} instructions per lookup against {cc['per_lookup']:.0f}"
                                 if cr and cc else "")
-                             + ". The rest of the gap is the slot table and the denser metadata: a snapshot's "
+                             + ". The rest of the gap is the slot table and the size of the heads: a snapshot's "
                              "heads are 16 bytes per bucket of 2 to 4 entries, `hashbrown`'s control bytes one "
                              "per slot, so at 10K keys its control bytes stay in the first-level cache and the "
                              "heads do not (callgrind's cache simulation: 1.65 first-level misses per lookup "
