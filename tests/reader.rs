@@ -278,3 +278,50 @@ fn optimistic_reloads_lose_no_update() {
     // Not asserted (it depends on scheduling), but reported.
     println!("conflicts: {}", conflicts.load(Ordering::Relaxed));
 }
+
+/// A reader keeps its snapshot's slot table, shift and hasher beside it
+/// (so that a lookup skips the snapshot's body); every refresh must take
+/// the new snapshot's. The map here goes from one shard to many and back
+/// (its snapshots' slot tables change size and place), and the reader,
+/// a clone of it and one refreshed by waiting must answer as the map does
+/// after every step. Under ASan (CI) a stale slot table is a
+/// use-after-free.
+#[test]
+fn a_reader_follows_the_layout_through_splits_and_merges() {
+    let map: SnapMap<u64, u64> = SnapMap::builder()
+        .shards(1)
+        .shard_capacity(8)
+        .build()
+        .unwrap();
+    let mut reader = map.reader();
+    let mut waiter = map.reader();
+    let check = |reader: &mut snapmap::Reader<'_, u64, u64, _>, present: u64, step: &str| {
+        for k in 0..600u64 {
+            let want = (k < present).then_some(k * 3);
+            assert_eq!(reader.get(&k).copied(), want, "{step}: key {k}");
+        }
+    };
+    for present in (0..=600u64).step_by(50) {
+        for k in present.saturating_sub(50)..present {
+            map.insert(k, k * 3);
+        }
+        check(&mut reader, present, "growing");
+        let mut copy = reader.clone();
+        check(&mut copy, present, "growing, clone");
+        if present > 0 {
+            assert!(waiter.wait_for_change_timeout(std::time::Duration::from_secs(10)));
+            check(&mut waiter, present, "growing, waiter");
+        }
+    }
+    let grown = map.stats();
+    assert!(grown.splits > 10, "the map split: {grown:?}");
+    for present in (0..600u64).rev().step_by(50) {
+        for k in present..(present + 50).min(600) {
+            map.remove(&k);
+        }
+        check(&mut reader, present, "shrinking");
+        assert!(waiter.wait_for_change_timeout(std::time::Duration::from_secs(10)));
+        check(&mut waiter, present, "shrinking, waiter");
+    }
+    assert!(map.stats().merges > 0, "the map merged: {:?}", map.stats());
+}

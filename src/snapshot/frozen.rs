@@ -428,6 +428,67 @@ impl<K, V, S> Snapshot<K, V, S> {
     }
 }
 
+/// What a lookup in one snapshot needs, copied out of it: its slot table
+/// and the shift that indexes it. A [`Reader`](crate::Reader) keeps one
+/// beside its snapshot, so that its lookups go from the hash to the slot
+/// without first loading the snapshot's body (one dependent load fewer).
+pub(crate) struct Slots<K, V> {
+    slots: core::ptr::NonNull<PiecePtr<K, V>>,
+    shift: u32,
+}
+
+impl<K, V> Clone for Slots<K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K, V> Copy for Slots<K, V> {}
+
+// SAFETY: a `Slots` points into a `Frozen`'s slot table, as the `Arc` of
+// the snapshot it came from does; sharing or sending it shares that
+// snapshot's entries, which needs `K: Sync` and `V: Sync` (as the pieces'
+// `Arc`s do).
+unsafe impl<K: Sync, V: Sync> Send for Slots<K, V> {}
+// SAFETY: as for `Send`.
+unsafe impl<K: Sync, V: Sync> Sync for Slots<K, V> {}
+
+impl<K, V> Slots<K, V> {
+    /// Looks up `key`, whose hash (by the snapshot's hasher) is `hash`.
+    ///
+    /// # Safety
+    ///
+    /// The snapshot this came from ([`Snapshot::slots`]) is alive for
+    /// `'a`.
+    #[inline]
+    pub(crate) unsafe fn get<'a, Q>(self, hash: u64, key: &Q) -> Option<&'a (K, V)>
+    where
+        Q: ?Sized + Equivalent<K>,
+    {
+        debug_assert!((1..64).contains(&self.shift));
+        let slot = (hash >> self.shift) as usize;
+        // SAFETY: the slot table has `2^(64 - shift)` elements (the build
+        // makes it so) and `slot` < `2^(64 - shift)`; it and the pieces its
+        // pointers reach live as long as the snapshot (our contract).
+        unsafe { self.slots.add(slot).read().get(hash, key) }
+    }
+}
+
+impl<K, V, S> Snapshot<K, V, S> {
+    /// The snapshot's slot table and shift, for a caller that keeps the
+    /// snapshot alive (a [`Reader`](crate::Reader)).
+    pub(crate) fn slots(&self) -> Slots<K, V> {
+        Slots {
+            slots: core::ptr::NonNull::from(&*self.frozen.slots).cast(),
+            shift: self.frozen.shift,
+        }
+    }
+
+    /// The hasher the snapshot's lookups hash with.
+    pub(crate) fn hasher(&self) -> &S {
+        &self.frozen.hasher
+    }
+}
+
 impl<K, V, S: BuildHasher> Snapshot<K, V, S> {
     /// The value for `key`, as of the snapshot.
     ///
