@@ -789,13 +789,22 @@ where
     }
 }
 
+impl<'a, S> CowCacheHandle<'a, S> {
+    /// The cache, for one call.
+    #[inline]
+    #[allow(clippy::mut_from_ref, reason = "see the SAFETY comment")]
+    fn cache(&self) -> &mut CowCacheOf<'a, S> {
+        // SAFETY: as in `SnapReaderHandle::reader`: the cell makes the
+        // handle `!Sync`, and each `Ops` method takes this borrow once and
+        // ends it before returning.
+        unsafe { &mut *self.0.get() }
+    }
+}
+
 impl<S: BuildHasher> Ops for CowCacheHandle<'_, S> {
     #[inline]
     fn get(&self, k: u64) -> Option<u64> {
-        // SAFETY: as in `SnapReaderHandle::reader`: the cell makes the
-        // handle `!Sync`, and this borrow ends before the method returns.
-        let cache = unsafe { &mut *self.0.get() };
-        cache.load().get(&k).copied()
+        self.cache().load().get(&k).copied()
     }
     fn insert(&self, _: u64, _: u64) {
         panic!("read-only rows")
@@ -807,9 +816,10 @@ impl<S: BuildHasher> Ops for CowCacheHandle<'_, S> {
         panic!("read-only rows")
     }
     fn iter_sum(&self) -> u64 {
-        // SAFETY: as in `get`.
-        let cache = unsafe { &mut *self.0.get() };
-        cache.load().iter().fold(0, |a, (k, v)| fold(a, *k, *v))
+        self.cache()
+            .load()
+            .iter()
+            .fold(0, |a, (k, v)| fold(a, *k, *v))
     }
 }
 

@@ -520,15 +520,10 @@ impl<K, V, S: BuildHasher> Snapshot<K, V, S> {
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        let frozen = &*self.frozen;
-        let hash = frozen.hasher.hash_one(key);
-        debug_assert!((1..64).contains(&frozen.shift));
-        let slot = (hash >> frozen.shift) as usize;
-        debug_assert!(slot < frozen.slots.len());
-        // SAFETY: `slots` has `2^(64 - shift)` elements (the build makes it
-        // so) and `slot` < `2^(64 - shift)`. The pointer is to a piece owned by
-        // `frozen.pieces`, alive as long as `frozen` is borrowed.
-        unsafe { frozen.slots.get_unchecked(slot).get(hash, key) }.map(|(k, v)| (k, v))
+        let hash = self.frozen.hasher.hash_one(key);
+        // SAFETY: the slot table is this snapshot's, alive as long as `self`
+        // is borrowed.
+        unsafe { self.slots().get(hash, key) }.map(|(k, v)| (k, v))
     }
 
     /// Whether `key` is in the snapshot.
