@@ -1131,8 +1131,8 @@ def main():
       "for hundreds of milliseconds.)")
     w("- **Snapshots: fast to walk, two loads to probe, O(changed shards) to rebuild.** Iterating a snapshot is "
       "a slice walk. A lookup indexes the snapshot's slot table by the hash's top bits (the slot holds the "
-      "piece's bucket heads, entries and mask), loads the bucket's 16-byte head (its start and 12 tag bytes, "
-      "one SSE2 compare) and then the entry: "
+      "piece's bucket heads and mask), loads the bucket's 16-byte head (its first entry's address and 8 tag "
+      "bytes, one SSE2 compare) and then the entry: "
       + facts.get("snapshot_get", "")
       + "A reader handle adds one load and a compare of the map's change word per lookup. It stays behind "
       "`ArcSwap<HashMap>`, whose readers make one probe of one flat table and check for a new map once per "
@@ -1247,11 +1247,11 @@ def why_facts(groups, growth, cg, lat):
                              + ", ".join(cache_parts) + " of it (1 thread)"
                              + (f"; {cr['per_lookup']:.0f} instructions per lookup against {cc['per_lookup']:.0f}"
                                 if cr and cc else "")
-                             + ". The rest of the gap is the slot table and the size of the heads: a snapshot's "
-                             "heads are 16 bytes per bucket of 2 to 4 entries, `hashbrown`'s control bytes one "
-                             "per slot, so at 10K keys its control bytes stay in the first-level cache and the "
-                             "heads do not (callgrind's cache simulation: 1.65 first-level misses per lookup "
-                             "against 1.11). ")
+                             + ". The rest of the gap is cache misses, not instructions: the slot table's hop "
+                             "and the size of the heads. A snapshot's heads are 16 bytes per bucket of 2 to 4 "
+                             "entries, `hashbrown`'s control bytes one per slot, so at 10K keys its control bytes "
+                             "stay in the first-level cache and the heads do not (callgrind's cache simulation: "
+                             "1.65 first-level misses per lookup against 1.10). ")
     sg = next(iter(by_size(groups, "snapshot_")), None)
     if sg:
         e = groups[sg].get((SNAP, "after 1 update"))

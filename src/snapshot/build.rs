@@ -49,18 +49,20 @@ impl<K, V> Piece<K, V> {
         );
         let buckets = (n / BUCKET_LOAD).next_power_of_two();
         let mask = buckets as u64 - 1;
-        let mut heads = vec![Head::default(); buckets + 1];
+        let mut heads = vec![Head::EMPTY; buckets + 1];
+        // `starts[b]`: the position of bucket `b`'s first entry.
+        let mut starts = vec![0u32; buckets + 1];
         for &(hash, _, _) in &refs.entries {
-            heads[(bucket(hash) & mask) as usize + 1].start += 1;
+            starts[(bucket(hash) & mask) as usize + 1] += 1;
         }
-        for b in 1..heads.len() {
-            heads[b].start += heads[b - 1].start;
+        for b in 1..starts.len() {
+            starts[b] += starts[b - 1];
         }
-        let mut next: Vec<u32> = heads.iter().map(|head| head.start).collect();
+        let mut next = starts.clone();
         let mut order = vec![0u32; n];
         for (i, &(hash, _, _)) in refs.entries.iter().enumerate() {
             let b = (bucket(hash) & mask) as usize;
-            let position = next[b] - heads[b].start;
+            let position = next[b] - starts[b];
             if let Some(t) = heads[b].tags.get_mut(position as usize) {
                 *t = tag(hash);
             }
@@ -76,9 +78,18 @@ impl<K, V> Piece<K, V> {
             let (key, value) = unsafe { (&*key, &*value) };
             entries.push((key.clone(), value.clone()));
         }
-        let (entries, heads) = (entries.into_boxed_slice(), heads.into_boxed_slice());
-        let bytes =
-            size_of::<Self>() + size_of_val::<[(K, V)]>(&entries) + size_of_val::<[Head]>(&heads);
+        // The heads point into the entries' final heap block (a boxed
+        // slice's block does not move when the box does).
+        let entries = entries.into_boxed_slice();
+        let base = entries.as_ptr();
+        for (head, &start) in heads.iter_mut().zip(&starts) {
+            // `start <= n`: inside the block or one past its end.
+            head.first = base.wrapping_add(start as usize);
+        }
+        let heads = heads.into_boxed_slice();
+        let bytes = size_of::<Self>()
+            + size_of_val::<[(K, V)]>(&entries)
+            + size_of_val::<[Head<K, V>]>(&heads);
         account.add(bytes as isize);
         Piece {
             heads,

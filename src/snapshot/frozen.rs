@@ -40,18 +40,20 @@ impl PieceBytes {
 }
 
 /// One shard, frozen: its live entries in one contiguous slice, grouped
-/// by bucket, and one 16-byte head per bucket with the bucket's start and
-/// the tags of its first entries (the layout is drawn in the `snapshot`
-/// module docs).
+/// by bucket, and one 16-byte head per bucket with the address of the
+/// bucket's first entry and the tags of its first entries (the layout is
+/// drawn in the `snapshot` module docs).
 ///
 /// A lookup loads the bucket's head, compares its tags with the key's tag
-/// (one SSE2 compare on x86-64), and compares the key of each match (one,
-/// almost always): a head, then the entry, as a `hashbrown` lookup loads a
-/// control group, then the bucket. Iteration walks `entries`.
+/// (one SSE2 compare on x86-64), and compares the key of the first match
+/// (the only one, almost always): a head, then the entry, as a `hashbrown`
+/// lookup loads a control group, then the bucket. Iteration walks
+/// `entries`.
 pub(crate) struct Piece<K, V> {
-    /// Bucket `b` holds `entries[heads[b].start..heads[b + 1].start]`:
-    /// `buckets + 1` heads, the last one a bound only.
-    pub(super) heads: Box<[Head]>,
+    /// Bucket `b` holds the entries from `heads[b].first` up to
+    /// `heads[b + 1].first`: `buckets + 1` heads, the last one a bound
+    /// only. They point into `entries`, whose heap block never moves.
+    pub(super) heads: Box<[Head<K, V>]>,
     /// The entries, bucket by bucket.
     pub(super) entries: Box<[(K, V)]>,
     /// `buckets - 1` (a power of two minus one).
@@ -61,20 +63,42 @@ pub(crate) struct Piece<K, V> {
     pub(super) account: Arc<PieceBytes>,
 }
 
+// SAFETY: the heads' pointers point into the piece's own `entries`, which
+// the piece owns; sending or sharing the piece sends or shares its entries,
+// as its `Box<[(K, V)]>` alone would.
+unsafe impl<K: Send, V: Send> Send for Piece<K, V> {}
+// SAFETY: as for `Send`: nothing is written through the heads' pointers.
+unsafe impl<K: Sync, V: Sync> Sync for Piece<K, V> {}
+
 /// One bucket's head: the tags of its first [`Head::TAGS`] entries, then
-/// the bucket's first position. A bucket's entries beyond the first
-/// `TAGS` (a bucket that large is rare: about 1 in 2,000 at the average
-/// load of [`BUCKET_LOAD`]) are compared by key without a tag.
+/// the address of its first entry. A bucket's entries beyond the first
+/// `TAGS` (a bucket that large is rare: about 1 in 50 at the largest
+/// average load, [`BUCKET_LOAD`]) are compared by key without a tag.
+///
+/// The address, rather than a position, saves a lookup the load of the
+/// entries' base and a multiply: the head leads straight to the entry.
 #[repr(C, align(16))]
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Head {
-    pub(super) tags: [u8; Head::TAGS],
-    pub(super) start: u32,
+pub(crate) struct Head<K, V> {
+    pub(super) tags: [u8; 8],
+    pub(super) first: *const (K, V),
 }
 
-impl Head {
+impl<K, V> Clone for Head<K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K, V> Copy for Head<K, V> {}
+
+impl<K, V> Head<K, V> {
     /// Tags per head.
-    pub(super) const TAGS: usize = 12;
+    pub(super) const TAGS: usize = 8;
+
+    /// A head with no tags and no entries yet.
+    pub(super) const EMPTY: Self = Head {
+        tags: [0; 8],
+        first: core::ptr::null(),
+    };
 
     /// The positions among the bucket's first [`Head::TAGS`] entries
     /// whose tag is `tag`, as a bit set (bit `i` for position `i`). Unused
@@ -91,9 +115,9 @@ impl Head {
             // shuffles (seven, as compiled here).
             let needle = (u32::from(tag) * 0x0101_0101) as i32;
             // SAFETY: SSE2 is part of the x86-64 baseline. `self` is 16
-            // bytes, aligned to 16 (`repr(align(16))`), so the aligned load
-            // reads exactly this head; its last four bytes (`start`) are
-            // masked off below.
+            // bytes, aligned to 16 (`repr(align(16))`, a pointer of 8
+            // bytes after 8 tags), so the aligned load reads exactly this
+            // head; its last eight bytes (`first`) are masked off below.
             let equal = unsafe {
                 let group = _mm_load_si128(core::ptr::from_ref(self).cast::<__m128i>());
                 _mm_movemask_epi8(_mm_cmpeq_epi8(group, _mm_set1_epi32(needle)))
@@ -114,6 +138,13 @@ impl Head {
 /// Entries per bucket, on average at most (between half that and that).
 pub(super) const BUCKET_LOAD: usize = 4;
 
+/// How far right a hash shifts so that its bucket bits (32 and up) land
+/// on a head's byte offset: a lookup masks `hash >> HEAD_SHIFT` with the
+/// piece's mask in bytes ([`PiecePtr`]), with no multiply by the head's
+/// size. A head is 16 bytes on every target (its alignment).
+const HEAD_SHIFT: u32 = 32 - 4;
+const _: () = assert!(size_of::<Head<u64, u64>>() == 1 << (32 - HEAD_SHIFT));
+
 /// The bucket of `hash` in a piece (before the mask): bits 32 and up, the
 /// bits the map's own tables index by (`table_hash`). The top bits chose
 /// the shard, so they are the same for every entry of a piece; bits 32 and
@@ -124,7 +155,7 @@ pub(super) fn bucket(hash: u64) -> u64 {
     hash >> 32
 }
 
-/// The tag of `hash`: bits 25 to 31 (disjoint from the bucket bits),
+/// The tag of `hash`: bits 24 to 30 (disjoint from the bucket bits),
 /// with the high bit set, so that no tag is 0, the value of an unused tag
 /// byte in a [`Head`].
 #[inline]
@@ -137,8 +168,7 @@ impl<K, V> Piece<K, V> {
     pub(super) fn ptr(&self) -> PiecePtr<K, V> {
         PiecePtr {
             heads: core::ptr::NonNull::from(&*self.heads).cast(),
-            entries: core::ptr::NonNull::from(&*self.entries).cast(),
-            mask: self.mask,
+            mask: self.mask << (32 - HEAD_SHIFT),
         }
     }
 
@@ -157,8 +187,8 @@ impl<K, V> Drop for Piece<K, V> {
 /// What a lookup needs of a piece that a [`Frozen`] owns in its
 /// `pieces`, held in the slot itself: no load of the piece's own header.
 pub(super) struct PiecePtr<K, V> {
-    heads: core::ptr::NonNull<Head>,
-    entries: core::ptr::NonNull<(K, V)>,
+    heads: core::ptr::NonNull<Head<K, V>>,
+    /// The bucket mask in bytes of heads: `(buckets - 1) * 16`.
     mask: u64,
 }
 
@@ -181,32 +211,69 @@ unsafe impl<K: Sync, V: Sync> Sync for PiecePtr<K, V> {}
 impl<K, V> PiecePtr<K, V> {
     /// Looks `key` up in the piece.
     ///
+    /// The hit on the first tag match is inline; everything else (a
+    /// second match, a bucket past its tags, a miss) is in
+    /// [`PiecePtr::get_rest`], out of line.
+    ///
     /// # Safety
     ///
     /// The piece must be alive for `'a`.
     #[inline]
     unsafe fn get<'a, Q: ?Sized + Equivalent<K>>(self, hash: u64, key: &Q) -> Option<&'a (K, V)> {
-        let b = (bucket(hash) & self.mask) as usize;
-        // SAFETY: the piece is alive (contract); it has `mask + 2` heads
-        // (the build makes it so) and `b <= mask`.
-        let head = unsafe { self.heads.add(b).as_ref() };
-        let start = head.start as usize;
-        let mut matches = head.matches(tag(hash));
-        while matches != 0 {
-            let i = start + matches.trailing_zeros() as usize;
-            matches &= matches - 1;
+        let offset = ((hash >> HEAD_SHIFT) & self.mask) as usize;
+        // SAFETY: the piece is alive (contract); it has `buckets + 1`
+        // heads (the build makes it so), and `offset` is a multiple of the
+        // head's size up to `(buckets - 1) * 16`: a head of the piece.
+        let at = unsafe { self.heads.byte_add(offset) };
+        // SAFETY: as above: a head of a piece alive for `'a`.
+        let head = unsafe { at.as_ref() };
+        let matches = head.matches(tag(hash));
+        if matches != 0 {
             // SAFETY: only the tags of the bucket's entries are non-zero,
-            // so `i` is one of its positions, `< entries.len()`.
-            let entry = unsafe { self.entries.add(i).as_ref() };
+            // so the first match is one of its entries: `first` plus its
+            // position is inside the piece's `entries`, alive for `'a`.
+            let entry = unsafe { &*head.first.add(matches.trailing_zeros() as usize) };
             if key.equivalent(&entry.0) {
                 return Some(entry);
             }
         }
-        // SAFETY: `b + 1 < heads.len()`, as above.
-        let end = unsafe { self.heads.add(b + 1).as_ref().start as usize };
-        (start + Head::TAGS..end).find_map(|i| {
-            // SAFETY: `i < end <= entries.len()`.
-            let entry = unsafe { self.entries.add(i).as_ref() };
+        // SAFETY: `at` is a bucket head of a piece alive for `'a` (above).
+        unsafe { Self::get_rest(at, matches & matches.wrapping_sub(1), key) }
+    }
+
+    /// The rest of a lookup in `head`'s bucket: the tag matches in
+    /// `matches` (the first one already compared), then the entries past
+    /// the bucket's first [`Head::TAGS`], by key.
+    ///
+    /// # Safety
+    ///
+    /// `at` is one of the bucket heads (not the last bound) of a piece
+    /// alive for `'a`, with the provenance of the whole head array.
+    #[inline(never)]
+    unsafe fn get_rest<'a, Q: ?Sized + Equivalent<K>>(
+        at: core::ptr::NonNull<Head<K, V>>,
+        mut matches: u32,
+        key: &Q,
+    ) -> Option<&'a (K, V)> {
+        // SAFETY: a head of a live piece (contract).
+        let head = unsafe { at.read() };
+        while matches != 0 {
+            // SAFETY: as in `get`: a tagged position of the bucket.
+            let entry = unsafe { &*head.first.add(matches.trailing_zeros() as usize) };
+            matches &= matches - 1;
+            if key.equivalent(&entry.0) {
+                return Some(entry);
+            }
+        }
+        // SAFETY: a bucket head is followed by another (the last one a
+        // bound), in the same allocation.
+        let end = unsafe { at.add(1).read().first };
+        // SAFETY: both point into the same `entries` (the next bucket's
+        // first is at or after this one's).
+        let len = unsafe { end.offset_from(head.first) } as usize;
+        (Head::<K, V>::TAGS..len).find_map(|i| {
+            // SAFETY: `i < len`: an entry of this bucket.
+            let entry = unsafe { &*head.first.add(i) };
             key.equivalent(&entry.0).then_some(entry)
         })
     }
