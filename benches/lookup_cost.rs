@@ -27,7 +27,7 @@ fn run<M: BenchMap>(n_keys: usize, lookups_n: u64) -> u64 {
 }
 
 /// The map names accepted on the command line.
-const MAPS: [&str; 14] = [
+const MAPS: [&str; 15] = [
     "snapmap",
     "snapmap-snapshot",
     "snapmap-reader",
@@ -41,6 +41,7 @@ const MAPS: [&str; 14] = [
     "rwlock",
     "arcswap",
     "arcswap-cache",
+    "arcswap-load",
     "ceiling",
 ];
 
@@ -62,6 +63,7 @@ fn dispatch(map: &str, n_keys: usize, lookups_n: u64) -> Option<(String, u64)> {
         "rwlock" => go::<Locked<Fast>>(n_keys, lookups_n),
         "arcswap" => go::<Cow<Fast>>(n_keys, lookups_n),
         "arcswap-cache" => go::<CowCache<Fast>>(n_keys, lookups_n),
+        "arcswap-load" => go::<CowLoad<Fast>>(n_keys, lookups_n),
         "ceiling" => go::<Ceiling<Fast>>(n_keys, lookups_n),
         _ => None,
     }

@@ -139,6 +139,7 @@ fn read_hit(c: &mut Criterion, n: usize, stream_len: usize, big: bool) {
     read_one::<Locked<Fast>>(&mut g, &keys, &streams);
     read_one::<Cow<Fast>>(&mut g, &keys, &streams);
     read_one::<CowCache<Fast>>(&mut g, &keys, &streams);
+    read_one::<CowLoad<Fast>>(&mut g, &keys, &streams);
     read_one::<SnapSnapshot<Fast>>(&mut g, &keys, &streams);
     read_one::<SnapReader<Fast>>(&mut g, &keys, &streams);
     read_one::<Ceiling<Fast>>(&mut g, &keys, &streams);

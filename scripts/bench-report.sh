@@ -97,7 +97,7 @@ echo "== callgrind: instructions per lookup ($cg_lookups lookups, $cg_keys keys)
 t=$(now)
 exe="$lookup_exe"
 if command -v valgrind > /dev/null; then
-    for map in snapmap snapmap-per-op snapmap-snapshot snapmap-reader snapmap-cap4096 dashmap papaya papaya-per-op scc-hashmap scc-hashindex rwlock arcswap arcswap-cache ceiling; do
+    for map in snapmap snapmap-per-op snapmap-snapshot snapmap-reader snapmap-cap4096 dashmap papaya papaya-per-op scc-hashmap scc-hashindex rwlock arcswap arcswap-cache arcswap-load ceiling; do
         for n in 0 "$cg_lookups"; do
             valgrind --tool=callgrind --callgrind-out-file="$out/callgrind/$map.$n.out" \
                 "$exe" "$map" "$cg_keys" "$n" > "$out/callgrind/$map.$n.stdout" 2> "$out/callgrind/$map.$n.log"

@@ -19,6 +19,8 @@
 //! | [`Papaya`], [`PapayaPerOp`] | papaya | a guard per batch, or per call |
 //! | [`Locked`] | `parking_lot::RwLock<hashbrown::HashMap>` | the lock, taken per call |
 //! | [`Cow`] | `ArcSwap<hashbrown::HashMap>` | the map loaded once per batch; writes copy it |
+//! | [`CowCache`] | `ArcSwap<hashbrown::HashMap>` | an `arc_swap::Cache`, checked per call (read-only) |
+//! | [`CowLoad`] | `ArcSwap<hashbrown::HashMap>` | none: `load()` per call (read-only) |
 //! | [`Ceiling`] | `&hashbrown::HashMap` | the map, unsynchronised, read-only |
 //!
 //! This crate is a workspace member of its own (not published) so that the
@@ -820,6 +822,63 @@ impl<S: BuildHasher> Ops for CowCacheHandle<'_, S> {
             .load()
             .iter()
             .fold(0, |a, (k, v)| fold(a, *k, *v))
+    }
+}
+
+/// `ArcSwap<hashbrown::HashMap>` read with a `load()` per lookup, arc-swap's
+/// usual read (`config.load().get(key)`): the guard takes a debt slot
+/// (a `SeqCst` store and a check) and gives it back. Another peer of
+/// snapmap's reader handle; [`CowCache`] checks a cached pointer instead,
+/// [`Cow`] loads once per batch. Read-only rows; writes panic.
+pub struct CowLoad<S>(pub Cow<S>);
+
+impl<S> BenchMap for CowLoad<S>
+where
+    S: BuildHasher + Clone + Default + Send + Sync,
+{
+    type Handle<'a>
+        = &'a ArcSwap<CowMap<S>>
+    where
+        Self: 'a;
+
+    fn name() -> String {
+        "ArcSwap<HashMap>, load per get".into()
+    }
+
+    fn new() -> Self {
+        CowLoad(Cow::new())
+    }
+
+    #[inline]
+    fn handle(&self) -> Self::Handle<'_> {
+        &(self.0).0
+    }
+
+    fn fill(&mut self, keys: &[u64]) {
+        self.0.fill(keys);
+    }
+
+    fn writes() -> Writes {
+        Writes::ReadOnly
+    }
+}
+
+impl<S: BuildHasher> Ops for &ArcSwap<CowMap<S>> {
+    #[inline]
+    fn get(&self, k: u64) -> Option<u64> {
+        self.load().get(&k).copied()
+    }
+    fn insert(&self, _: u64, _: u64) {
+        panic!("read-only rows")
+    }
+    fn remove(&self, _: u64) -> bool {
+        panic!("read-only rows")
+    }
+    fn update(&self, _: u64) -> bool {
+        panic!("read-only rows")
+    }
+    fn iter_sum(&self) -> u64 {
+        self.load().iter().fold(0, |a, (k, v)| fold(a, *k, *v))
     }
 }
 
