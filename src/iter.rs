@@ -72,13 +72,8 @@ where
     #[inline]
     fn next(&mut self) -> Option<(&'p K, &'p V)> {
         loop {
-            for (hash, entry) in self.current.by_ref() {
-                if hash < self.from || hash > self.last {
-                    continue;
-                }
-                if let Some(value) = entry.load(self.guard) {
-                    return Some((entry.key(), value));
-                }
+            if let Some(item) = self.next_in_current() {
+                return Some(item);
             }
             let at = self.cursor?;
             let shard = self.directory.locate(at, self.guard);
@@ -91,6 +86,65 @@ where
                 self.current = view.iter();
             }
         }
+    }
+
+    /// The same walk, with each shard that lies wholly inside the range
+    /// folded by a loop of its own: no range test and no iterator state
+    /// per entry (what `for_each`, `sum` and most adapters call). A shard
+    /// that crosses the range's ends (the one holding the cursor after a
+    /// merge, or the ends of a parallel walk's range) goes through `next`.
+    #[inline]
+    fn fold<B, F>(mut self, init: B, mut f: F) -> B
+    where
+        F: FnMut(B, Self::Item) -> B,
+    {
+        let mut acc = init;
+        loop {
+            while let Some(item) = self.next_in_current() {
+                acc = f(acc, item);
+            }
+            let Some(at) = self.cursor else {
+                return acc;
+            };
+            let shard = self.directory.locate(at, self.guard);
+            // On `Err(Retired)`, as in `next`.
+            if let Ok(view) = shard.view_for_iter(&self.ctx, self.guard) {
+                self.from = at;
+                let (start, end) = shard.hash_range();
+                self.cursor = end.checked_add(1).filter(|_| end < self.last);
+                if start == at && end <= self.last {
+                    let guard = self.guard;
+                    acc = view
+                        .iter()
+                        .fold(acc, |acc, (_, entry)| match entry.load(guard) {
+                            Some(value) => f(acc, (entry.key(), value)),
+                            None => acc,
+                        });
+                } else {
+                    self.current = view.iter();
+                }
+            }
+        }
+    }
+}
+
+impl<'p, K, V> Iter<'p, K, V>
+where
+    K: Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// The next live entry of the current view inside the range, if any.
+    #[inline]
+    fn next_in_current(&mut self) -> Option<(&'p K, &'p V)> {
+        for (hash, entry) in self.current.by_ref() {
+            if hash < self.from || hash > self.last {
+                continue;
+            }
+            if let Some(value) = entry.load(self.guard) {
+                return Some((entry.key(), value));
+            }
+        }
+        None
     }
 }
 
@@ -130,6 +184,14 @@ where
     fn next(&mut self) -> Option<&'p K> {
         self.0.next().map(|(k, _)| k)
     }
+
+    #[inline]
+    fn fold<B, F>(self, init: B, mut f: F) -> B
+    where
+        F: FnMut(B, Self::Item) -> B,
+    {
+        self.0.fold(init, |acc, (k, _)| f(acc, k))
+    }
 }
 
 /// An iterator over values, from [`Pinned::values`](crate::Pinned::values).
@@ -152,5 +214,13 @@ where
     #[inline]
     fn next(&mut self) -> Option<&'p V> {
         self.0.next().map(|(_, v)| v)
+    }
+
+    #[inline]
+    fn fold<B, F>(self, init: B, mut f: F) -> B
+    where
+        F: FnMut(B, Self::Item) -> B,
+    {
+        self.0.fold(init, |acc, (_, v)| f(acc, v))
     }
 }

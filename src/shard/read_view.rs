@@ -461,6 +461,18 @@ impl<'v, K, V> Iterator for ViewIter<'v, K, V> {
             .by_ref()
             .find_map(|slot| slot.entry.as_ref().map(|entry| (slot.hash, entry)))
     }
+
+    #[inline]
+    fn fold<B, F>(self, init: B, mut f: F) -> B
+    where
+        F: FnMut(B, Self::Item) -> B,
+    {
+        self.slots
+            .fold(init, |acc, slot| match slot.entry.as_ref() {
+                Some(entry) => f(acc, (slot.hash, entry)),
+                None => acc,
+            })
+    }
 }
 
 impl<'v, K, V> ViewIter<'v, K, V> {
