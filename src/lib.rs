@@ -444,6 +444,7 @@ mod map;
 mod migrate;
 mod options;
 mod pinned;
+mod pool;
 mod raw;
 #[cfg(feature = "rayon")]
 mod rayon_impls;

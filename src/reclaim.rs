@@ -90,6 +90,37 @@ pub(crate) unsafe fn retire<T: ?Sized + Send + 'static>(
     }
 }
 
+/// [`retire`] for a sized `T` whose block, once the epoch releases it, may
+/// be kept in the freeing thread's cache of small blocks for its next
+/// allocation of that size (`crate::pool`): value nodes and entries.
+///
+/// # Safety
+///
+/// As for [`retire`]; `ptr` may also come from `pool::boxed`.
+#[inline]
+pub(crate) unsafe fn retire_small<T: Send + 'static>(
+    guard: &Guard,
+    ptr: *mut T,
+    kind: RetiredKind,
+    bytes: usize,
+) {
+    // SAFETY: forwarded from our caller.
+    let Some(bytes) = (unsafe { begin_retire(ptr, kind, bytes) }) else {
+        return;
+    };
+    // SAFETY: as in `retire`; `pool::free` takes a `Box::into_raw` or
+    // `pool::boxed` pointer, freed once.
+    unsafe {
+        epoch::defer_unchecked(guard, move || {
+            crate::pool::free(ptr);
+            count_retired(kind, -bytes);
+        })
+    }
+    if weigh(bytes) {
+        epoch::flush(guard);
+    }
+}
+
 /// Adds one retirement of `bytes` to this thread's weight since its last
 /// flush; returns whether it is time to flush (and then starts over).
 #[inline]

@@ -94,7 +94,7 @@
 use core::marker::PhantomData;
 use core::ptr;
 
-use crate::reclaim::retire;
+use crate::reclaim::retire_small;
 use crate::stats::RetiredKind;
 use crate::sync::Published;
 use crate::sync::atomic::{AtomicPtr, Ordering};
@@ -111,9 +111,12 @@ pub(crate) struct ValueNode<V> {
 impl<V> ValueNode<V> {
     #[inline]
     pub(crate) fn boxed(value: V) -> Box<Self> {
-        Box::new(ValueNode {
+        let node = crate::pool::boxed(ValueNode {
             value: Published::new(value),
-        })
+        });
+        // SAFETY: `pool::boxed` gives a block of `Self`'s own layout
+        // holding the node, which a `Box` may own and free.
+        unsafe { Box::from_raw(node) }
     }
 
     /// The value (loom checks that this read follows the publication).
@@ -381,7 +384,7 @@ impl<K: Send + 'static, V: Send + 'static> EntryRef<K, V> {
             // that can still reach it through an old table is pinned. The
             // entry was allocated as an `InlineEntry` (`Entry::boxed`).
             unsafe {
-                retire(
+                retire_small(
                     guard,
                     self.0.as_ptr().cast::<InlineEntry<K, V>>(),
                     RetiredKind::Entry,
@@ -390,7 +393,7 @@ impl<K: Send + 'static, V: Send + 'static> EntryRef<K, V> {
             };
         } else {
             // SAFETY: as above; allocated as a plain `Entry`.
-            unsafe { retire(guard, self.0.as_ptr(), RetiredKind::Entry, bytes) };
+            unsafe { retire_small(guard, self.0.as_ptr(), RetiredKind::Entry, bytes) };
         }
     }
 }
@@ -401,7 +404,9 @@ impl<K, V> Entry<K, V> {
     /// the entry and a value node.
     pub(crate) fn boxed(key: K, value: V) -> EntryRef<K, V> {
         if Self::INLINE {
-            let inline = Box::into_raw(Box::new(InlineEntry {
+            // From the thread's cache of freed blocks when it has one of
+            // this size (`crate::pool`); freed by `retire_small` or `Box`.
+            let inline = crate::pool::boxed(InlineEntry {
                 entry: Entry {
                     key: Published::new(key),
                     cell: AtomicPtr::new(ptr::null_mut()),
@@ -410,7 +415,7 @@ impl<K, V> Entry<K, V> {
                 node: ValueNode {
                     value: Published::new(value),
                 },
-            }));
+            });
             // SAFETY: `inline` is a fresh, unshared allocation; the cell
             // gets a pointer to its own node, derived from the allocation's
             // pointer (so it may be read through for the entry's life).
@@ -420,12 +425,12 @@ impl<K, V> Entry<K, V> {
             }
             EntryRef(ptr::NonNull::new(inline.cast::<Entry<K, V>>()).expect("Box is non-null"))
         } else {
-            let entry = Box::new(Entry {
+            let entry = crate::pool::boxed(Entry {
                 key: Published::new(key),
                 cell: AtomicPtr::new(Box::into_raw(ValueNode::boxed(value))),
                 _owns: PhantomData,
             });
-            EntryRef(ptr::NonNull::from(Box::leak(entry)))
+            EntryRef(ptr::NonNull::new(entry).expect("an allocation is non-null"))
         }
     }
 
@@ -494,7 +499,7 @@ impl<K, V: Send + 'static> Entry<K, V> {
         // later can load it and nobody else retires it; the reference we
         // return is bounded by `guard`, which delays the free.
         unsafe {
-            retire(guard, prev, RetiredKind::Value, size_of::<ValueNode<V>>());
+            retire_small(guard, prev, RetiredKind::Value, size_of::<ValueNode<V>>());
             Some((*prev).value())
         }
     }
