@@ -135,35 +135,35 @@
 //!   (snapshots, all-or-nothing batches, revisions, waiting for a change)
 //!   and that is reloaded now and then, mostly by replacing values. A
 //!   snapshot of an unchanged map costs 44 ns (`ArcSwap::load_full`: 29 ns);
-//!   after one update to a 1M-key map, 21 µs, where `ArcSwap<HashMap>` and
-//!   `RwLock<HashMap>` copy the whole map (13–14 ms). dashmap, papaya and scc
+//!   after one update to a 1M-key map, 19 µs, where `ArcSwap<HashMap>` and
+//!   `RwLock<HashMap>` copy the whole map (17 ms). dashmap, papaya and scc
 //!   have no point-in-time view at all. Iterating a snapshot is a slice walk
-//!   (1.16× the time of a `Vec<(u64, u64)>` walk). In the 99 % read / 1 %
-//!   update mix at 10K keys it runs at 1.14× papaya on one thread and 1.42×
-//!   on two, 1.73× and 3.99× dashmap, 0.80× and 1.10× `scc::HashIndex`.
+//!   (1.19× the time of a `Vec<(u64, u64)>` walk). In the 99 % read / 1 %
+//!   update mix at 10K keys it runs at 1.16× papaya on one thread and 1.61×
+//!   on two, 1.74× and 4.79× dashmap, 0.83× and 1.29× `scc::HashIndex`.
 //! - **papaya or `scc::HashIndex`** when reads must be as fast as possible
-//!   and no consistent view is needed. snapmap's read hits run at 0.68×
-//!   papaya and 0.55× `scc::HashIndex` at 1M keys (1.35× and 0.73× at 10K);
-//!   the 99/1 mix at 1M keys at 0.67× papaya and 0.49× `scc::HashIndex` on
-//!   one thread, 0.94× and 0.54× on two. A read hit costs 60.5
+//!   and no consistent view is needed. snapmap's read hits run at 0.66×
+//!   papaya and 0.56× `scc::HashIndex` at 1M keys (1.23× and 0.68× at 10K);
+//!   the 99/1 mix at 1M keys at 0.54× papaya and 0.39× `scc::HashIndex` on
+//!   one thread, 1.03× and 0.53× on two. A read hit costs 60.5
 //!   instructions against 35.5 for an unsynchronised `hashbrown` lookup
 //!   (callgrind, 100K keys).
 //! - **dashmap or `scc::HashMap`** when writes are frequent: they update in
-//!   place, where snapmap allocates a value per update (updates of existing
-//!   keys at 1M: 0.07× dashmap, 0.10× `scc::HashMap`, 0.51× papaya on one
-//!   thread; 1.93× papaya on two). Workloads that churn new keys are the
-//!   read/dirty design's weak spot: 0.10–0.25× the best peer (conc-map-bench's
+//!   place, where snapmap takes a new value node per update (updates of
+//!   existing keys at 1M: 0.10× dashmap, 0.15× `scc::HashMap`, 0.77× papaya
+//!   on one thread; 3.20× papaya on two). Workloads that churn new keys are
+//!   the read/dirty design's weak spot: 0.07–0.20× the best peer (conc-map-bench's
 //!   Exchange and RapidGrow mixes). They also hold less memory: 35.7 heap
 //!   bytes per `u64 -> u64` entry (dashmap) against snapmap's 58.5 (papaya:
 //!   53.8).
 //! - **`ArcSwap<HashMap>`** (copy on write) for small maps that are rarely
 //!   written: its reads are as fast as an unsynchronised `HashMap` (snapmap's
-//!   read hits run at 0.27× its speed at 1M keys and 0.35× at 10K; a
-//!   snapmap [`Reader`], which checks for a change on every lookup, 0.53×
-//!   and 0.60×, and 0.65–0.80× an `arc_swap::Cache` checked on every lookup
+//!   read hits run at 0.22× its speed at 1M keys and 0.32× at 10K; a
+//!   snapmap [`Reader`], which checks for a change on every lookup, 0.75×
+//!   and 0.71×, and 0.82–1.31× an `arc_swap::Cache` checked on every lookup
 //!   as the reader is), and a snapshot is one load. Every write copies the
-//!   whole map, though: at 10K keys with 1 % updates snapmap is 10× faster
-//!   on one thread, and at 1M keys one write costs 13 ms. A reload of 1 %
+//!   whole map, though: at 10K keys with 1 % updates snapmap is 9× faster
+//!   on one thread, and at 1M keys one write costs 17 ms. A reload of 1 %
 //!   of the keys, on the other hand, is cheaper as a new `ArcSwap` map than
 //!   as snapmap's `replace_all` (2.1× its time at 1M keys; `apply` of the
 //!   changed keys, 0.73×).
