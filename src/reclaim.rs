@@ -67,27 +67,9 @@ pub(crate) unsafe fn retire<T: ?Sized + Send + 'static>(
     kind: RetiredKind,
     bytes: usize,
 ) {
-    // SAFETY: forwarded from our caller.
-    let Some(bytes) = (unsafe { begin_retire(ptr, kind, bytes) }) else {
-        return;
-    };
-    // SAFETY: the caller guarantees the pointer is unlinked and uniquely
-    // owned by this retirement; `T: Send + 'static` lets it be dropped
-    // later on any thread. `defer_unchecked` runs the closure after every
-    // guard pinned at this point is gone. For a sized `T` the closure is
-    // three words (pointer, size, kind), which crossbeam stores without
-    // allocating; a read view is a slice-tailed type whose pointer is two
-    // words, so crossbeam boxes that closure (one small allocation per
-    // retired view: once per promotion, never per write).
-    unsafe {
-        epoch::defer_unchecked(guard, move || {
-            drop(Box::from_raw(ptr));
-            count_retired(kind, -bytes);
-        })
-    }
-    if weigh(bytes) {
-        epoch::flush(guard);
-    }
+    // SAFETY: forwarded from our caller; `ptr` is a `Box::into_raw` result,
+    // so `Box::from_raw` frees it, once (the epoch runs the closure once).
+    unsafe { retire_by(guard, ptr, kind, bytes, |ptr| drop(Box::from_raw(ptr))) }
 }
 
 /// [`retire`] for a sized `T` whose block, once the epoch releases it, may
@@ -104,15 +86,41 @@ pub(crate) unsafe fn retire_small<T: Send + 'static>(
     kind: RetiredKind,
     bytes: usize,
 ) {
+    // SAFETY: forwarded from our caller; `pool::free` takes a
+    // `Box::into_raw` or `pool::boxed` pointer, freed once.
+    unsafe { retire_by(guard, ptr, kind, bytes, |ptr| crate::pool::free(ptr)) }
+}
+
+/// What [`retire`] and [`retire_small`] share: count, defer `free`, flush
+/// by weight. `free` captures nothing (a zero-sized closure), so the
+/// deferred closure stays three words for a sized `T`, which crossbeam
+/// stores without allocating; a read view is a slice-tailed type whose
+/// pointer is two words, so crossbeam boxes that closure (one small
+/// allocation per retired view: once per promotion, never per write).
+///
+/// # Safety
+///
+/// As for [`retire`], and `free(ptr)` must be a sound way to drop and free
+/// `ptr` once no thread can read it.
+#[inline]
+unsafe fn retire_by<T: ?Sized + Send + 'static>(
+    guard: &Guard,
+    ptr: *mut T,
+    kind: RetiredKind,
+    bytes: usize,
+    free: impl FnOnce(*mut T) + Send + 'static,
+) {
     // SAFETY: forwarded from our caller.
     let Some(bytes) = (unsafe { begin_retire(ptr, kind, bytes) }) else {
         return;
     };
-    // SAFETY: as in `retire`; `pool::free` takes a `Box::into_raw` or
-    // `pool::boxed` pointer, freed once.
+    // SAFETY: the caller guarantees the pointer is unlinked and uniquely
+    // owned by this retirement; `T: Send + 'static` lets it be dropped
+    // later on any thread. `defer_unchecked` runs the closure after every
+    // guard pinned at this point is gone.
     unsafe {
         epoch::defer_unchecked(guard, move || {
-            crate::pool::free(ptr);
+            free(ptr);
             count_retired(kind, -bytes);
         })
     }

@@ -18,6 +18,17 @@ fn tiny(shards: usize) -> SnapMap<u64, u64> {
         .unwrap()
 }
 
+/// One shard to start with, splitting past 4 entries, with a fixed hasher
+/// (the same layout on every run).
+fn tiny_fixed() -> SnapMap<u64, u64, Fixed> {
+    SnapMap::builder()
+        .hasher(Fixed::default())
+        .shards(1)
+        .shard_capacity(4)
+        .build()
+        .unwrap()
+}
+
 fn sorted_keys(map: &SnapMap<u64, u64>) -> Vec<u64> {
     let mut keys: Vec<u64> = map.pin().keys().copied().collect();
     keys.sort_unstable();
@@ -320,12 +331,7 @@ fn concurrent_growth_and_shrinking_with_tiny_capacity() {
 /// iteration sees it exactly once.
 #[test]
 fn readers_during_splits_and_merges() {
-    let map = SnapMap::<u64, u64>::builder()
-        .hasher(Fixed::default())
-        .shards(1)
-        .shard_capacity(4)
-        .build()
-        .unwrap();
+    let map = tiny_fixed();
     let stable: Vec<u64> = (0..200).map(|i| i * 1_000_003).collect();
     for &k in &stable {
         map.insert(k, k);
@@ -387,12 +393,7 @@ fn readers_during_splits_and_merges() {
 /// exactly once.
 #[test]
 fn a_fold_after_merges_behind_the_cursor_skips_what_was_walked() {
-    let map = SnapMap::<u64, u64>::builder()
-        .hasher(Fixed::default())
-        .shards(1)
-        .shard_capacity(4)
-        .build()
-        .unwrap();
+    let map = tiny_fixed();
     let keys: Vec<u64> = (0..400).map(|i| i * 1_000_003).collect();
     for &k in &keys {
         map.insert(k, k);

@@ -36,6 +36,21 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use parking_lot::RwLock;
 
+/// The write methods of a read-only adapter: each panics with `$why`.
+macro_rules! read_only_writes {
+    ($why:literal) => {
+        fn insert(&self, _: u64, _: u64) {
+            panic!($why)
+        }
+        fn remove(&self, _: u64) -> bool {
+            panic!($why)
+        }
+        fn update(&self, _: u64) -> bool {
+            panic!($why)
+        }
+    };
+}
+
 /// The fast hasher every map gets in the main groups: foldhash with a fixed
 /// seed, so the hasher is not what is measured.
 pub type Fast = foldhash::fast::FixedState;
@@ -394,15 +409,7 @@ impl<S: BuildHasher + Clone> Ops for SnapReaderHandle<'_, S> {
     fn get(&self, k: u64) -> Option<u64> {
         self.reader().get(&k).copied()
     }
-    fn insert(&self, _: u64, _: u64) {
-        panic!("read-only rows")
-    }
-    fn remove(&self, _: u64) -> bool {
-        panic!("read-only rows")
-    }
-    fn update(&self, _: u64) -> bool {
-        panic!("read-only rows")
-    }
+    read_only_writes!("read-only rows");
     fn iter_sum(&self) -> u64 {
         self.reader()
             .snapshot()
@@ -416,15 +423,7 @@ impl<S: BuildHasher> Ops for &snapmap::Snapshot<u64, u64, S> {
     fn get(&self, k: u64) -> Option<u64> {
         snapmap::Snapshot::get(self, &k).copied()
     }
-    fn insert(&self, _: u64, _: u64) {
-        panic!("a snapshot is read-only")
-    }
-    fn remove(&self, _: u64) -> bool {
-        panic!("a snapshot is read-only")
-    }
-    fn update(&self, _: u64) -> bool {
-        panic!("a snapshot is read-only")
-    }
+    read_only_writes!("a snapshot is read-only");
     fn iter_sum(&self) -> u64 {
         snapmap::Snapshot::iter(self).fold(0, |a, (k, v)| fold(a, *k, *v))
     }
@@ -808,15 +807,7 @@ impl<S: BuildHasher> Ops for CowCacheHandle<'_, S> {
     fn get(&self, k: u64) -> Option<u64> {
         self.cache().load().get(&k).copied()
     }
-    fn insert(&self, _: u64, _: u64) {
-        panic!("read-only rows")
-    }
-    fn remove(&self, _: u64) -> bool {
-        panic!("read-only rows")
-    }
-    fn update(&self, _: u64) -> bool {
-        panic!("read-only rows")
-    }
+    read_only_writes!("read-only rows");
     fn iter_sum(&self) -> u64 {
         self.cache()
             .load()
@@ -868,15 +859,7 @@ impl<S: BuildHasher> Ops for &ArcSwap<CowMap<S>> {
     fn get(&self, k: u64) -> Option<u64> {
         self.load().get(&k).copied()
     }
-    fn insert(&self, _: u64, _: u64) {
-        panic!("read-only rows")
-    }
-    fn remove(&self, _: u64) -> bool {
-        panic!("read-only rows")
-    }
-    fn update(&self, _: u64) -> bool {
-        panic!("read-only rows")
-    }
+    read_only_writes!("read-only rows");
     fn iter_sum(&self) -> u64 {
         self.load().iter().fold(0, |a, (k, v)| fold(a, *k, *v))
     }
@@ -926,15 +909,7 @@ impl<S: BuildHasher> Ops for &hashbrown::HashMap<u64, u64, S> {
     fn get(&self, k: u64) -> Option<u64> {
         hashbrown::HashMap::get(self, &k).copied()
     }
-    fn insert(&self, _: u64, _: u64) {
-        panic!("the ceiling is read-only")
-    }
-    fn remove(&self, _: u64) -> bool {
-        panic!("the ceiling is read-only")
-    }
-    fn update(&self, _: u64) -> bool {
-        panic!("the ceiling is read-only")
-    }
+    read_only_writes!("the ceiling is read-only");
     fn iter_sum(&self) -> u64 {
         self.iter().fold(0, |a, (k, v)| fold(a, *k, *v))
     }
