@@ -1108,8 +1108,10 @@ def main():
       + facts.get("iter_papaya", "")
       + facts.get("iter", "")
       + "A snapshot is the fast way to walk the map: its pieces are contiguous arrays.")
-    w("- **Every update allocates and goes through the write gate.** An update of an existing key is the read "
-      "path above, then a new value node (one allocation), a CAS, and the old node retired through the epoch; every "
+    w("- **Every update takes a new value node and goes through the write gate.** An update of an existing key is "
+      "the read path above, then a new value node (from the thread's cache of nodes the epoch has released, "
+      "`src/pool.rs`, or one allocation when that cache is empty), a CAS, and the old node retired through the "
+      "epoch; every "
       "write also passes the snapshot write gate (a locked add on its thread's stripe, a fence, and a locked "
       "subtract on leaving), bumps its shard's version and lists the shard for the next snapshot once per "
       "cycle. dashmap, scc::HashMap and "
