@@ -92,6 +92,9 @@ impl Drop for Cache {
     }
 }
 
+// A std thread-local in every build, not `crate::sync::thread_local`:
+// loom builds never reach it (the cache is off there, `ENABLED`), and
+// freeing a block into it is an allocator's step, not a protocol step.
 std::thread_local! {
     static CACHE: UnsafeCell<Cache> = const {
         UnsafeCell::new(Cache {
@@ -240,6 +243,7 @@ mod tests {
         struct Counted(Arc<AtomicUsize>);
         impl Drop for Counted {
             fn drop(&mut self) {
+                // Relaxed: a test counter, read after the drops on this thread.
                 self.0.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -250,6 +254,7 @@ mod tests {
             // SAFETY: from `boxed`, freed once.
             unsafe { free(p) };
         }
+        // Relaxed: the drops ran on this thread.
         assert_eq!(drops.load(Ordering::Relaxed), 100);
         assert_eq!(Arc::strong_count(&drops), 1);
         // Not cached: zero-sized, alignment 4 or 16, larger than 64 bytes.
@@ -264,6 +269,8 @@ mod tests {
 
     #[test]
     fn a_thread_frees_its_cache_when_it_exits() {
+        // Relaxed: a counter; `join` below orders the thread's exit before
+        // the second load.
         let before = RELEASED_AT_EXIT.load(Ordering::Relaxed);
         std::thread::spawn(|| {
             let blocks: Vec<*mut u64> = (0..10).map(boxed).collect();
@@ -275,6 +282,7 @@ mod tests {
         })
         .join()
         .unwrap();
+        // Relaxed: after `join`, as above.
         assert!(RELEASED_AT_EXIT.load(Ordering::Relaxed) - before >= 10);
     }
 }

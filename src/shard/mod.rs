@@ -567,25 +567,22 @@ impl<K, V> Shard<K, V> {
 
     /// The current view and its amended flag.
     #[inline]
-    fn view<'g>(&self, _guard: &'g Guard) -> (&'g ReadView<K, V>, bool) {
-        // Acquire: pairs with the Release stores in `publish_locked` and
-        // `mark_amended_locked`: the view's table is visible.
-        let (view, amended) = untag(self.head.read.load(Ordering::Acquire));
-        // SAFETY: the pointer is never null; a view is retired through the
-        // epoch only after it is replaced (or with its retired shard), and
-        // `_guard` was pinned before this load, so the view outlives `'g`.
-        (unsafe { &*view }, amended)
+    fn view<'g>(&self, guard: &'g Guard) -> (&'g ReadView<K, V>, bool) {
+        let (view, _, amended) = self.view_with_shift(guard);
+        (view, amended)
     }
 
     /// [`view`](Self::view) with its home-slot shift, for
     /// [`ReadView::find_at`].
     #[inline]
     fn view_with_shift<'g>(&self, _guard: &'g Guard) -> (&'g ReadView<K, V>, u32, bool) {
-        // Acquire: as in `view`.
+        // Acquire: pairs with the Release stores in `publish_locked` and
+        // `mark_amended_locked`: the view's table is visible.
         let word = self.head.read.load(Ordering::Acquire);
         let (view, amended) = untag(word);
-        // SAFETY: as in `view`: never null, retired through the epoch only
-        // after it is replaced, and `_guard` was pinned before this load.
+        // SAFETY: the pointer is never null; a view is retired through the
+        // epoch only after it is replaced (or with its retired shard), and
+        // `_guard` was pinned before this load, so the view outlives `'g`.
         (unsafe { &*view }, shift(word), amended)
     }
 
