@@ -358,6 +358,19 @@ impl Hasher for CollidingHasher {
 
 type Fixed = BuildHasherDefault<DefaultHasher>;
 
+/// A map whose directory is deep enough (4,096 slots) that read hits probe
+/// speculatively, with promotion threshold 1 so that keys reach the views.
+fn deep_directory<S: BuildHasher>(hasher: S) -> SnapMap<Key, Value, S> {
+    let map = SnapMap::builder()
+        .shards(4096)
+        .promotion_threshold(1)
+        .hasher(hasher)
+        .build()
+        .unwrap();
+    assert!(map.stats().global_depth >= 11, "{:?}", map.stats());
+    map
+}
+
 /// Cases per configuration: a few seconds in debug on two cores. Set
 /// `SNAPMAP_MODEL_CASES` to hunt longer (for example in release).
 fn cases() -> u32 {
@@ -452,6 +465,20 @@ proptest! {
     #[test]
     fn colliding_hasher_threshold_one(ops in ops()) {
         check(config(ONE_SHARD_THRESHOLD_ONE).build_with_hasher(Colliding), &ops)?;
+    }
+
+    #[test]
+    fn deep_directory_speculative_reads_fixed_hasher(ops in ops()) {
+        // A directory of 4,096 slots: read hits take the speculative probe
+        // (`src/shard/read_view.rs`, "Speculative probing").
+        check(deep_directory(Fixed::default()), &ops)?;
+    }
+
+    #[test]
+    fn deep_directory_speculative_reads_colliding_hasher(ops in ops()) {
+        // Every key in one view with the same hash: the speculative probe
+        // meets 64-bit hash collisions in its group.
+        check(deep_directory(Colliding), &ops)?;
     }
 
     #[test]

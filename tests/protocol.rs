@@ -897,3 +897,31 @@ fn owned_into_iter_moves_every_entry_out_once() {
     want.sort();
     assert_eq!(out, want);
 }
+
+/// Reads of a map large enough for the speculative probe (a directory of
+/// 2,048 slots or more; `src/shard/read_view.rs`, "Speculative probing")
+/// find every key with its value, through full views (hundreds of keys per
+/// view, many displaced from their home slot), and find no absent key.
+#[test]
+fn speculative_reads_of_a_large_map_find_every_key_and_no_other() {
+    let map: SnapMap<u64, u64> = SnapMap::builder().shards(2048).build().unwrap();
+    let n = 300_000u64;
+    for k in 0..n {
+        map.insert(k, !k);
+    }
+    let pinned = map.pin();
+    // Two passes: the first promotes every shard (misses), the second reads
+    // the promoted views.
+    for _ in 0..2 {
+        for k in 0..n {
+            assert_eq!(pinned.get(&k), Some(&!k), "key {k}");
+        }
+    }
+    for k in n..2 * n {
+        assert_eq!(pinned.get(&k), None, "absent key {k}");
+    }
+    drop(pinned);
+    let stats = map.stats();
+    assert!(stats.global_depth >= 11, "{stats:?}");
+    assert!(stats.read_hits >= n, "{stats:?}");
+}

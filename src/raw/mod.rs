@@ -207,8 +207,8 @@ where
     where
         Q: ?Sized + Equivalent<K>,
     {
-        let shard = self.shard(hash, guard);
-        match shard.get_fast_with(hash, key, guard, |entry| found(entry, guard)) {
+        let (shard, speculate) = self.directory.locate_hinted(hash, guard);
+        match shard.get_fast_with(hash, key, guard, speculate, |entry| found(entry, guard)) {
             Ok(answer) => (answer, true),
             Err(()) => (
                 self.get_slow(hash, key, shard, guard, stripe, &found),
@@ -240,7 +240,7 @@ where
                 Ok(answer) => return answer,
                 Err(Retired) => {
                     shard = self.shard(hash, guard);
-                    if let Ok(answer) = shard.get_fast_with(hash, key, guard, found) {
+                    if let Ok(answer) = shard.get_fast_with(hash, key, guard, false, found) {
                         return answer;
                     }
                 }

@@ -255,6 +255,21 @@ impl<K, V> core::ops::Deref for Hashed<K, V> {
     }
 }
 
+impl<K, V> EntryRef<K, V> {
+    /// The entry, for as long as the table it was read from is reachable.
+    ///
+    /// # Safety
+    ///
+    /// As for `Deref`: `'t` does not outlive the table this was read from
+    /// (a view under the guard it was loaded with, or a dirty table under
+    /// the shard lock).
+    #[inline]
+    pub(crate) unsafe fn get<'t>(self) -> &'t Entry<K, V> {
+        // SAFETY: our contract.
+        unsafe { self.0.as_ref() }
+    }
+}
+
 impl<K, V> core::ops::Deref for EntryRef<K, V> {
     type Target = Entry<K, V>;
 

@@ -701,13 +701,14 @@ where
         hash: u64,
         key: &Q,
         guard: &'g Guard,
+        speculate: bool,
         found: impl FnOnce(&'g Entry<K, V>) -> Option<R>,
     ) -> Result<Option<R>, ()>
     where
         Q: ?Sized + Equivalent<K>,
     {
         let (view, shift, amended) = self.view_with_shift(guard);
-        match view.find_at(shift, hash, key) {
+        match view.find_at(shift, hash, key, speculate) {
             Some(entry) => Ok(found(entry)),
             None if amended => Err(()),
             None => Ok(None),

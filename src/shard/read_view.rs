@@ -53,7 +53,9 @@
 //! takes the first match (the first three slots are mirrored after the last
 //! one, so the four are always in bounds): a conditional move of the
 //! matching slot's entry address per slot, then one load of the entry
-//! pointer. Only a miss, a key displaced four or more slots, or a 64-bit
+//! pointer (a read hit in a map of about half a million keys or more
+//! chooses with a branch per slot instead: see "Speculative probing"
+//! below). Only a miss, a key displaced four or more slots, or a 64-bit
 //! hash collision walks the Robin Hood loop; when no slot of the four
 //! matched, the walk starts after them (four slots from home), since the
 //! key is not among them. Walking it on every hit cost a branch misprediction per lookup
@@ -61,6 +63,41 @@
 //! conditional branches per hit, against 0.01 with hashbrown's groups) and
 //! made 10K-key hits 2.4× slower than with hashbrown; the group compare
 //! brings the mispredictions back to the figures in `docs/ARCHITECTURE.md`.
+//!
+//! # Speculative probing in large maps
+//!
+//! How the group's first match is chosen decides how soon the entry's
+//! load can start. Without a branch (conditional moves), the entry's
+//! address depends on all four compares, so its load waits for the whole
+//! group, which spans two cache lines in three groups of four; with a
+//! branch per slot, the processor predicts the slot (usually the home
+//! slot) and loads its entry at once, and pays a misprediction when the
+//! key sits elsewhere. In a map that fits in the caches the
+//! mispredictions cost more than the wait; in one that does not, the
+//! wait is a cache miss and speculation wins. So `find_at` takes a flag:
+//! read hits set it when the directory is at least
+//! `directory::SPECULATE_DEPTH` deep (2,048 slots, about half a million
+//! keys), a compare of a header field the lookup loads anyway; every other
+//! lookup (writes, slow paths) uses the branch-free choice. Measured with
+//! `lookup_cost` (best of three runs of 20M lookups minus none, several
+//! rounds alternated, same session):
+//!
+//! | keys | branch-free | branches | adaptive |
+//! |---|---|---|---|
+//! | 10K | 5.9–6.1 ns | 10.9–11.3 ns | 5.8–6.2 ns |
+//! | 30K | 9.1–9.8 ns | 10.1–11.5 ns | |
+//! | 100K | 18.0 ns | 20.5–21.9 ns | |
+//! | 300K | 21.6–22.7 ns | 21.0–21.8 ns | 20.0–22.0 ns |
+//! | 1M | 34.2–38.6 ns (median 36.9) | 28.2–32.2 ns (median 30.7) | 30.6–32.5 ns |
+//!
+//! Measured and dropped: a prefetch of the home slot's entry before the
+//! branch-free choice (1M 32.9–37.4 ns, median 35.7, against 34.2–38.6;
+//! 100K 17.4 against 18.0 ns; 3 to 7 more instructions per hit); the same
+//! for the first two slots (no faster at 1M, 9.5 ns at 10K); the home slot
+//! tested by a branch before the branch-free choice of the other three
+//! (11.4 ns at 10K); `core::hint::select_unpredictable` on the entry
+//! pointers, which keeps conditional moves and saves the pointer's load
+//! (needs Rust 1.88; 1M no faster, 33–46 ns).
 //!
 //! # Hash bits for the dirty table
 //!
@@ -331,15 +368,22 @@ impl<K, V> ReadView<K, V> {
     {
         // The shift of the view word (`tag`): `64 - log2(slots)`.
         let shift = (self.capacity() as u64 - 1).leading_zeros();
-        self.find_at(shift, hash, key)
+        self.find_at(shift, hash, key, false)
     }
 
     /// [`find`](Self::find) with the view word's home-slot shift in the
     /// low six bits of `shift` (see [`shift`]), which a reader has from the
     /// word: the home slot is cheaper to get from it than from the slot
-    /// count.
+    /// count. `speculate` chooses how the group's match is taken (module
+    /// docs, "Speculative probing"); the answer is the same either way.
     #[inline]
-    pub(crate) fn find_at<Q>(&self, shift: u32, hash: u64, key: &Q) -> Option<&Entry<K, V>>
+    pub(crate) fn find_at<Q>(
+        &self,
+        shift: u32,
+        hash: u64,
+        key: &Q,
+        speculate: bool,
+    ) -> Option<&Entry<K, V>>
     where
         Q: ?Sized + Equivalent<K>,
     {
@@ -354,25 +398,41 @@ impl<K, V> ReadView<K, V> {
         // reference (not a slice) tells the compiler all four slots are
         // readable, so it may load every one without a branch.
         let group = unsafe { &*self.slots.as_ptr().add(home).cast::<[Slot<K, V>; GROUP]>() };
-        // The entry of the first slot whose hash matches, chosen without a
-        // branch per slot: from the last slot, each match replaces the
-        // choice, so the first one wins (a conditional move of the entry's
-        // address each; choosing the entry pointers themselves, which are
-        // loads, lets the compiler turn every choice back into a
-        // data-dependent branch). A hit (nearly always within `GROUP` of
-        // its home at 80 % load) costs one predictable branch, not one per
-        // probe.
-        let mut first: &Option<EntryRef<K, V>> = const { &None };
-        for slot in group.iter().rev() {
-            first = if slot.hash == hash {
-                &slot.entry
-            } else {
-                first
-            };
-        }
+        // The entry of the first slot whose hash matches. Two ways to
+        // choose it, which give the same answer (see the module docs,
+        // "Speculative probing"): in a large map (`speculate`), by the
+        // slot's entry pointer itself, which the compiler turns into a
+        // branch per slot, so the processor predicts the slot and starts
+        // loading its entry before the compares (and the group's second
+        // cache line) arrive; otherwise without a branch per slot: from the
+        // last slot, each match replaces the choice, so the first one wins
+        // (a conditional move of the entry's address each, then one load).
+        // Either way a hit nearly always finds its key within `GROUP` of
+        // its home at 80 % load.
+        let first: Option<&Entry<K, V>> = if speculate {
+            let mut first: Option<EntryRef<K, V>> = None;
+            for slot in group.iter().rev() {
+                if slot.hash == hash {
+                    first = slot.entry;
+                }
+            }
+            // SAFETY: the pointer was read from this view's slots, and the
+            // view is borrowed for as long as `self` (its entries outlive
+            // it: see `entry`'s "Reclamation").
+            first.map(|entry| unsafe { entry.get() })
+        } else {
+            let mut first: &Option<EntryRef<K, V>> = const { &None };
+            for slot in group.iter().rev() {
+                first = if slot.hash == hash {
+                    &slot.entry
+                } else {
+                    first
+                };
+            }
+            first.as_deref()
+        };
         let (from, distance) = match first {
             Some(entry) => {
-                let entry: &Entry<K, V> = entry;
                 if key.equivalent(entry.key()) {
                     return Some(entry);
                 }

@@ -108,21 +108,22 @@ impl<K, V> Head<K, V> {
         #[cfg(target_arch = "x86_64")]
         {
             use core::arch::x86_64::{
-                __m128i, _mm_cmpeq_epi8, _mm_load_si128, _mm_movemask_epi8, _mm_set1_epi32,
+                __m128i, _mm_cmpeq_epi8, _mm_loadl_epi64, _mm_movemask_epi8, _mm_set1_epi32,
             };
             // The tag in every byte: a multiply and a 32-bit broadcast
             // (four instructions) rather than `_mm_set1_epi8`'s byte
             // shuffles (seven, as compiled here).
             let needle = (u32::from(tag) * 0x0101_0101) as i32;
-            // SAFETY: SSE2 is part of the x86-64 baseline. `self` is 16
-            // bytes, aligned to 16 (`repr(align(16))`, a pointer of 8
-            // bytes after 8 tags), so the aligned load reads exactly this
-            // head; its last eight bytes (`first`) are masked off below.
+            // SAFETY: SSE2 is part of the x86-64 baseline. The load reads
+            // the head's first eight bytes (its tags) and zeroes the upper
+            // eight of the register; no tag is 0, so those never match and
+            // the mask needs no `and`. `first` is read apart, as a plain
+            // load that does not wait for the compare.
             let equal = unsafe {
-                let group = _mm_load_si128(core::ptr::from_ref(self).cast::<__m128i>());
+                let group = _mm_loadl_epi64(core::ptr::from_ref(&self.tags).cast::<__m128i>());
                 _mm_movemask_epi8(_mm_cmpeq_epi8(group, _mm_set1_epi32(needle)))
             };
-            equal as u32 & ((1 << Self::TAGS) - 1)
+            equal as u32
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
