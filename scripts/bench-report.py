@@ -1095,7 +1095,11 @@ def main():
       "table's header and slot (one allocation), the shard, the read-view pointer, the view's slots (the hash "
       "and an entry pointer each, compared a group at a time), then the entry, which holds the key and, for a "
       "value that needs no drop, the value itself (otherwise a pointer to a value node, one load more): five or "
-      "six dependent loads, two or three of which miss the cache on a 1M-key map. "
+      "six dependent loads, two or three of which miss the cache on a 1M-key map. In a map of about half a "
+      "million keys and more, a hit takes its group's match with a branch per slot, so the processor predicts "
+      "the slot and starts loading its entry before the compares (and the group's second cache line) arrive; "
+      "below that size the group is chosen without branches, whose mispredictions would cost more than the "
+      "wait (`src/shard/read_view.rs`, \"Speculative probing\"). "
       + facts.get("lookup", "")
       + "Peers that keep the value inline (scc::HashIndex, ArcSwap<HashMap>, dashmap's shard tables) pay fewer "
       "misses; peers that lock per read (dashmap, scc::HashMap, RwLock) pay an atomic read-modify-write on a "
