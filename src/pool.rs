@@ -104,6 +104,29 @@ std::thread_local! {
     };
 }
 
+/// Starts loading the cache line of the block the next allocation of
+/// this class will take. Blocks come back from the epoch long after they
+/// were last touched, so the next `boxed` would otherwise miss the cache
+/// twice in a row on it (reading its link, then writing the value), with
+/// nothing else to overlap: at 1M keys an update's other misses (the view
+/// slot, the entry, the old value) come before it and the value's CAS
+/// waits for it.
+#[inline(always)]
+fn prefetch(block: Option<NonNull<Free>>) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(block) = block {
+        // SAFETY: SSE is part of the x86-64 baseline, and a prefetch reads
+        // nothing the program sees and never faults.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                block.as_ptr().cast(),
+            );
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = block;
+}
+
 /// Moves `value` into a block of its own: a cached one if the thread has
 /// one of its class, otherwise a new one. Free it with [`free`] or with
 /// `Box::from_raw`.
@@ -120,8 +143,10 @@ pub(crate) fn boxed<T>(value: T) -> *mut T {
             let cache = unsafe { &mut *cache.get() };
             let block = cache.heads[class]?;
             // SAFETY: a free block of this class, owned by the list.
-            cache.heads[class] = unsafe { block.as_ref().next };
+            let next = unsafe { block.as_ref().next };
+            cache.heads[class] = next;
             cache.lens[class] -= 1;
+            prefetch(next);
             Some(block)
         })
         .ok()
