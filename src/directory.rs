@@ -458,14 +458,6 @@ impl<K, V> Directory<K, V> {
         table.shard_of(hash, guard)
     }
 
-    /// [`locate`](Self::locate), with whether a read hit should probe the
-    /// shard's view speculatively ([`DirTable::speculates`]).
-    #[inline]
-    pub(crate) fn locate_hinted<'g>(&self, hash: u64, guard: &'g Guard) -> (&'g Shard<K, V>, bool) {
-        let table = self.table(guard);
-        (table.shard_of(hash, guard), table.speculates())
-    }
-
     /// The current table, for a caller that has exclusive access.
     fn table_exclusive(&mut self) -> &mut DirTable<K, V> {
         // Relaxed: `&mut self` is exclusive.

@@ -207,8 +207,11 @@ where
     where
         Q: ?Sized + Equivalent<K>,
     {
-        let (shard, speculate) = self.directory.locate_hinted(hash, guard);
-        match shard.get_fast_with(hash, key, guard, speculate, |entry| found(entry, guard)) {
+        let table = self.directory.table(guard);
+        let shard = table.shard_of(hash, guard);
+        match shard.get_fast_with(hash, key, guard, table.speculates(), |entry| {
+            found(entry, guard)
+        }) {
             Ok(answer) => (answer, true),
             Err(()) => (
                 self.get_slow(hash, key, shard, guard, stripe, &found),
