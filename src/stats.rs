@@ -16,7 +16,12 @@
 //! only it writes (no increment can be lost, and the line stays in its
 //! core's cache). A thread whose stripe another thread owns (more threads
 //! than stripes) adds with `fetch_add` to the stripe's shared counter, as
-//! every other event does.
+//! every other event does. Ownership belongs to a thread *number*, and an
+//! exiting thread gives its number back (`crate::thread::thread_index`):
+//! a thread that replaces another takes over its stripes, so a program
+//! that starts threads often (a pool restarting workers, a benchmark
+//! spawning fresh threads per run) does not end up with every thread on
+//! the shared counters.
 //!
 //! Everything else is counted in **per-thread stripes** ([`Stripes`]): each
 //! thread adds to its own cache-padded stripe and `stats()` sums them, so up

@@ -87,8 +87,8 @@ pub(crate) mod unmodelled {
     pub(crate) use std::sync::OnceLock;
     pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-    /// Holds the broken-twin switch (loom builds only).
-    #[cfg(snapmap_loom)]
+    /// The free list of thread indices (`crate::thread`), and under loom
+    /// the broken-twin switch.
     pub(crate) use std::sync::Mutex;
 }
 

@@ -542,6 +542,36 @@ fn read_hits_from_more_threads_than_stripes_are_all_counted() {
     assert_eq!(map.stats().read_hits, base + gets + gets / 2);
 }
 
+/// A thread that exits gives its number back, and the next thread takes
+/// it over with the stripes it owned (`thread_index`'s docs): the new
+/// owner adds with a plain load and store to the counter the old one
+/// wrote. Threads run one after another, each reading and exiting, some
+/// alongside a second thread: not one hit may be lost in a handover.
+#[test]
+fn read_hits_of_threads_that_replace_each_other_are_all_counted() {
+    const ROUNDS: u64 = if cfg!(miri) { 4 } else { 200 };
+    const GETS: u64 = if cfg!(miri) { 5 } else { 500 };
+    let map = one_shard();
+    map.insert("a", 1);
+    map.get("a"); // promotes
+    let base = map.stats().read_hits;
+    let read = |map: &Map| {
+        for _ in 0..GETS {
+            assert_eq!(map.get("a"), Some(1));
+        }
+    };
+    for round in 0..ROUNDS {
+        std::thread::scope(|s| {
+            s.spawn(|| read(&map));
+            if round % 3 == 0 {
+                s.spawn(|| read(&map));
+            }
+        });
+    }
+    let threads = ROUNDS + ROUNDS.div_ceil(3);
+    assert_eq!(map.stats().read_hits, base + threads * GETS);
+}
+
 #[test]
 fn stats_display_and_default() {
     let map = one_shard();
