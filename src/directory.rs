@@ -21,8 +21,11 @@
 //!
 //! - The table pointer is an epoch-protected atomic: doubling and halving
 //!   publish a new table (Release) and retire the old one.
-//! - Slots are atomic pointers updated in place (Release), always under the
-//!   `resize` lock, which serialises every change to the directory.
+//! - Slots are atomic pointers to shard heads (`shard::Head`: the view
+//!   word and a pointer to the shard, in a dense block of its own),
+//!   updated in place (Release), always under the `resize` lock, which
+//!   serialises every change to the directory. A read hit goes slot →
+//!   head → view; everything else goes on from the head to the shard.
 //! - A reader loads the table (Acquire), then its slot (Acquire), and may
 //!   reach a shard that a concurrent split or merge has just retired. That
 //!   is fine: a retired shard still answers hits correctly (its entries are
@@ -44,15 +47,15 @@
 //!        +-----------+-----------+-----------+--------+--------+-----+--------------+
 //!        | depth u32 | shift u32 | len = 2^G | slot 0 | slot 1 | ... | slot 2^G - 1 |
 //!        +-----------+-----------+-----------+--------+--------+-----+--------------+
-//!        |<--------------- Header -------------->|<----- [AtomicPtr<Shard>; 2^G] ------>|
+//!        |<--------------- Header -------------->|<----- [AtomicPtr<Head>; 2^G] ------->|
 //!        offset 0                                offset size_of::<Header>() (16)
 //!                                                    |        |                |
 //!                                                    v        v                v
-//!                                                  shard    shard            shard
+//!                                                  head     head             head  (view word, shard)
 //! ```
 //!
 //! [`DirTable`] is a `#[repr(C)]` dynamically sized type: the header
-//! followed by a `[AtomicPtr<Shard>]`. An `AtomicPtr` cannot hold its fat
+//! followed by a `[AtomicPtr<Head>]`. An `AtomicPtr` cannot hold its fat
 //! pointer, so the directory publishes a thin pointer to the header, and a
 //! reader rebuilds the `&DirTable` from the slot count it finds there (a
 //! read hit indexes the slots without a bounds check, so the count is not
@@ -121,7 +124,7 @@ use core::marker::PhantomData;
 use core::ptr;
 
 use crate::reclaim::retire;
-use crate::shard::Shard;
+use crate::shard::{Head, Shard};
 use crate::stats::RetiredKind;
 use crate::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use crate::sync::epoch::Guard;
@@ -155,7 +158,7 @@ struct Header<K, V> {
     /// a thin pointer. Stored rather than derived: one load from the
     /// header's line costs a hit one instruction, `1 << depth` three.
     len: Published<usize>,
-    _slots: [AtomicPtr<Shard<K, V>>; 0],
+    _slots: [AtomicPtr<Head<K, V>>; 0],
 }
 
 /// One directory table: the header and, inline after it, `2^depth` slots,
@@ -166,7 +169,7 @@ struct Header<K, V> {
 #[repr(C)]
 pub(crate) struct DirTable<K, V> {
     header: Header<K, V>,
-    pub(crate) slots: [AtomicPtr<Shard<K, V>>],
+    pub(crate) slots: [AtomicPtr<Head<K, V>>],
 }
 
 impl<K, V> DirTable<K, V> {
@@ -176,7 +179,7 @@ impl<K, V> DirTable<K, V> {
     /// alignment. Computed from the slot type, never assumed: under loom an
     /// `AtomicPtr` is not one pointer wide.
     fn layout(len: usize) -> Layout {
-        let slots = Layout::array::<AtomicPtr<Shard<K, V>>>(len)
+        let slots = Layout::array::<AtomicPtr<Head<K, V>>>(len)
             .expect("at most 2^MAX_DEPTH_LIMIT slots fit in memory");
         let (layout, offset) = Layout::new::<Header<K, V>>()
             .extend(slots)
@@ -185,10 +188,10 @@ impl<K, V> DirTable<K, V> {
         layout.pad_to_align()
     }
 
-    /// A table of `2^depth` slots filled by `slot(i)`: one allocation,
-    /// owned by the caller until published or freed with `Box::from_raw`
-    /// (or [`Directory`]'s `Drop`).
-    pub(crate) fn boxed(depth: u32, mut slot: impl FnMut(usize) -> *mut Shard<K, V>) -> *mut Self {
+    /// A table of `2^depth` slots filled by `slot(i)` (a shard's head:
+    /// [`Shard::head_ptr`]): one allocation, owned by the caller until
+    /// published or freed with `Box::from_raw` (or [`Directory`]'s `Drop`).
+    pub(crate) fn boxed(depth: u32, mut slot: impl FnMut(usize) -> *mut Head<K, V>) -> *mut Self {
         debug_assert!(depth <= MAX_DEPTH_LIMIT);
         let len = 1usize << depth;
         let layout = Self::layout(len);
@@ -218,13 +221,12 @@ impl<K, V> DirTable<K, V> {
         // SAFETY: the slot array starts at the header's size (`layout`), is
         // aligned for the slots, and holds `len` of them inside the
         // allocation.
-        let first =
-            unsafe { start.add(size_of::<Header<K, V>>()) }.cast::<AtomicPtr<Shard<K, V>>>();
+        let first = unsafe { start.add(size_of::<Header<K, V>>()) }.cast::<AtomicPtr<Head<K, V>>>();
         for i in 0..len {
-            let shard = slot(i);
+            let head = slot(i);
             // SAFETY: `i < len`, so slot `i` is inside the allocation; each
             // is written once.
-            unsafe { first.add(i).write(AtomicPtr::new(shard)) };
+            unsafe { first.add(i).write(AtomicPtr::new(head)) };
             filling.written = i + 1;
         }
         core::mem::forget(filling);
@@ -259,7 +261,7 @@ impl<K, V> DirTable<K, V> {
         debug_assert_eq!(len, 1usize << *header_ref.depth.get());
         // The slice's data pointer is the table's start, and its length
         // becomes the slot count of the `DirTable` (same metadata).
-        ptr::slice_from_raw_parts_mut(header.cast::<AtomicPtr<Shard<K, V>>>(), len) as *mut Self
+        ptr::slice_from_raw_parts_mut(header.cast::<AtomicPtr<Head<K, V>>>(), len) as *mut Self
     }
 
     /// The global depth.
@@ -286,12 +288,13 @@ impl<K, V> DirTable<K, V> {
         index
     }
 
-    /// The shard that holds `hash` in this table: the slot [`index`]
-    /// picks, read without a bounds check (a read hit's path).
+    /// The head of the shard that holds `hash` in this table: the slot
+    /// [`index`] picks, read without a bounds check (a read hit's path,
+    /// which needs nothing of the shard but its head).
     ///
     /// [`index`]: Self::index
     #[inline]
-    pub(crate) fn shard_of<'g>(&self, hash: u64, _guard: &'g Guard) -> &'g Shard<K, V> {
+    pub(crate) fn head_of<'g>(&self, hash: u64, _guard: &'g Guard) -> &'g Head<K, V> {
         let index = self.index(hash);
         debug_assert!(index < self.slots.len());
         // SAFETY: `index` is the top `depth` bits of the hash, below
@@ -299,23 +302,31 @@ impl<K, V> DirTable<K, V> {
         // the table was built and never changed).
         let slot = unsafe { self.slots.get_unchecked(index) };
         // Acquire: as in `shard_at`.
-        let shard = slot.load(Ordering::Acquire);
-        // SAFETY: as in `shard_at`: slots are never null; a shard is retired
-        // through the epoch only after it has left every slot of the
-        // current table, and `_guard` was pinned before this load.
-        unsafe { &*shard }
+        let head = slot.load(Ordering::Acquire);
+        // SAFETY: as in `shard_at`: slots are never null; a shard (and its
+        // head) is retired through the epoch only after it has left every
+        // slot of the current table, and `_guard` was pinned before this
+        // load.
+        unsafe { &*head }
+    }
+
+    /// The shard that holds `hash` in this table (through its head).
+    #[inline]
+    pub(crate) fn shard_of<'g>(&self, hash: u64, guard: &'g Guard) -> &'g Shard<K, V> {
+        self.head_of(hash, guard).shard(guard)
     }
 
     /// The shard in slot `index`.
     #[inline]
-    pub(crate) fn shard_at<'g>(&self, index: usize, _guard: &'g Guard) -> &'g Shard<K, V> {
-        // Acquire: pairs with the Release store that put the shard here
-        // (`migrate`), or the table's publication: the shard is initialised.
-        let shard = self.slots[index].load(Ordering::Acquire);
-        // SAFETY: slots are never null; a shard is retired through the epoch
-        // only after it has left every slot of the current table, and
-        // `_guard` was pinned before this load.
-        unsafe { &*shard }
+    pub(crate) fn shard_at<'g>(&self, index: usize, guard: &'g Guard) -> &'g Shard<K, V> {
+        // Acquire: pairs with the Release store that put the shard's head
+        // here (`migrate`), or the table's publication: the head and the
+        // shard are initialised.
+        let head = self.slots[index].load(Ordering::Acquire);
+        // SAFETY: slots are never null; a shard and its head are retired
+        // through the epoch only after they have left every slot of the
+        // current table, and `guard` was pinned before this load.
+        unsafe { &*head }.shard(guard)
     }
 
     /// Heap bytes of this table: its one allocation, header and slots
@@ -324,16 +335,20 @@ impl<K, V> DirTable<K, V> {
         size_of_val(self)
     }
 
-    /// The distinct shards, in slot order, as raw pointers.
+    /// The distinct shards, in slot order, as raw pointers (the ones their
+    /// `Box` gave: `Shard::boxed`).
     pub(crate) fn distinct(&self) -> impl Iterator<Item = *mut Shard<K, V>> + '_ {
         let mut previous = core::ptr::null_mut();
         self.slots.iter().filter_map(move |slot| {
-            // Acquire: pairs with the Release store that put the shard in the
-            // slot; callers may dereference it.
-            let shard = slot.load(Ordering::Acquire);
-            (shard != previous).then(|| {
-                previous = shard;
-                shard
+            // Acquire: pairs with the Release store that put the head in the
+            // slot; callers may dereference its shard.
+            let head = slot.load(Ordering::Acquire);
+            (head != previous).then(|| {
+                previous = head;
+                // SAFETY: slots are never null and point to the heads of
+                // shards the table holds, alive while the caller may use
+                // the table.
+                unsafe { (*head).shard_ptr() }
             })
         })
     }
@@ -362,7 +377,7 @@ impl<K, V> Drop for Filling<K, V> {
         let first = self
             .start
             .wrapping_add(size_of::<Header<K, V>>())
-            .cast::<AtomicPtr<Shard<K, V>>>();
+            .cast::<AtomicPtr<Head<K, V>>>();
         // SAFETY: `boxed` wrote the header and the first `written` slots of
         // this allocation of `layout`, and forgets the guard once every slot
         // is written; nothing else refers to the allocation yet.
@@ -400,12 +415,9 @@ impl<K, V> Directory<K, V> {
     pub(crate) fn new(depth: u32, max_depth: u32) -> Self {
         debug_assert!(depth <= max_depth && max_depth <= MAX_DEPTH_LIMIT);
         let table = DirTable::<K, V>::boxed(depth, |i| {
-            Box::into_raw(Box::new(Shard::with_entries(
-                depth,
-                i as u64,
-                Vec::new(),
-                0,
-            )))
+            let shard = Shard::with_entries(depth, i as u64, Vec::new(), 0).boxed();
+            // SAFETY: just built, and owned by the table from here.
+            unsafe { (*shard).head_ptr() }
         });
         Directory {
             table: CachePadded::new(AtomicPtr::new(table.cast())),

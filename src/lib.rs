@@ -454,6 +454,7 @@ mod reload;
 #[cfg(feature = "serde")]
 mod serde_impls;
 mod shard;
+mod slab;
 mod snapshot;
 mod stats;
 mod std_impls;

@@ -124,18 +124,20 @@ use crate::stats::{Event, RetiredKind};
 use crate::sync::atomic::Ordering;
 use crate::sync::epoch::Guard;
 
-/// Allocates a shard for publication.
+/// Allocates a shard for publication (its head pointing back at it).
 fn boxed<K, V>(shard: Shard<K, V>) -> *mut Shard<K, V> {
-    Box::into_raw(Box::new(shard))
+    shard.boxed()
 }
 
 /// Points `len` slots from `start` at `shard`. The caller holds the resize
 /// lock.
 fn point_slots<K, V>(table: &DirTable<K, V>, start: usize, len: usize, shard: *mut Shard<K, V>) {
+    // SAFETY: `shard` is a live shard built by the caller (from `boxed`).
+    let head = unsafe { (*shard).head_ptr() };
     for slot in &table.slots[start..start + len] {
-        // Release: publishes the new shard (its view and entries) to
-        // `shard_at`'s Acquire load.
-        slot.store(shard, Ordering::Release);
+        // Release: publishes the new shard's head (its view and entries,
+        // and the shard behind it) to `shard_at`'s Acquire load.
+        slot.store(head, Ordering::Release);
     }
 }
 
@@ -159,7 +161,10 @@ fn is_current<K, V>(table: &DirTable<K, V>, shard: &Shard<K, V>, guard: &Guard) 
 fn owning_pointer<K, V>(table: &DirTable<K, V>, shard: &Shard<K, V>) -> *mut Shard<K, V> {
     let index = (shard.prefix() as usize) << (table.depth() - shard.depth());
     // Relaxed: slots change only under the resize lock, which we hold.
-    let owned = table.slots[index].load(Ordering::Relaxed);
+    let head = table.slots[index].load(Ordering::Relaxed);
+    // SAFETY: a slot of the current table points to a live shard's head,
+    // and we hold the resize lock, under which shards leave slots.
+    let owned = unsafe { (*head).shard_ptr() };
     debug_assert!(core::ptr::eq(owned, shard), "the shard is current");
     owned
 }
@@ -433,9 +438,9 @@ where
 {
     // Relaxed: as in `double_locked`.
     let new = DirTable::boxed(old.depth() - 1, |i| {
-        let shard = old.slots[2 * i].load(Ordering::Relaxed);
-        debug_assert_eq!(shard, old.slots[2 * i + 1].load(Ordering::Relaxed));
-        shard
+        let head = old.slots[2 * i].load(Ordering::Relaxed);
+        debug_assert_eq!(head, old.slots[2 * i + 1].load(Ordering::Relaxed));
+        head
     });
     ctx.stripe.count(Event::DirectoryResizes, 1);
     let table = dir.publish_table(new, guard);

@@ -37,10 +37,11 @@ pub const MAX_INITIAL_SHARDS: usize = 1 << 20;
 /// `max_shards` equal to `shards` instead.
 pub const MAX_SHARD_CAPACITY: usize = 1 << 30;
 
-/// Memory of one empty shard (its header, lock, read view and directory
+/// Memory of one empty shard (its lock, read view, head and directory
 /// slot), the cost of each initial shard of [`Builder::shards`]: an upper
-/// bound of both what it asks of the allocator (296 bytes in one
-/// allocation, measured in `tests/memory.rs`) and the resident memory a map
+/// bound of both what it asks of the allocator (about 405 bytes in two
+/// allocations, the shard and its empty view, plus its 16-byte head from a
+/// shared slab; measured in `tests/memory.rs`) and the resident memory a map
 /// of 2^20 empty shards took with glibc's malloc (about 455 bytes per
 /// shard: the allocator's headers, the directory's 8-byte slot and memory
 /// freed while the map was built but not returned to the system come on

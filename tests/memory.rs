@@ -286,8 +286,9 @@ fn an_empty_shard_costs_what_the_builder_docs_say() {
     let ((small, small_allocations), (large, large_allocations)) =
         (heap_of(1 << 4), heap_of(1 << 12));
     let per_shard = (large - small) / ((1 << 12) - (1 << 4));
-    let allocations_per_shard = (large_allocations - small_allocations) / ((1 << 12) - (1 << 4));
-    eprintln!("one empty shard: {per_shard} heap bytes in {allocations_per_shard} allocations");
+    let allocations_per_shard =
+        (large_allocations - small_allocations) as f64 / f64::from((1 << 12) - (1 << 4));
+    eprintln!("one empty shard: {per_shard} heap bytes in {allocations_per_shard:.3} allocations");
     // The figure next to `Builder::shards` (and `MAX_INITIAL_SHARDS`).
     assert!(
         (256..=snapmap::EMPTY_SHARD_BYTES as i64).contains(&per_shard),

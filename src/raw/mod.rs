@@ -208,13 +208,14 @@ where
         Q: ?Sized + Equivalent<K>,
     {
         let table = self.directory.table(guard);
-        let shard = table.shard_of(hash, guard);
-        match shard.get_fast_with(hash, key, guard, table.speculates(), |entry| {
+        // The head alone: a hit never touches the rest of the shard.
+        let head = table.head_of(hash, guard);
+        match head.get_fast_with(hash, key, guard, table.speculates(), |entry| {
             found(entry, guard)
         }) {
             Ok(answer) => (answer, true),
             Err(()) => (
-                self.get_slow(hash, key, shard, guard, stripe, &found),
+                self.get_slow(hash, key, head.shard(guard), guard, stripe, &found),
                 false,
             ),
         }

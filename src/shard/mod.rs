@@ -8,15 +8,22 @@
 //! # State
 //!
 //! ```text
-//!   Shard
+//!   Head (16 bytes, from crate::slab; the directory's slots point here)
 //!    ├─ read:   AtomicPtr: view address | amended | 64 - log2(slots)  (lock-free readers)
-//!    └─ locked: Mutex<Dirty>                        (writers of new keys)
-//!                 ├─ table: Option<Table>   every non-expunged read entry + new keys
-//!                 └─ misses: usize          slow-path lookups since the last promotion
+//!    └─ shard ──► Shard
+//!                  ├─ head, place (depth, prefix, id)
+//!                  └─ locked: Mutex<Dirty>          (writers of new keys)
+//!                       ├─ table: Option<Table>   every non-expunged read entry + new keys
+//!                       └─ misses: usize          slow-path lookups since the last promotion
 //! ```
 //!
-//! The two halves sit on different cache lines, so writers taking the lock
-//! do not invalidate the line readers load the view pointer from.
+//! The two halves live apart: the head in a block of its own, packed with
+//! the other shards' heads (`crate::slab` says why: a read hit at 1M keys
+//! no longer misses on it), the lock and its state on their own cache
+//! line, so writers taking the lock do not invalidate the line readers
+//! load the view pointer from. A read hit touches the head only
+//! ([`Head::get_fast_with`]); everything else goes from the head to the
+//! shard.
 //!
 //! Invariants (all hold whenever the lock is free):
 //!
@@ -262,14 +269,86 @@ impl<K, V> Dirty<K, V> {
     }
 }
 
-/// The read side: the view pointer and the shard's place in hash space.
-struct Head<K, V> {
+/// The read side of a shard: the one word a read hit loads, in a block of
+/// its own from [`crate::slab`] (packed with the other shards' heads; see
+/// there for why), which the directory's slots point to. It points back
+/// to its shard for everything but a read hit.
+pub(crate) struct Head<K, V> {
     /// Tagged pointer to the current [`ReadView`]; never null.
     read: AtomicPtr<ViewHeader<K, V>>,
-    /// Where the shard sits in hash space, and who it is. Fixed for the
-    /// shard's life.
-    place: Published<Place>,
+    /// The shard this head belongs to, set once before the shard is
+    /// published and fixed for its life.
+    shard: AtomicPtr<Shard<K, V>>,
 }
+
+impl<K, V> Head<K, V> {
+    /// The shard this head belongs to.
+    #[inline]
+    pub(crate) fn shard<'g>(&self, _guard: &'g Guard) -> &'g Shard<K, V> {
+        // SAFETY: as `shard_ptr`; a shard lives as long as its head, which
+        // the caller reached while pinned by `_guard` (a head is freed
+        // with its shard, through the epoch once retired).
+        unsafe { &*self.shard_ptr() }
+    }
+
+    /// The shard this head belongs to, as the pointer its `Box` gave
+    /// (with that allocation's provenance: the map frees shards through
+    /// it).
+    #[inline]
+    pub(crate) fn shard_ptr(&self) -> *mut Shard<K, V> {
+        // Relaxed: stored before the head was published (the directory
+        // slot's Release store, or the table's), which the caller's Acquire
+        // load of the slot already ordered before this load.
+        self.shard.load(Ordering::Relaxed)
+    }
+
+    /// The current view, its home-slot shift and its amended flag.
+    #[inline]
+    pub(crate) fn view_with_shift<'g>(&self, _guard: &'g Guard) -> (&'g ReadView<K, V>, u32, bool) {
+        // Acquire: pairs with the Release stores in `publish_locked` and
+        // `mark_amended_locked`: the view's table is visible.
+        let word = self.read.load(Ordering::Acquire);
+        let (view, amended) = untag(word);
+        // SAFETY: the pointer is never null; a view is retired through the
+        // epoch only after it is replaced (or with its retired shard), and
+        // `_guard` was pinned before this load, so the view outlives `'g`.
+        (unsafe { &*view }, shift(word), amended)
+    }
+
+    /// The lock-free half of `Load` (see [`Shard::get_fast_with`]), from
+    /// the head alone: a read hit touches no other part of the shard.
+    #[inline]
+    pub(crate) fn get_fast_with<'g, Q, R>(
+        &self,
+        hash: u64,
+        key: &Q,
+        guard: &'g Guard,
+        speculate: bool,
+        found: impl FnOnce(&'g Entry<K, V>) -> Option<R>,
+    ) -> Result<Option<R>, ()>
+    where
+        Q: ?Sized + Equivalent<K>,
+        K: 'g,
+        V: 'g,
+    {
+        let (view, shift, amended) = self.view_with_shift(guard);
+        match view.find_at(shift, hash, key, speculate) {
+            Some(entry) => Ok(found(entry)),
+            None if amended => Err(()),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Owns a shard's [`Head`] block (freed in the shard's `Drop`).
+struct HeadBlock<K, V>(core::ptr::NonNull<Head<K, V>>);
+
+// SAFETY: the block holds two atomic pointers, which any thread may use;
+// what they point to is governed by the shard (whose other fields decide
+// its `Send`/`Sync`, as before the head moved out of it).
+unsafe impl<K, V> Send for HeadBlock<K, V> {}
+// SAFETY: as above.
+unsafe impl<K, V> Sync for HeadBlock<K, V> {}
 
 /// A shard's fixed identity.
 struct Place {
@@ -304,7 +383,10 @@ struct Locked<K, V> {
 
 /// One shard. See the module docs.
 pub(crate) struct Shard<K, V> {
-    head: CachePadded<Head<K, V>>,
+    head: HeadBlock<K, V>,
+    /// Where the shard sits in hash space, and who it is. Fixed for the
+    /// shard's life.
+    place: Published<Place>,
     locked: CachePadded<Locked<K, V>>,
 }
 
@@ -319,13 +401,14 @@ impl<K, V> Shard<K, V> {
     ) -> Self {
         let len = entries.len();
         Shard {
-            head: CachePadded::new(Head {
+            head: HeadBlock(crate::slab::alloc(Head {
                 read: AtomicPtr::new(ReadView::from_entries(entries, len)),
-                place: Published::new(Place {
-                    depth,
-                    prefix,
-                    id: next_unique_id(),
-                }),
+                shard: AtomicPtr::new(core::ptr::null_mut()),
+            })),
+            place: Published::new(Place {
+                depth,
+                prefix,
+                id: next_unique_id(),
             }),
             locked: CachePadded::new(Locked {
                 dirty: Mutex::new(Dirty {
@@ -341,6 +424,32 @@ impl<K, V> Shard<K, V> {
                 listed: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Moves the shard to the heap and points its head back at it: the
+    /// pointer the directory's slots are given (through [`Shard::head_ptr`])
+    /// and the map frees the shard with (`Box::from_raw`).
+    pub(crate) fn boxed(self) -> *mut Self {
+        let shard = Box::into_raw(Box::new(self));
+        // Relaxed: the shard is not shared yet; the directory's Release
+        // publication orders this store before any reader's load.
+        // SAFETY: just allocated, not shared.
+        unsafe { (*shard).head().shard.store(shard, Ordering::Relaxed) };
+        shard
+    }
+
+    /// The shard's head block, which the directory's slots point to.
+    #[inline]
+    pub(crate) fn head_ptr(&self) -> *mut Head<K, V> {
+        self.head.0.as_ptr()
+    }
+
+    /// The shard's head.
+    #[inline]
+    fn head(&self) -> &Head<K, V> {
+        // SAFETY: the block is allocated with the shard and freed only in
+        // its `Drop`.
+        unsafe { self.head.0.as_ref() }
     }
 
     /// Marks a shard made by a split or merge during snapshot build
@@ -422,18 +531,18 @@ impl<K, V> Shard<K, V> {
     /// The shard's local depth.
     #[inline]
     pub(crate) fn depth(&self) -> u32 {
-        self.head.place.get().depth
+        self.place.get().depth
     }
 
     /// The shard's hash prefix (its top `depth()` bits).
     #[inline]
     pub(crate) fn prefix(&self) -> u64 {
-        self.head.place.get().prefix
+        self.place.get().prefix
     }
 
     /// The shard's unique id.
     pub(crate) fn id(&self) -> u64 {
-        self.head.place.get().id
+        self.place.get().id
     }
 
     /// The content version (see [`Shard::bump_version`]).
@@ -476,7 +585,7 @@ impl<K, V> Shard<K, V> {
 
     /// The first and last hash this shard holds.
     pub(crate) fn hash_range(&self) -> (u64, u64) {
-        let Place { depth, prefix, .. } = *self.head.place.get();
+        let Place { depth, prefix, .. } = *self.place.get();
         if depth == 0 {
             (0, u64::MAX)
         } else {
@@ -520,7 +629,7 @@ impl<K, V> Shard<K, V> {
     /// dropped right after (its tables then point to freed entries).
     pub(crate) unsafe fn free_entries_exclusive(&mut self) {
         // Relaxed: exclusive access; the `&mut` hand-over ordered all stores.
-        let (view, _) = untag(self.head.read.load(Ordering::Relaxed));
+        let (view, _) = untag(self.head().read.load(Ordering::Relaxed));
         // SAFETY: the view pointer is never null and, with exclusive access,
         // not being freed concurrently.
         let view = unsafe { &*view };
@@ -544,7 +653,7 @@ impl<K, V> Shard<K, V> {
         let empty = ReadView::from_entries([], 0);
         // Relaxed: exclusive access; the ownership hand-over ordered every
         // store.
-        let old = self.head.read.swap(empty, Ordering::Relaxed);
+        let old = self.head().read.swap(empty, Ordering::Relaxed);
         let (view, _) = untag(old);
         // SAFETY: the view pointer is never null; with exclusive access it
         // is not freed concurrently. It was owned by the shard and left it
@@ -575,15 +684,8 @@ impl<K, V> Shard<K, V> {
     /// [`view`](Self::view) with its home-slot shift, for
     /// [`ReadView::find_at`].
     #[inline]
-    fn view_with_shift<'g>(&self, _guard: &'g Guard) -> (&'g ReadView<K, V>, u32, bool) {
-        // Acquire: pairs with the Release stores in `publish_locked` and
-        // `mark_amended_locked`: the view's table is visible.
-        let word = self.head.read.load(Ordering::Acquire);
-        let (view, amended) = untag(word);
-        // SAFETY: the pointer is never null; a view is retired through the
-        // epoch only after it is replaced (or with its retired shard), and
-        // `_guard` was pinned before this load, so the view outlives `'g`.
-        (unsafe { &*view }, shift(word), amended)
+    fn view_with_shift<'g>(&self, guard: &'g Guard) -> (&'g ReadView<K, V>, u32, bool) {
+        self.head().view_with_shift(guard)
     }
 
     /// Removed keys the view holds now (deleted or expunged entries): they
@@ -597,7 +699,7 @@ impl<K, V> Shard<K, V> {
 impl<K, V> Drop for Shard<K, V> {
     fn drop(&mut self) {
         // Relaxed: `&mut self`; nothing else can touch the shard.
-        let (view, _) = untag(self.head.read.load(Ordering::Relaxed));
+        let (view, _) = untag(self.head().read.load(Ordering::Relaxed));
         // SAFETY: the current view was allocated by `ReadView::boxed` and is
         // owned by this shard (a view is retired only when replaced). A
         // shard is dropped either with its map (no reader borrows it any
@@ -606,6 +708,9 @@ impl<K, V> Drop for Shard<K, V> {
         // this frees two tables and touches no entry (entries are freed by
         // `free_entries_exclusive` or retired on their own).
         drop(unsafe { Box::from_raw(view) });
+        // SAFETY: the head block was allocated with the shard and is freed
+        // once, here; no reader holds it any more (as for the view above).
+        unsafe { crate::slab::free(self.head.0) };
     }
 }
 
@@ -707,12 +812,8 @@ where
     where
         Q: ?Sized + Equivalent<K>,
     {
-        let (view, shift, amended) = self.view_with_shift(guard);
-        match view.find_at(shift, hash, key, speculate) {
-            Some(entry) => Ok(found(entry)),
-            None if amended => Err(()),
-            None => Ok(None),
-        }
+        self.head()
+            .get_fast_with(hash, key, guard, speculate, found)
     }
 
     /// The locked half of `Load`, answering with `found(entry)` (see
@@ -1440,7 +1541,7 @@ where
         } else {
             Ordering::Release
         };
-        let old = self.head.read.swap(new, publish);
+        let old = self.head().read.swap(new, publish);
         let (old, _) = untag(old);
         // SAFETY: reading the old view's size: it is still alive (we hold
         // the lock, and only lock holders retire views).
@@ -1458,12 +1559,12 @@ where
         // lock. The amended word is derived from the stored pointer (not
         // from a `&ReadView`): it carries the allocation's provenance,
         // which the view's eventual free needs.
-        let tagged = with_amended(self.head.read.load(Ordering::Relaxed));
+        let tagged = with_amended(self.head().read.load(Ordering::Relaxed));
         // Release, not Relaxed: a reader that Acquire-loads this tagged
         // pointer must see the view's table, and it no longer reads from the
         // Release store that first published the view (a later plain store
         // is not part of that store's release sequence).
-        self.head.read.store(tagged, Ordering::Release);
+        self.head().read.store(tagged, Ordering::Release);
     }
 
     /// Go's `dirtyLocked`: builds dirty from the view, expunging deleted
