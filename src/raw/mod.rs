@@ -46,10 +46,12 @@
 //!
 //! # The read path ([`RawMap::get`])
 //!
-//! A lookup enters no gate and builds no context: directory, shard, view,
-//! entry, value, all lock-free (`Shard::get_fast_with`). Only a miss in an
-//! amended view takes the cold path ([`RawMap::get_slow`]), which locks the
-//! shard and retries from the directory if the shard was retired.
+//! A lookup enters no gate and builds no context: directory, the shard's
+//! head (`shard::Head::get_fast_with`: the view word, in a block packed
+//! with the other shards' heads), view, entry, value, all lock-free. Only
+//! a miss in an amended view takes the cold path ([`RawMap::get_slow`]),
+//! which goes on from the head to the shard, locks it and retries from
+//! the directory if the shard was retired.
 
 use core::hash::{BuildHasher, Hash};
 
