@@ -245,10 +245,11 @@ where
             match shard.get_slow_with(hash, key, &ctx, guard, found) {
                 Ok(answer) => return answer,
                 Err(Retired) => {
-                    shard = self.shard(hash, guard);
-                    if let Ok(answer) = shard.get_fast_with(hash, key, guard, false, found) {
+                    let head = self.directory.table(guard).head_of(hash, guard);
+                    if let Ok(answer) = head.get_fast_with(hash, key, guard, false, found) {
                         return answer;
                     }
+                    shard = head.shard(guard);
                 }
             }
         }

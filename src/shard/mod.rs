@@ -44,7 +44,7 @@
 //!
 //! | Go | here | fast path (no lock) | slow path (lock) |
 //! |---|---|---|---|
-//! | `Load` | [`Shard::get_fast_with`] / [`Shard::get_slow_with`] | hit in the view, or a miss in an un-amended view | re-check the view, look in dirty, count a miss |
+//! | `Load` | [`Head::get_fast_with`] / [`Shard::get_slow_with`] | hit in the view, or a miss in an un-amended view | re-check the view, look in dirty, count a miss |
 //! | `Swap` | [`Shard::insert`] | `trySwap` on a view entry | un-expunge + put back, or swap a dirty entry, or add a new key |
 //! | `LoadOrStore` | [`Shard::try_insert`] | `tryLoadOrStore` on a view entry | as `Swap`, counting a miss for a dirty hit |
 //! | `LoadAndDelete` | [`Shard::remove`] | `delete` on a view entry | remove a new key from dirty, count a miss |
@@ -315,8 +315,10 @@ impl<K, V> Head<K, V> {
         (unsafe { &*view }, shift(word), amended)
     }
 
-    /// The lock-free half of `Load` (see [`Shard::get_fast_with`]), from
-    /// the head alone: a read hit touches no other part of the shard.
+    /// The lock-free half of `Load`: `Ok(found(entry))` (the value, or
+    /// the key and the value for `get_key_value`) if the view answered,
+    /// `Err(())` if the caller must take [`Shard::get_slow_with`]. From the
+    /// head alone: a read hit touches no other part of the shard.
     #[inline]
     pub(crate) fn get_fast_with<'g, Q, R>(
         &self,
@@ -797,27 +799,8 @@ where
 
     // ----- Load -------------------------------------------------------
 
-    /// The lock-free half of `Load`: `Ok(found(entry))` (the value, or
-    /// the key and the value for `get_key_value`) if the view answered,
-    /// `Err(())` if the caller must take [`Shard::get_slow_with`].
-    #[inline]
-    pub(crate) fn get_fast_with<'g, Q, R>(
-        &self,
-        hash: u64,
-        key: &Q,
-        guard: &'g Guard,
-        speculate: bool,
-        found: impl FnOnce(&'g Entry<K, V>) -> Option<R>,
-    ) -> Result<Option<R>, ()>
-    where
-        Q: ?Sized + Equivalent<K>,
-    {
-        self.head()
-            .get_fast_with(hash, key, guard, speculate, found)
-    }
-
     /// The locked half of `Load`, answering with `found(entry)` (see
-    /// [`Shard::get_fast_with`]).
+    /// [`Head::get_fast_with`]).
     #[cold]
     pub(crate) fn get_slow_with<'g, Q, R>(
         &self,
