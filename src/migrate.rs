@@ -124,15 +124,10 @@ use crate::stats::{Event, RetiredKind};
 use crate::sync::atomic::Ordering;
 use crate::sync::epoch::Guard;
 
-/// Allocates a shard for publication (its head pointing back at it).
-fn boxed<K, V>(shard: Shard<K, V>) -> *mut Shard<K, V> {
-    shard.boxed()
-}
-
 /// Points `len` slots from `start` at `shard`. The caller holds the resize
 /// lock.
 fn point_slots<K, V>(table: &DirTable<K, V>, start: usize, len: usize, shard: *mut Shard<K, V>) {
-    // SAFETY: `shard` is a live shard built by the caller (from `boxed`).
+    // SAFETY: `shard` is a live shard built by the caller (from `Shard::boxed`).
     let head = unsafe { (*shard).head_ptr() };
     for slot in &table.slots[start..start + len] {
         // Release: publishes the new shard's head (its view and entries,
@@ -154,7 +149,7 @@ fn is_current<K, V>(table: &DirTable<K, V>, shard: &Shard<K, V>, guard: &Guard) 
 }
 
 /// The pointer a current shard's first slot stores, the one to retire it
-/// through: it carries the allocation's provenance (from [`boxed`]),
+/// through: it carries the allocation's provenance (from [`Shard::boxed`]),
 /// which a pointer made from `&Shard` does not (freeing through that one is
 /// undefined behaviour under the aliasing models Miri checks). The caller
 /// holds the resize lock and has checked that `shard` is current.
@@ -173,7 +168,7 @@ fn owning_pointer<K, V>(table: &DirTable<K, V>, shard: &Shard<K, V>) -> *mut Sha
 ///
 /// # Safety
 ///
-/// Each pointer came from [`boxed`] and was never stored in a slot.
+/// Each pointer came from [`Shard::boxed`] and was never stored in a slot.
 unsafe fn discard<K, V>(shards: &[*mut Shard<K, V>]) {
     for &shard in shards {
         // SAFETY: per the contract, no other thread has seen it.
@@ -185,7 +180,7 @@ unsafe fn discard<K, V>(shards: &[*mut Shard<K, V>]) {
 ///
 /// # Safety
 ///
-/// `shard` is the pointer [`boxed`] returned (read back from a slot with
+/// `shard` is the pointer [`Shard::boxed`] returned (read back from a slot with
 /// [`owning_pointer`]), is no longer in any slot of the current table, has
 /// been marked retired under its lock, and is retired only once.
 unsafe fn retire_shard<K, V>(shard: *mut Shard<K, V>, bytes: usize, guard: &Guard)
@@ -235,10 +230,12 @@ pub(crate) fn split<K, V>(
     });
     let [low, high] = halves;
     let new = [
-        boxed(Shard::with_entries(depth + 1, prefix << 1, low, live[0]).born_during(ctx.build)),
-        boxed(
-            Shard::with_entries(depth + 1, (prefix << 1) | 1, high, live[1]).born_during(ctx.build),
-        ),
+        Shard::with_entries(depth + 1, prefix << 1, low, live[0])
+            .born_during(ctx.build)
+            .boxed(),
+        Shard::with_entries(depth + 1, (prefix << 1) | 1, high, live[1])
+            .born_during(ctx.build)
+            .boxed(),
     ];
     let owned;
     {
@@ -326,8 +323,9 @@ where
     };
     low.drain_for_migration_locked(&mut low_dirty, ctx, guard, &mut take);
     high.drain_for_migration_locked(&mut high_dirty, ctx, guard, &mut take);
-    let merged_shard =
-        boxed(Shard::with_entries(depth - 1, prefix >> 1, merged, live).born_during(ctx.build));
+    let merged_shard = Shard::with_entries(depth - 1, prefix >> 1, merged, live)
+        .born_during(ctx.build)
+        .boxed();
     let (owned_low, owned_high);
     {
         let mut resize = dir.resize.lock();

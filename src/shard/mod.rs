@@ -679,15 +679,8 @@ impl<K, V> Shard<K, V> {
     /// The current view and its amended flag.
     #[inline]
     fn view<'g>(&self, guard: &'g Guard) -> (&'g ReadView<K, V>, bool) {
-        let (view, _, amended) = self.view_with_shift(guard);
+        let (view, _, amended) = self.head().view_with_shift(guard);
         (view, amended)
-    }
-
-    /// [`view`](Self::view) with its home-slot shift, for
-    /// [`ReadView::find_at`].
-    #[inline]
-    fn view_with_shift<'g>(&self, guard: &'g Guard) -> (&'g ReadView<K, V>, u32, bool) {
-        self.head().view_with_shift(guard)
     }
 
     /// Removed keys the view holds now (deleted or expunged entries): they
