@@ -182,8 +182,11 @@ fn dropping_the_last_holder_frees_a_snapshot() {
         "stats report {} B held by snapshots, the allocator {held} B",
         stats.snapshot_bytes
     );
-    // Change every shard, take a new snapshot: the old one is still alive.
-    for i in (0..100_000).step_by(50) {
+    // Change every key, take a new snapshot: the old one is still alive,
+    // and shares nothing with the new one. (A new snapshot that reused a
+    // piece of the old one would keep the old one's region, where its
+    // pieces live, until the region's last piece goes.)
+    for i in 0..100_000 {
         map.insert(i, 0);
     }
     let new = map.snapshot();
@@ -295,4 +298,88 @@ fn an_empty_shard_costs_what_the_builder_docs_say() {
         "an empty shard costs {per_shard} bytes, the docs say at most {}",
         snapmap::EMPTY_SHARD_BYTES
     );
+}
+
+/// Hashes a key `k < 2^24` to `k` in the top 24 bits, pseudo-random bits
+/// below: consecutive keys fill consecutive shards, so a test knows which
+/// keys share shards.
+#[derive(Clone, Default)]
+struct TopBits;
+
+struct TopBitsHasher(u64);
+
+impl std::hash::Hasher for TopBitsHasher {
+    fn finish(&self) -> u64 {
+        let k = self.0;
+        let mut z = k.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (k << 40) | ((z ^ (z >> 31)) >> 24)
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys")
+    }
+    fn write_u64(&mut self, k: u64) {
+        self.0 = k;
+    }
+}
+
+impl std::hash::BuildHasher for TopBits {
+    type Hasher = TopBitsHasher;
+    fn build_hasher(&self) -> TopBitsHasher {
+        TopBitsHasher(0)
+    }
+}
+
+/// A snapshot's pieces live in one region per build, freed when its last
+/// piece goes; a piece that later builds keep reusing keeps its whole
+/// region. Builds that each leave a few old pieces behind would then hold
+/// region after region. The builds repack (copy every piece into one new
+/// region) once the dead bytes outgrow the live ones, so what snapshots
+/// hold stays within a few times one snapshot.
+#[test]
+fn snapshot_regions_kept_by_old_pieces_are_repacked() {
+    let _alone = alone();
+    const KEYS: u64 = 150_000;
+    let map: SnapMap<u64, u64, TopBits> = SnapMap::with_hasher(TopBits);
+    for k in 0..KEYS {
+        map.insert(k, k);
+    }
+    settle();
+    drop(map.snapshot());
+    let one = map.stats().snapshot_bytes;
+    assert!(one > KEYS as usize * 16, "one snapshot holds {one} B");
+    // Round r changes every key but those of r windows of 4,096
+    // consecutive keys (whole shards: a shard holds at most 512 keys), a
+    // different window each round; the windows' pieces stay those of the
+    // round that last changed them, each keeping that round's region.
+    let window =
+        |w: u64| (w * 20_011 % (KEYS / 4_096)) * 4_096..(w * 20_011 % (KEYS / 4_096) + 1) * 4_096;
+    let mut most = 0;
+    for round in 1..=8u64 {
+        for k in 0..KEYS {
+            if !(1..=round).any(|w| window(w).contains(&k)) {
+                map.insert(k, k + round);
+            }
+        }
+        drop(map.snapshot());
+        most = most.max(map.stats().snapshot_bytes);
+    }
+    assert!(
+        most <= 3 * one + (4 << 20),
+        "snapshots held up to {most} B, one snapshot is {one} B"
+    );
+    // The content is the map's.
+    let snapshot = map.snapshot();
+    assert_eq!(snapshot.len(), KEYS as usize);
+    for k in 0..KEYS {
+        let changed = (1..=8u64)
+            .filter(|&r| !(1..=r).any(|w| window(w).contains(&k)))
+            .max();
+        assert_eq!(
+            snapshot.get(&k),
+            Some(&(k + changed.unwrap_or(0))),
+            "key {k}"
+        );
+    }
 }

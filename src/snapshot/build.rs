@@ -24,19 +24,118 @@ use super::ChangeList;
 use super::Snapshots;
 use super::capture::{Build, Captured, Refs, take_capture};
 use super::frozen::{
-    BUCKET_LOAD, CHUNK, Chunk, Frozen, Head, IdIndex, Piece, PieceBytes, PiecePtr, Pieces,
-    Snapshot, bucket, tag,
+    BUCKET_LOAD, CHUNK, Chunk, Frozen, Head, IdIndex, Piece, PiecePtr, Pieces, Region, Snapshot,
+    bucket, tag,
 };
+use core::alloc::Layout;
+
+/// Where one piece goes in its build's [`Region`]: the offsets of its
+/// heads and of its entries.
+#[derive(Clone, Copy)]
+struct Place {
+    heads: usize,
+    entries: usize,
+}
+
+/// The number of buckets of a piece of `n` entries.
+fn buckets_for(n: usize) -> usize {
+    (n / BUCKET_LOAD).next_power_of_two()
+}
+
+/// Lays out pieces of `counts` entries one after another in one region:
+/// the region's layout and each piece's place.
+fn plan<K, V>(counts: impl Iterator<Item = usize>) -> (Layout, Vec<Place>) {
+    let too_large = "a snapshot's pieces exceed the address space";
+    let mut layout = Layout::new::<Head<K, V>>();
+    let mut places = Vec::new();
+    for n in counts {
+        let heads = Layout::array::<Head<K, V>>(buckets_for(n) + 1).expect(too_large);
+        let (with_heads, heads) = layout.extend(heads).expect(too_large);
+        let entries = Layout::array::<(K, V)>(n).expect(too_large);
+        let (with_entries, entries) = with_heads.extend(entries).expect(too_large);
+        layout = with_entries;
+        places.push(Place { heads, entries });
+    }
+    (layout.pad_to_align(), places)
+}
+
+/// Entries cloned into a region so far, dropped if a `Clone` panics
+/// before the piece that owns them is made.
+struct Filled<K, V> {
+    at: *mut (K, V),
+    len: usize,
+}
+
+impl<K, V> Drop for Filled<K, V> {
+    fn drop(&mut self) {
+        // SAFETY: the first `len` entries at `at` were written, and only
+        // this guard owns them (it is forgotten once a piece does).
+        unsafe {
+            core::ptr::drop_in_place(core::ptr::slice_from_raw_parts_mut(self.at, self.len));
+        }
+    }
+}
 
 impl<K, V> Piece<K, V> {
-    /// Clones what a capture points to into a piece.
+    /// Makes a piece at `place` in `region` from `n` entries cloned in
+    /// bucket order (`clone_at(i)` is the `i`-th) and `heads` (tags set,
+    /// `starts[b]` the position of bucket `b`'s first entry).
+    ///
+    /// # Safety
+    ///
+    /// `place` was planned for `n` entries and `heads.len() - 1` buckets
+    /// in `region`, and no other piece uses it.
+    unsafe fn write(
+        region: &Arc<Region>,
+        place: Place,
+        mut heads: Vec<Head<K, V>>,
+        starts: impl Iterator<Item = usize>,
+        n: usize,
+        version: u64,
+        mut clone_at: impl FnMut(usize) -> (K, V),
+    ) -> Self {
+        let base = region.at(place.entries).cast::<(K, V)>();
+        let mut filled = Filled { at: base, len: 0 };
+        for i in 0..n {
+            let entry = clone_at(i);
+            // SAFETY: `place` holds `n` entries (contract), `i < n`, and
+            // the slot is not yet written.
+            unsafe { base.add(i).write(entry) };
+            filled.len += 1;
+        }
+        core::mem::forget(filled);
+        for (head, start) in heads.iter_mut().zip(starts) {
+            // `start <= n`: inside the entries or one past their end.
+            head.first = base.wrapping_add(start).cast_const();
+        }
+        let at = region.at(place.heads).cast::<Head<K, V>>();
+        // SAFETY: `place` holds `heads.len()` heads (contract), apart
+        // from the entries; `Head` is `Copy`.
+        unsafe { core::ptr::copy_nonoverlapping(heads.as_ptr(), at, heads.len()) };
+        let bytes = size_of::<Head<K, V>>() * heads.len() + size_of::<(K, V)>() * n;
+        region.account.add_live(bytes as isize);
+        Piece {
+            // SAFETY: inside the region's allocation, so not null.
+            heads: unsafe { core::ptr::NonNull::new_unchecked(at) },
+            // SAFETY: as above.
+            entries: unsafe { core::ptr::NonNull::new_unchecked(base) },
+            len: n,
+            mask: heads.len() as u64 - 2,
+            version,
+            bytes,
+            region: region.clone(),
+        }
+    }
+
+    /// Clones what a capture points to into a piece at `place`.
     ///
     /// # Safety
     ///
     /// Every pointer in `refs` must still be valid: the caller is the build
     /// that `refs` was captured for, pinned since before its cut (see
-    /// [`Refs`]).
-    pub(super) unsafe fn from_refs(refs: &Refs<K, V>, account: &Arc<PieceBytes>) -> Self
+    /// [`Refs`]). `place` was planned for `refs.entries.len()` entries in
+    /// `region`, and no other piece uses it.
+    unsafe fn from_refs(refs: &Refs<K, V>, region: &Arc<Region>, place: Place) -> Self
     where
         K: Clone,
         V: Clone,
@@ -47,7 +146,7 @@ impl<K, V> Piece<K, V> {
             u32::try_from(n).is_ok(),
             "a shard of 2^32 entries or more cannot be frozen into a snapshot piece"
         );
-        let buckets = (n / BUCKET_LOAD).next_power_of_two();
+        let buckets = buckets_for(n);
         let mask = buckets as u64 - 1;
         let mut heads = vec![Head::EMPTY; buckets + 1];
         // `starts[b]`: the position of bucket `b`'s first entry.
@@ -69,35 +168,54 @@ impl<K, V> Piece<K, V> {
             order[next[b] as usize] = i as u32;
             next[b] += 1;
         }
-        let mut entries = Vec::with_capacity(n);
-        for &i in &order {
-            let (_, key, value) = refs.entries[i as usize];
+        let starts = starts.iter().map(|&s| s as usize);
+        let clone_at = |i: usize| {
+            let (_, key, value) = refs.entries[order[i] as usize];
             // SAFETY: valid per this function's contract; `K` and `V` are
             // `Sync`, and nobody writes through these pointers (keys and
             // value nodes are immutable once published).
             let (key, value) = unsafe { (&*key, &*value) };
-            entries.push((key.clone(), value.clone()));
-        }
-        // The heads point into the entries' final heap block (a boxed
-        // slice's block does not move when the box does).
-        let entries = entries.into_boxed_slice();
-        let base = entries.as_ptr();
-        for (head, &start) in heads.iter_mut().zip(&starts) {
-            // `start <= n`: inside the block or one past its end.
-            head.first = base.wrapping_add(start as usize);
-        }
-        let heads = heads.into_boxed_slice();
-        let bytes = size_of::<Self>()
-            + size_of_val::<[(K, V)]>(&entries)
-            + size_of_val::<[Head<K, V>]>(&heads);
-        account.add(bytes as isize);
-        Piece {
-            heads,
-            entries,
-            mask,
-            version: refs.version,
-            bytes,
-            account: account.clone(),
+            (key.clone(), value.clone())
+        };
+        // SAFETY: `place` is this piece's (contract), planned for `n`
+        // entries and `buckets_for(n)` buckets.
+        unsafe { Self::write(region, place, heads, starts, n, refs.version, clone_at) }
+    }
+
+    /// Clones a piece of an earlier build into `place`: the same buckets,
+    /// tags and order (a repacking build,
+    /// [`should_repack`](super::frozen::PieceBytes::should_repack)).
+    ///
+    /// # Safety
+    ///
+    /// `place` was planned for `source.len()` entries in `region`, and no
+    /// other piece uses it.
+    unsafe fn from_piece(source: &Self, region: &Arc<Region>, place: Place) -> Self
+    where
+        K: Clone,
+        V: Clone,
+    {
+        let heads = source.heads().to_vec();
+        let size = size_of::<(K, V)>().max(1);
+        let base = source.entries.as_ptr() as usize;
+        let starts: Vec<usize> = heads
+            .iter()
+            .map(|head| (head.first as usize - base) / size)
+            .collect();
+        let entries = source.entries();
+        // SAFETY: `place` is this piece's (contract), planned for as many
+        // entries as `source` has, with as many buckets (`buckets_for` of
+        // the same count).
+        unsafe {
+            Self::write(
+                region,
+                place,
+                heads,
+                starts.into_iter(),
+                entries.len(),
+                source.version,
+                |i| entries[i].clone(),
+            )
         }
     }
 }
@@ -194,8 +312,12 @@ where
         let generation = directory.generation();
         let table = directory.table(guard);
         let depth = table.depth();
+        // Copy every piece into one new region if the old regions are
+        // mostly pieces replaced since (a full build, nothing reused).
+        let repack = self.bytes.should_repack();
         let incremental = previous.filter(|previous| {
-            !changed.overflowed
+            !repack
+                && !changed.overflowed
                 && crate::gate::revision_of(previous.stamp) == last_cut
                 && previous.pieces.generation == generation
                 && previous.depth == depth
@@ -233,28 +355,49 @@ where
         // Step 4: clone what was captured by pointer, assemble in hash
         // order and publish. Writers now change shards freely; what the
         // pointers reach stays alive while `guard` is pinned (`Refs`).
-        let mut fresh = Vec::with_capacity(cut.len());
-        let (mut copied, mut reused) = (0, 0);
+        let mut taken = Vec::with_capacity(cut.len());
         for (&shard, mine) in cut.iter().zip(own) {
             // SAFETY: as above.
             let shard = unsafe { &*shard };
             // Every shard of the cut was captured above, by the build or a
             // writer; only the broken twin that skips the gate can miss one
             // (a writer that was not waited for retired it uncaptured).
-            let Some(captured) = mine.or_else(|| build.captured.remove(&shard.id())) else {
-                continue;
-            };
-            let piece = match captured {
-                Captured::Reused(piece) => {
+            if let Some(captured) = mine.or_else(|| build.captured.remove(&shard.id())) {
+                taken.push((shard, captured));
+            }
+        }
+        // One region for every piece this build copies.
+        let (region_layout, places) =
+            plan::<K, V>(taken.iter().filter_map(|(_, captured)| match captured {
+                Captured::Refs(refs) => Some(refs.entries.len()),
+                Captured::Reused(piece) => repack.then(|| piece.len()),
+            }));
+        let region = (!places.is_empty()).then(|| Region::new(region_layout, &self.bytes));
+        let mut places = places.into_iter();
+        let mut fresh = Vec::with_capacity(taken.len());
+        let (mut copied, mut reused) = (0, 0);
+        for (shard, captured) in taken {
+            let piece = match (captured, &region) {
+                (Captured::Reused(piece), Some(region)) if repack => {
+                    copied += 1;
+                    let place = places.next().expect("a place per copied piece");
+                    // SAFETY: `place` was planned for this piece's length,
+                    // in `region`, for it alone.
+                    Arc::new(unsafe { Piece::from_piece(&piece, region, place) })
+                }
+                (Captured::Reused(piece), _) => {
                     reused += 1;
                     piece
                 }
-                Captured::Refs(refs) => {
+                (Captured::Refs(refs), Some(region)) => {
                     copied += 1;
+                    let place = places.next().expect("a place per copied piece");
                     // SAFETY: `refs` was captured for this build, and
-                    // `guard` has been pinned since before its cut.
-                    Arc::new(unsafe { Piece::from_refs(&refs, &self.bytes) })
+                    // `guard` has been pinned since before its cut; `place`
+                    // was planned for its length, in `region`, for it alone.
+                    Arc::new(unsafe { Piece::from_refs(&refs, region, place) })
                 }
+                (Captured::Refs(_), None) => unreachable!("a capture by pointer has a place"),
             };
             fresh.push((shard, piece));
         }
