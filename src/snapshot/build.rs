@@ -46,7 +46,7 @@ fn buckets_for(n: usize) -> usize {
 /// the region's layout and each piece's place.
 fn plan<K, V>(counts: impl Iterator<Item = usize>) -> (Layout, Vec<Place>) {
     let too_large = "a snapshot's pieces exceed the address space";
-    let mut layout = Layout::new::<Head<K, V>>();
+    let mut layout = Layout::from_size_align(0, align_of::<Head<K, V>>()).expect(too_large);
     let mut places = Vec::new();
     for n in counts {
         let heads = Layout::array::<Head<K, V>>(buckets_for(n) + 1).expect(too_large);
@@ -112,8 +112,9 @@ impl<K, V> Piece<K, V> {
         // SAFETY: `place` holds `heads.len()` heads (contract), apart
         // from the entries; `Head` is `Copy`.
         unsafe { core::ptr::copy_nonoverlapping(heads.as_ptr(), at, heads.len()) };
-        let bytes = size_of::<Head<K, V>>() * heads.len() + size_of::<(K, V)>() * n;
-        region.account.add_live(bytes as isize);
+        region
+            .account
+            .add_live(Self::bytes(heads.len() - 1, n) as isize);
         Piece {
             // SAFETY: inside the region's allocation, so not null.
             heads: unsafe { core::ptr::NonNull::new_unchecked(at) },
@@ -122,7 +123,6 @@ impl<K, V> Piece<K, V> {
             len: n,
             mask: heads.len() as u64 - 2,
             version,
-            bytes,
             region: region.clone(),
         }
     }
@@ -374,30 +374,36 @@ where
             }));
         let region = (!places.is_empty()).then(|| Region::new(region_layout, &self.bytes));
         let mut places = places.into_iter();
+        // The region and the next place in it, for a piece this build copies.
+        let mut place = || {
+            let region = region
+                .as_ref()
+                .expect("a copied piece was planned a region");
+            (region, places.next().expect("a place per copied piece"))
+        };
         let mut fresh = Vec::with_capacity(taken.len());
         let (mut copied, mut reused) = (0, 0);
         for (shard, captured) in taken {
-            let piece = match (captured, &region) {
-                (Captured::Reused(piece), Some(region)) if repack => {
+            let piece = match captured {
+                Captured::Reused(piece) if !repack => {
+                    reused += 1;
+                    piece
+                }
+                Captured::Reused(piece) => {
                     copied += 1;
-                    let place = places.next().expect("a place per copied piece");
+                    let (region, place) = place();
                     // SAFETY: `place` was planned for this piece's length,
                     // in `region`, for it alone.
                     Arc::new(unsafe { Piece::from_piece(&piece, region, place) })
                 }
-                (Captured::Reused(piece), _) => {
-                    reused += 1;
-                    piece
-                }
-                (Captured::Refs(refs), Some(region)) => {
+                Captured::Refs(refs) => {
                     copied += 1;
-                    let place = places.next().expect("a place per copied piece");
+                    let (region, place) = place();
                     // SAFETY: `refs` was captured for this build, and
                     // `guard` has been pinned since before its cut; `place`
                     // was planned for its length, in `region`, for it alone.
                     Arc::new(unsafe { Piece::from_refs(&refs, region, place) })
                 }
-                (Captured::Refs(_), None) => unreachable!("a capture by pointer has a place"),
             };
             fresh.push((shard, piece));
         }

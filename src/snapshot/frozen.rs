@@ -195,8 +195,6 @@ pub(crate) struct Piece<K, V> {
     pub(super) len: usize,
     pub(super) mask: u64,
     pub(super) version: u64,
-    /// Bytes of `region` this piece uses (heads and entries).
-    pub(super) bytes: usize,
     pub(super) region: Arc<Region>,
 }
 
@@ -319,7 +317,7 @@ impl<K, V> Piece<K, V> {
     /// The entries, bucket by bucket.
     pub(super) fn entries(&self) -> &[(K, V)] {
         // SAFETY: `len` initialised entries at `entries`, owned by the
-        // piece and never written after the build (see `PieceWriter`).
+        // piece and never written after the build (`Piece::write`).
         unsafe { core::slice::from_raw_parts(self.entries.as_ptr(), self.len) }
     }
 
@@ -329,11 +327,18 @@ impl<K, V> Piece<K, V> {
         // the piece keeps alive, never written after the build.
         unsafe { core::slice::from_raw_parts(self.heads.as_ptr(), self.mask as usize + 2) }
     }
+
+    /// Bytes of its region a piece of `buckets` buckets and `len` entries
+    /// uses (its heads and entries).
+    pub(super) fn bytes(buckets: usize, len: usize) -> usize {
+        size_of::<Head<K, V>>() * (buckets + 1) + size_of::<(K, V)>() * len
+    }
 }
 
 impl<K, V> Drop for Piece<K, V> {
     fn drop(&mut self) {
-        self.region.account.add_live(-(self.bytes as isize));
+        let bytes = Self::bytes(self.mask as usize + 1, self.len);
+        self.region.account.add_live(-(bytes as isize));
         // SAFETY: the piece owns its `len` initialised entries; nothing
         // reads them after this (lookups and walks borrow the piece).
         unsafe {
