@@ -230,12 +230,6 @@ impl<K, V> Head<K, V> {
     /// Tags per head.
     pub(super) const TAGS: usize = 8;
 
-    /// A head with no tags and no entries yet.
-    pub(super) const EMPTY: Self = Head {
-        tags: [0; 8],
-        first: core::ptr::null(),
-    };
-
     /// The positions among the bucket's first [`Head::TAGS`] entries
     /// whose tag is `tag`, as a bit set (bit `i` for position `i`). Unused
     /// tag bytes are 0, which no tag is (see [`tag`]), so they never match.
