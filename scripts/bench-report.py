@@ -1121,9 +1121,11 @@ def main():
       "cycle. dashmap, scc::HashMap and "
       "`RwLock` update the value in place under a lock they already had to take. "
       + facts.get("update", "")
-      + "A profile (`perf`) of the update loop puts the time in the table probe's cache misses, not in the "
-      "allocation: the locked instructions and the fence stop the CPU from overlapping one update's misses with the "
-      "next one's, as it does for plain reads, so the whole chain of dependent misses is paid every time.")
+      + "A profile (`perf`) of the update loop puts the time in the chain of dependent cache misses (shard head, view "
+      "slot, entry, old value), not in the allocation or the gate: with every locked instruction and the fence taken "
+      "out of the gate (a measurement only, not sound) an update at 1M keys took as long (docs/ARCHITECTURE.md, "
+      "section 4); the value's CAS, which papaya pays too, stays. papaya's update chains fewer misses; snapmap's hop "
+      "to the entry goes only with entries inline in the view's slots (docs/ARCHITECTURE.md, section 3).")
     w("- **New keys take a lock, and churn is the weak spot.** Every new key takes its shard's lock and costs an "
       "allocation (the entry, with the value inline where it can be); lookups and removes of keys not yet promoted take the "
       "lock again and count misses; each promotion makes the next new key copy the shard into a fresh dirty table; "
