@@ -359,3 +359,25 @@ fn snapshots_follow_splits_and_merges_exactly() {
     }
     assert!(builds > 100, "{builds} builds");
 }
+
+/// A snapshot of a map whose key and value are both zero-sized holds at
+/// most one entry; a lookup that finds no tag in its bucket used to
+/// measure the bucket with `offset_from`, which panics for a zero-sized
+/// `(K, V)` (regression test: a miss in an empty `SnapMap<(), ()>`
+/// snapshot panicked).
+#[test]
+fn snapshots_of_zero_sized_keys_and_values() {
+    let map: SnapMap<(), ()> = SnapMap::new();
+    let empty = map.snapshot();
+    assert_eq!(empty.get(&()), None);
+    assert_eq!(map.reader().get(&()), None);
+    map.insert((), ());
+    let one = map.snapshot();
+    assert_eq!(one.get(&()), Some(&()));
+    assert_eq!(one.len(), 1);
+    assert_eq!(one.iter().count(), 1);
+    assert_eq!(empty.get(&()), None);
+    map.remove(&());
+    assert_eq!(map.snapshot().get(&()), None);
+    assert_eq!(one.get(&()), Some(&()));
+}
