@@ -8,24 +8,28 @@
 //!   content ──hash (the map's S)──► buckets by the top `bits` hash bits
 //!                                   (bits = the directory's depth now)
 //!   map: shard by shard in hash order (as `Iter` walks), for shard [lo, hi]:
-//!       table  = the content items in [lo, hi] (its buckets, filtered)
-//!                a repeated key keeps its last item
-//!       for each live entry (hash from the view's slot, no rehash):
-//!           in table, equal value  -> unchanged (the item is dropped)
-//!           in table, other value  -> write (replace)
-//!           not in table           -> remove
-//!       items left in table        -> write (new keys)
+//!       for each content item in [lo, hi] (its buckets, filtered):
+//!           its key in the view  -> mark the slot with the item
+//!           not in the view      -> table of new keys
+//!           (a repeated key: the last item's mark or table entry wins)
+//!       for each slot of the view holding an entry (hash from the slot):
+//!           deleted, marked        -> write (the key comes back)
+//!           live, marked, equal    -> unchanged (the item is dropped)
+//!           live, marked, other    -> write (replace)
+//!           live, not marked       -> remove
+//!       items in the table of new keys -> write
 //!   then: the removals, then the writes (each with its hash: no rehash)
 //! ```
 //!
 //! The diff reads only; the writes come after it, as one batch (the caller
-//! holds the write gate). Every comparison happens against one shard's
-//! worth of content in a small table that stays in cache, and the map side
-//! is a walk over each view's slots, whose hashes are stored: no lookup of
-//! each content key in the map (a chain of dependent loads, 70 ns a key at
-//! 1M keys) and no table of the whole content (the cache miss per insert
-//! and per probe of a table the size of the map: the earlier version's cost,
-//! see `SnapMap::replace_all`).
+//! holds the write gate). Every comparison happens against one shard at a
+//! time, whose view and entries stay in cache between the two passes; the
+//! items are found in the shard's own view (a probe of its slots, whose
+//! hashes are stored), and only keys the view does not hold go into a
+//! small table: no lookup of each content key through the map (a chain of
+//! dependent loads, 70 ns a key at 1M keys) and no table of the whole
+//! content (the cache miss per insert and per probe of a table the size of
+//! the map: an earlier version's cost, see `SnapMap::replace_all`).
 //!
 //! A bucket is never larger than the shard or shards it covers, unless a
 //! concurrent writer split a shard past `bits` during the walk (or the map
@@ -33,15 +37,21 @@
 //! taking the items in its range, which is correct and only slower.
 //!
 //! Where the time goes (`perf`, 1M `u64` keys, 1 % of the values changed):
-//! about 90 ms for the diff, two thirds of it on two loads, the entry's
-//! cell and the current value, one cache miss each per key, because the
-//! map's entries live outside its views (`docs/ARCHITECTURE.md`, section
-//! 3). Prefetching the entry eight slots ahead in the view walk, measured
-//! and dropped: 1M keys 80–92 → 68–72 ms, but 10K keys 183 → 200–236 µs
-//! (three rounds alternated), also when the prefetch was kept to maps of
-//! 2,048 shard slots or more (the larger loop cost the small map's diff
-//! about 10 %). Entries inline in the view's slots would make this walk a
-//! sequential read.
+//! the loads of the map's entries (the key to compare, the cell, the
+//! current value), a cache miss per key, because the entries live outside
+//! the views (`docs/ARCHITECTURE.md`, section 3). The version before this
+//! one put every item of the shard in a table, then walked the view
+//! looking each entry up in it: the entry misses came in the walk, one
+//! after the other behind the table's probe. Probing the view per item
+//! instead overlaps more of them (the items are independent, and the
+//! probe loop is short), and the walk then finds the entries in cache:
+//! `replace_all` of 1M keys, 1 % changed, 83–91 → 71–73 ms; 10K keys,
+//! 178–179 → 171–173 µs (median of many reloads, three rounds
+//! alternated). Prefetching the entry eight slots ahead in the old walk,
+//! measured and dropped: 1M keys 80–92 → 68–72 ms, but 10K keys 183 →
+//! 200–236 µs, also when kept to maps of 2,048 shard slots or more (the
+//! larger loop cost the small map's diff about 10 %). Entries inline in
+//! the view's slots would make both passes sequential reads.
 //!
 //! Concurrent writers that are not part of the reload may write beside it
 //! (the gate orders batches against snapshots, not against plain writers):
@@ -153,6 +163,21 @@ impl<T> Buckets<T> {
     }
 }
 
+/// No item for a view slot (in `marks`).
+const UNMARKED: u64 = u64::MAX;
+
+/// An item's place in [`Buckets`] as one word, for `marks`.
+#[inline]
+fn mark((bucket, index): (u32, u32)) -> u64 {
+    (u64::from(bucket) << 32) | u64::from(index)
+}
+
+/// The item a `marks` word names, if any.
+#[inline]
+fn unmark(word: u64) -> Option<(u32, u32)> {
+    (word != UNMARKED).then_some(((word >> 32) as u32, word as u32))
+}
+
 /// Makes `content` the map's content: the diff (module docs), then the
 /// removals and the writes. The caller holds the write gate (one batch).
 pub(crate) fn replace_all<'g, K, V, S, T>(
@@ -172,8 +197,10 @@ where
     let mut applied = Applied::default();
     let mut gone: Vec<(u64, &'g K)> = Vec::new();
     let mut writes: Vec<(u64, T)> = Vec::new();
-    // One shard's items: (bucket, index) in `content`. Reused.
+    // One shard's new keys: (bucket, index) in `content`. Reused.
     let mut table: HashTable<(u32, u32)> = HashTable::new();
+    // Per slot of the shard's view, the item for its key (`mark`). Reused.
+    let mut marks: Vec<u64> = Vec::new();
     let ctx = raw.ctx(stripe);
     let mut cursor = Some(0u64);
     while let Some(at) = cursor {
@@ -186,7 +213,11 @@ where
         let last = shard.hash_range().1;
         cursor = last.checked_add(1);
 
-        // The shard's items; a repeated key keeps its last item.
+        // Each item against the view: the slot holding its key, or the
+        // table of new keys. A repeated key keeps its last item (the
+        // earlier ones stay in `content`, dropped at the end).
+        marks.clear();
+        marks.resize(view.positions(), UNMARKED);
         table.clear();
         for b in content.bucket(at)..=content.bucket(last) {
             for (i, slot) in content.buckets[b].iter().enumerate() {
@@ -195,6 +226,10 @@ where
                     continue;
                 }
                 let here = (b as u32, i as u32);
+                if let Some(position) = view.position_of(*hash, item.key()) {
+                    marks[position] = mark(here);
+                    continue;
+                }
                 let found = table.entry(
                     table_hash(*hash),
                     |&other| {
@@ -212,30 +247,27 @@ where
             }
         }
 
-        // The shard's entries against them.
-        for (hash, entry) in view.iter() {
+        // The view's entries against their items, slot by slot.
+        for (position, &mark) in marks.iter().enumerate() {
+            let Some((hash, entry)) = view.at(position) else {
+                continue;
+            };
             if hash < at {
                 continue; // walked already, before a merge
             }
+            let item = unmark(mark);
             let Some(current) = entry.load(guard) else {
+                // Deleted: its item, if any, is a write.
+                writes.extend(item.map(|at| content.take(at)));
                 continue;
             };
-            let key = entry.key();
-            let found = table.find_entry(table_hash(hash), |&other| {
-                let (h, other) = content.get(other);
-                *h == hash && other.key() == key
-            });
-            match found {
-                Ok(found) => {
-                    let (at, _) = found.remove();
-                    if content.get(at).1.value() == current {
-                        applied.unchanged += 1;
-                        drop(content.take(at));
-                    } else {
-                        writes.push(content.take(at));
-                    }
+            match item {
+                Some(at) if content.get(at).1.value() == current => {
+                    applied.unchanged += 1;
+                    drop(content.take(at));
                 }
-                Err(_) => gone.push((hash, key)),
+                Some(at) => writes.push(content.take(at)),
+                None => gone.push((hash, entry.key())),
             }
         }
         // New keys.

@@ -350,6 +350,49 @@ impl<K, V> ReadView<K, V> {
         }
     }
 
+    /// The number of slots a walk by position covers ([`ReadView::at`]).
+    #[inline]
+    pub(crate) fn positions(&self) -> usize {
+        self.capacity()
+    }
+
+    /// The hash and entry in slot `at` (below [`ReadView::positions`]),
+    /// if the slot holds one.
+    #[inline]
+    pub(crate) fn at(&self, at: usize) -> Option<(u64, &Entry<K, V>)> {
+        self.published();
+        let slot = &self.slots[..self.capacity()][at];
+        slot.entry.as_deref().map(|entry| (slot.hash, entry))
+    }
+
+    /// The slot holding `key`, whose hash is `hash`: a plain Robin Hood
+    /// walk from its home slot, for a reload, which then reads the slot
+    /// again by position ([`ReadView::at`]). Lookups take
+    /// [`ReadView::find_at`].
+    pub(crate) fn position_of<Q>(&self, hash: u64, key: &Q) -> Option<usize>
+    where
+        Q: ?Sized + Equivalent<K>,
+    {
+        self.published();
+        let mask = self.capacity() - 1;
+        let mut at = hash as usize & mask;
+        let mut distance = 0;
+        loop {
+            let slot = &self.slots[at];
+            let entry: &Entry<K, V> = slot.entry.as_ref()?;
+            if slot.hash == hash {
+                if key.equivalent(entry.key()) {
+                    return Some(at);
+                }
+            } else if at.wrapping_sub(slot.hash as usize) & mask < distance {
+                // Robin Hood insertion would have put the key here.
+                return None;
+            }
+            at = (at + 1) & mask;
+            distance += 1;
+        }
+    }
+
     /// Under loom: reads the header through its tracked cell, so that a
     /// reader that reached the view without a happens-before edge from its
     /// building is reported. Nothing in normal builds (a lookup must not
