@@ -342,6 +342,11 @@ where
         V: Clone,
         S: Clone,
     {
+        // Unchanged: the cached snapshot, before the pin (a full barrier),
+        // the stripe lookup and the nesting check that a build needs.
+        if let Some(snapshot) = self.snapshots.unchanged(&self.gate) {
+            return snapshot;
+        }
         let guard = crate::sync::epoch::pin();
         self.snapshots.snapshot(
             &self.directory,

@@ -331,9 +331,11 @@ where
     S: Clone,
 {
     /// The cached snapshot, if no write has completed or begun since it was
-    /// built.
+    /// built. Needs no pin: the cell holds its own reference. Inside the
+    /// gate (a batch, a write closure) it is always `None`: entering the
+    /// gate marks the change word before anything else.
     #[inline]
-    fn unchanged(&self, gate: &WriteGate) -> Option<Snapshot<K, V, S>> {
+    pub(crate) fn unchanged(&self, gate: &WriteGate) -> Option<Snapshot<K, V, S>> {
         let cached = self.cell.load_full()?;
         gate.unchanged_since(cached.stamp)
             .then_some(Snapshot { frozen: cached })

@@ -70,6 +70,11 @@
 //!    gate since (`crate::gate`, "The change word"): the cached snapshot is
 //!    returned (an `Arc` clone, no allocation). [`Reader`](crate::Reader)
 //!    handles make the same comparison against the snapshot they hold.
+//!    The check comes first, before the epoch pin, the stripe lookup and
+//!    the nesting check that only a build needs (inside the gate the word
+//!    is always marked, so the check never answers there): an unchanged
+//!    `snapshot()` 28.0–28.8 → 20.1–20.2 ns, `ArcSwap::load_full` 18.8–19.4
+//!    ns in the same runs (criterion `snapshot_1M`, two rounds alternated).
 //! 2. **The cut, briefly.** Close the write gate (wait until no write is in
 //!    progress), take the list of changed shards, list the shards to
 //!    capture (only the changed ones if the layout is the previous
