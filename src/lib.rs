@@ -134,38 +134,38 @@
 //! - **snapmap**: read-mostly data that readers need **consistent**
 //!   (snapshots, all-or-nothing batches, revisions, waiting for a change)
 //!   and that is reloaded now and then, mostly by replacing values. A
-//!   snapshot of an unchanged map costs 20 ns (`ArcSwap::load_full`: 19 ns);
+//!   snapshot of an unchanged map costs 24 ns (`ArcSwap::load_full`: 23 ns);
 //!   after one update to a 1M-key map, 18 µs, where `ArcSwap<HashMap>` and
-//!   `RwLock<HashMap>` copy the whole map (15 ms). dashmap, papaya and scc
+//!   `RwLock<HashMap>` copy the whole map (17–18 ms). dashmap, papaya and scc
 //!   have no point-in-time view at all. Iterating a snapshot is a slice walk
-//!   (1.14× the time of a `Vec<(u64, u64)>` walk). In the 99 % read / 1 %
-//!   update mix at 10K keys it runs at 1.19× papaya on one thread and 1.64×
-//!   on two, 1.61× and 6.53× dashmap, 0.85× and 1.29× `scc::HashIndex`.
+//!   (1.15× the time of a `Vec<(u64, u64)>` walk). In the 99 % read / 1 %
+//!   update mix at 10K keys it runs at 1.25× papaya on one thread and 1.63×
+//!   on two, 1.62× and 6.10× dashmap, 0.86× and 1.31× `scc::HashIndex`.
 //! - **papaya or `scc::HashIndex`** when reads must be as fast as possible
-//!   and no consistent view is needed. snapmap's read hits run at 0.73×
-//!   papaya and 0.48× `scc::HashIndex` at 1M keys (1.40× and 0.74× at 10K);
-//!   the 99/1 mix at 1M keys at 0.63× papaya and 0.53× `scc::HashIndex` on
-//!   one thread, 0.97× and 0.61× on two. A read hit costs 64.6
+//!   and no consistent view is needed. snapmap's read hits run at 0.66×
+//!   papaya and 0.51× `scc::HashIndex` at 1M keys (1.41× and 0.72× at 10K);
+//!   the 99/1 mix at 1M keys at 0.68× papaya and 0.50× `scc::HashIndex` on
+//!   one thread, 0.91× and 0.53× on two. A read hit costs 64.6
 //!   instructions against 35.5 for an unsynchronised `hashbrown` lookup
 //!   (callgrind, 100K keys).
 //! - **dashmap or `scc::HashMap`** when writes are frequent: they update in
 //!   place, where snapmap takes a new value node per update (updates of
-//!   existing keys at 1M: 0.10× dashmap, 0.15× `scc::HashMap`, 0.66× papaya
-//!   on one thread; 2.72× papaya on two). Workloads that churn new keys are
-//!   the read/dirty design's weak spot: 0.09–0.26× the best peer (conc-map-bench's
+//!   existing keys at 1M: 0.09× dashmap, 0.20× `scc::HashMap`, 0.62× papaya
+//!   on one thread; 2.53× papaya on two). Workloads that churn new keys are
+//!   the read/dirty design's weak spot: 0.09–0.25× the best peer (conc-map-bench's
 //!   Exchange and RapidGrow mixes). They also hold less memory: 35.7 heap
 //!   bytes per `u64 -> u64` entry (dashmap) against snapmap's 58.5 (papaya:
 //!   53.8).
 //! - **`ArcSwap<HashMap>`** (copy on write) for small maps that are rarely
 //!   written: its reads are as fast as an unsynchronised `HashMap` (snapmap's
-//!   read hits run at 0.25× its speed at 1M keys and 0.35× at 10K; a
-//!   snapmap [`Reader`], which checks for a change on every lookup, 0.91×
-//!   and 0.70×, and 0.82–1.30× an `arc_swap::Cache` checked on every
+//!   read hits run at 0.26× its speed at 1M keys and 0.34× at 10K; a
+//!   snapmap [`Reader`], which checks for a change on every lookup, 0.90×
+//!   and 0.72×, and 0.83–1.26× an `arc_swap::Cache` checked on every
 //!   lookup as the reader is), and a snapshot is one load. Every write copies the
 //!   whole map, though: at 10K keys with 1 % updates snapmap is 10× faster
-//!   on one thread, and at 1M keys one write costs 15 ms. A reload of 1 %
+//!   on one thread, and at 1M keys one write costs 17–18 ms. A reload of 1 %
 //!   of the keys, on the other hand, is cheaper as a new `ArcSwap` map than
-//!   as snapmap's `replace_all` (2.0–2.5× its time at 1M keys; `apply` of
+//!   as snapmap's `replace_all` (1.8–2.5× its time at 1M keys; `apply` of
 //!   the changed keys, 0.66–0.79×).
 //!
 //! `BENCHMARKS.md`'s "Where snapmap loses, and why" lists every workload

@@ -1058,16 +1058,16 @@ where
     /// (`src/reload.rs`); then the writes. Measured at 1M `u64` keys
     /// (foldhash) with 1 % of the values changed, made visible with the
     /// next snapshot (which copies every shard here: 1 % of random keys
-    /// touch nearly every shard): 114 ms, against 28–56 ms for
+    /// touch nearly every shard): 99 ms, against 55 ms for
     /// `ArcSwap<HashMap>` to build and store a new map from the same
-    /// content (criterion group `reload_1M`, two runs; the `ArcSwap` figure
-    /// moves with the heap the rows before it leave; BENCHMARKS.md has one
-    /// run of all of them; the earlier version, a SipHash table of the
+    /// content (BENCHMARKS.md, group `reload_1M`; the `ArcSwap` figure
+    /// moves with the heap the rows before it leave, 28–56 ms in other
+    /// runs; the earlier version of the diff, a SipHash table of the
     /// content, took about 0.25 s). At 10K keys the gap is wider (0.26 ms
     /// against 43 µs: a small map builds in cache, while the diff still
     /// loads every entry and value). When the changes themselves are
     /// known, [`apply`](Self::apply) them instead: its cost is the
-    /// changes' (35 ms at 1M with the snapshot, most of it the snapshot).
+    /// changes' (37 ms at 1M with the snapshot, most of it the snapshot).
     ///
     /// A key given more than once takes its last value, and counts once in
     /// the [`Applied`] it returns.
