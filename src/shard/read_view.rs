@@ -375,22 +375,9 @@ impl<K, V> ReadView<K, V> {
     {
         self.published();
         let mask = self.capacity() - 1;
-        let mut at = hash as usize & mask;
-        let mut distance = 0;
-        loop {
-            let slot = &self.slots[at];
-            let entry: &Entry<K, V> = slot.entry.as_ref()?;
-            if slot.hash == hash {
-                if key.equivalent(entry.key()) {
-                    return Some(at);
-                }
-            } else if at.wrapping_sub(slot.hash as usize) & mask < distance {
-                // Robin Hood insertion would have put the key here.
-                return None;
-            }
-            at = (at + 1) & mask;
-            distance += 1;
-        }
+        // SAFETY: the slots are this view's, borrowed for as long as `self`,
+        // and `mask` is its slot count minus one.
+        unsafe { Self::walk(self.slots.as_ptr(), mask, hash, key, hash as usize & mask, 0) }
     }
 
     /// Under loom: reads the header through its tracked cell, so that a
@@ -519,18 +506,45 @@ impl<K, V> ReadView<K, V> {
     {
         // The slot count minus one: `log2(slots) = 64 - shift` low bits.
         let mask = (u64::MAX >> (shift & 63)) as usize;
+        // SAFETY: `slots` and `mask` are a view's, live for `'v` (our
+        // contract); the walk returns one of its positions.
+        unsafe {
+            let at = Self::walk(slots, mask, hash, key, from, distance)?;
+            let slot: &'v Slot<K, V> = &*slots.add(at);
+            slot.entry.as_deref()
+        }
+    }
+
+    /// The Robin Hood walk for `key`, from slot `from` (masked),
+    /// `distance` slots from its home: the position of its slot, if any.
+    ///
+    /// # Safety
+    ///
+    /// `slots` is the start of a view's slots, alive for the call, and
+    /// `mask` is that view's slot count minus one.
+    #[inline]
+    unsafe fn walk<Q>(
+        slots: *const Slot<K, V>,
+        mask: usize,
+        hash: u64,
+        key: &Q,
+        from: usize,
+        mut distance: usize,
+    ) -> Option<usize>
+    where
+        Q: ?Sized + Equivalent<K>,
+    {
         let mut at = from & mask;
-        let mut distance = distance;
         loop {
             // SAFETY: `at` is masked by the slot count minus one (the slot
             // count is a power of two), and the view has that many slots
-            // from `slots`, live for `'v` (our contract).
-            let slot: &'v Slot<K, V> = unsafe { &*slots.add(at) };
+            // from `slots`, alive for the call (our contract).
+            let slot = unsafe { &*slots.add(at) };
             let entry = slot.entry.as_ref()?;
             if slot.hash == hash {
                 let entry: &Entry<K, V> = entry;
                 if key.equivalent(entry.key()) {
-                    return Some(entry);
+                    return Some(at);
                 }
             } else if at.wrapping_sub(slot.hash as usize) & mask < distance {
                 // The occupant sits closer to its home than we are to ours:
