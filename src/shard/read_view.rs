@@ -377,7 +377,16 @@ impl<K, V> ReadView<K, V> {
         let mask = self.capacity() - 1;
         // SAFETY: the slots are this view's, borrowed for as long as `self`,
         // and `mask` is its slot count minus one.
-        unsafe { Self::walk(self.slots.as_ptr(), mask, hash, key, hash as usize & mask, 0) }
+        unsafe {
+            Self::walk(
+                self.slots.as_ptr(),
+                mask,
+                hash,
+                key,
+                hash as usize & mask,
+                0,
+            )
+        }
     }
 
     /// Under loom: reads the header through its tracked cell, so that a
