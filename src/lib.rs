@@ -311,14 +311,14 @@
 //! - **Large values updated often.** Each update allocates a new value
 //!   node and retires the old one; a `Mutex<V>` inside the value may be
 //!   cheaper.
-//! - **Memory-tight maps of small entries.** Each entry is a cell shared
-//!   by the read view and the dirty table (holding its first value inline
-//!   when `V` needs no drop; a replaced value gets its own node, so that
-//!   updates are one CAS and reads of replaced values stay safe), and the
-//!   read view's slots hold each entry's full hash beside its pointer (the
-//!   entry holds none): about 58 heap bytes per `u64 -> u64` entry at 1M
-//!   entries, against 36
-//!   for a `hashbrown::HashMap` and 54 for papaya
+//! - **Memory-tight maps of small entries.** Each entry lives in a slot
+//!   of its shard's read view, beside its full hash, with room for its
+//!   first value inline (a replaced value, or a `V` that needs drop, gets
+//!   its own node, so that updates are one CAS and reads of replaced values
+//!   stay safe): 32-byte slots for `u64 -> u64`, at most 80 % full, plus
+//!   the dirty table's pointers while new keys are pending: about 68 heap
+//!   bytes per `u64 -> u64` entry at 1M entries, against 36 for a
+//!   `hashbrown::HashMap` and 54 for papaya
 //!   (`cargo bench -p snapmap-benches --bench growth -- memory`).
 //!
 //! # Memory

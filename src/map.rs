@@ -657,7 +657,11 @@ where
     /// maybe), without any lock. A rejected entry is removed only if it
     /// still holds the very value `keep` saw (a compare-and-delete by
     /// identity, not by `PartialEq`): a value written after `keep` looked
-    /// is kept, as if that write came after the retain. Each removal is
+    /// is kept, as if that write came after the retain. If the key has
+    /// meanwhile moved to another entry (the map's promotions, splits,
+    /// merges and compactions copy entries without changing their values;
+    /// or the key was removed and inserted again), `keep` is called again
+    /// with the value that entry holds, and its answer decides. Each removal is
     /// linearizable on its own; the whole is not atomic (a reader may see
     /// some removals and not others). To make snapshots see all of it or
     /// none, run it in a batch: `map.batch(|m| m.retain(..))`.

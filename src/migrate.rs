@@ -11,12 +11,14 @@
 //!
 //! When a new key makes a shard's dirty table pass the capacity, the writer
 //! (after its insert returns from the shard) calls [`split`]. Under the
-//! shard's lock it re-checks that the shard is current and still over
-//! capacity, then builds two new shards from its content, divided by the
+//! shard's lock it re-checks that the shard is still over capacity and,
+//! under the directory's `resize` lock, that it is current, then builds two
+//! new shards from its content, divided by the
 //! next hash bit. Deleted entries are expunged and left out (as in a dirty
-//! rebuild; they are retired with the old shard), live entries are shared
-//! (the new tables point to the same entries), and each new shard starts
-//! promoted: its read view holds everything, with no dirty table. Under the
+//! rebuild; they are freed with the old shard), live entries are sealed
+//! and moved into the new views' slots (`crate::shard::entry`), and each new
+//! shard starts promoted: its read view holds everything, with no dirty
+//! table. Under the
 //! directory's `resize` lock it doubles the directory if the shard was at
 //! the global depth, then points the shard's slots at the new shards. Last,
 //! still under the shard lock, it marks the old shard retired and retires it
@@ -137,8 +139,8 @@ fn point_slots<K, V>(table: &DirTable<K, V>, start: usize, len: usize, shard: *m
 }
 
 /// Whether `shard` is the one the current table holds for its own range.
-/// Retirement already says so under the shard's lock; this cross-check under
-/// the resize lock keeps a stale shard from ever being migrated twice.
+/// Retirement already says so under the shard's lock; migrations assert
+/// this cross-check under the resize lock.
 fn is_current<K, V>(table: &DirTable<K, V>, shard: &Shard<K, V>, guard: &Guard) -> bool {
     let (depth, prefix) = (shard.depth(), shard.prefix());
     depth <= table.depth()
@@ -162,18 +164,6 @@ fn owning_pointer<K, V>(table: &DirTable<K, V>, shard: &Shard<K, V>) -> *mut Sha
     let owned = unsafe { (*head).shard_ptr() };
     debug_assert!(core::ptr::eq(owned, shard), "the shard is current");
     owned
-}
-
-/// Frees shards that were built but never published.
-///
-/// # Safety
-///
-/// Each pointer came from [`Shard::boxed`] and was never stored in a slot.
-unsafe fn discard<K, V>(shards: &[*mut Shard<K, V>]) {
-    for &shard in shards {
-        // SAFETY: per the contract, no other thread has seen it.
-        drop(unsafe { Box::from_raw(shard) });
-    }
 }
 
 /// Retires a shard that has left every slot.
@@ -216,6 +206,17 @@ pub(crate) fn split<K, V>(
     if depth >= dir.max_depth {
         return; // at the cap: the shard grows past capacity (module docs)
     }
+    // The resize lock before the drain: the cross-check that the shard is
+    // current must come before its entries move into the new shards (the
+    // drain seals them, and there is no way back). Only a migration takes
+    // a shard out of the table, marking it retired under the lock we hold
+    // and checked, so the check fails only under the broken twin
+    // `SplitWithoutRetire`.
+    let mut resize = dir.resize.lock();
+    let mut table = dir.table(guard);
+    if !is_current(table, shard, guard) {
+        return;
+    }
     let bit = 63 - depth;
     // Each half gets about half the entries: room for 5/8 of them means
     // one allocation per half, with slack for an uneven split. The halves
@@ -239,13 +240,6 @@ pub(crate) fn split<K, V>(
     ];
     let owned;
     {
-        let mut resize = dir.resize.lock();
-        let mut table = dir.table(guard);
-        if !is_current(table, shard, guard) {
-            // SAFETY: `new` was never published.
-            unsafe { discard(&new) };
-            return;
-        }
         if table.depth() == depth {
             table = double_locked(dir, &mut resize, table, ctx, guard);
         }
@@ -259,6 +253,7 @@ pub(crate) fn split<K, V>(
         if depth + 1 == global {
             resize.at_global_depth += 2;
         }
+        drop(resize);
     }
     shard.retire_locked(&mut dirty, guard);
     let bytes = shard.heap_bytes_locked(&dirty, guard);
@@ -315,6 +310,12 @@ where
     if high_dirty.is_retired() {
         return None;
     }
+    // The resize lock and the cross-check before the drain, as in `split`.
+    let mut resize = dir.resize.lock();
+    let mut table = dir.table(guard);
+    if !is_current(table, low, guard) || !is_current(table, high, guard) {
+        return None;
+    }
     let mut merged = Vec::with_capacity(low.live() + high.live());
     let mut live = 0usize;
     let mut take = |entry: crate::shard::entry::Hashed<K, V>| {
@@ -328,13 +329,6 @@ where
         .boxed();
     let (owned_low, owned_high);
     {
-        let mut resize = dir.resize.lock();
-        let mut table = dir.table(guard);
-        if !is_current(table, low, guard) || !is_current(table, high, guard) {
-            // SAFETY: `merged_shard` was never published.
-            unsafe { discard(&[merged_shard]) };
-            return None;
-        }
         (owned_low, owned_high) = (owning_pointer(table, low), owning_pointer(table, high));
         let global = table.depth();
         let span = 1usize << (global - depth + 1);
@@ -351,6 +345,7 @@ where
                 table = halve_locked(dir, &mut resize, table, ctx, guard);
             }
         }
+        drop(resize);
     }
     low.retire_locked(&mut low_dirty, guard);
     high.retire_locked(&mut high_dirty, guard);

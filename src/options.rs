@@ -26,7 +26,7 @@ pub const DEFAULT_SHARD_CAPACITY: usize = 512;
 pub const DEFAULT_MAX_SHARDS: usize = 1 << 20;
 
 /// The most initial shards [`Builder::shards`] accepts: `2^20`, about
-/// 480 MiB of empty shards ([`EMPTY_SHARD_BYTES`] each). Initial shards are
+/// 750 MiB of empty shards ([`EMPTY_SHARD_BYTES`] each). Initial shards are
 /// allocated at once (the map can still split up to `max_shards` as it
 /// grows, allocating shards only as keys arrive).
 pub const MAX_INITIAL_SHARDS: usize = 1 << 20;
@@ -39,14 +39,14 @@ pub const MAX_SHARD_CAPACITY: usize = 1 << 30;
 
 /// Memory of one empty shard (its lock, read view, head and directory
 /// slot), the cost of each initial shard of [`Builder::shards`]: an upper
-/// bound of both what it asks of the allocator (about 405 bytes in two
-/// allocations, the shard and its empty view, plus its 16-byte head from a
-/// shared slab; measured in `tests/memory.rs`) and the resident memory a map
-/// of 2^20 empty shards took with glibc's malloc (about 455 bytes per
-/// shard: the allocator's headers, the directory's 8-byte slot and memory
-/// freed while the map was built but not returned to the system come on
-/// top).
-pub const EMPTY_SHARD_BYTES: usize = 512;
+/// bound of both what it asks of the allocator (about 660 bytes in two
+/// allocations, the shard and its empty view of eight 32-byte slots and
+/// three of padding, plus its 16-byte head from a shared slab; measured in
+/// `tests/memory.rs`) and the resident memory of a map of 2^20 empty shards
+/// with glibc's malloc (the allocator's headers, the directory's 8-byte
+/// slot and memory freed while the map was built but not returned to the
+/// system come on top).
+pub const EMPTY_SHARD_BYTES: usize = 768;
 
 /// Marks which map a builder builds, without owning anything: invariant in
 /// `K`, `V` and `S`, as `SnapMap<K, V, S>` is (it holds them behind
@@ -127,7 +127,7 @@ impl<K, V, S> Builder<K, V, S> {
     ///     .unwrap_err();
     /// assert_eq!(
     ///     err.to_string(),
-    ///     format!("initial shard count must be at most {MAX_INITIAL_SHARDS} (each empty shard costs up to 512 bytes), got 67108864")
+    ///     format!("initial shard count must be at most {MAX_INITIAL_SHARDS} (each empty shard costs up to 768 bytes), got 67108864")
     /// );
     /// ```
     pub fn shards(mut self, count: usize) -> Self {

@@ -11,6 +11,7 @@ use crate::compute::{Compute, Operation};
 use crate::iter::{Iter, Keys, Values};
 use crate::map::SnapMap;
 use crate::raw::{RawMap, Written};
+use crate::shard::Removal;
 use crate::stats::Stripe;
 use crate::sync::epoch::{self, Guard};
 
@@ -556,16 +557,23 @@ where
         let raw = self.raw();
         let guard = &self.guard;
         for (key, seen) in self.iter() {
-            if keep(key, seen) {
-                continue;
+            let mut seen = seen;
+            while !keep(key, seen) {
+                let hash = raw.hash(key);
+                let removal = raw.write(hash, guard, self.stripe, (), |shard, (), ctx| {
+                    let removal = shard
+                        .remove_if_same(hash, key, key, seen, ctx, guard)
+                        .map_err(|_| ())?;
+                    let removed = matches!(removal, Removal::Removed);
+                    Ok(Written::new(removal, removed))
+                });
+                match removal {
+                    // Moved, not written: the predicate sees the same
+                    // value again, at its new address.
+                    Removal::Moved(current) => seen = current,
+                    Removal::Removed | Removal::Kept => break,
+                }
             }
-            let hash = raw.hash(key);
-            raw.write(hash, guard, self.stripe, (), |shard, (), ctx| {
-                let removed = shard
-                    .remove_if_same(hash, key, seen, ctx, guard)
-                    .map_err(|_| ())?;
-                Ok(Written::new((), removed))
-            });
         }
     }
 

@@ -64,6 +64,27 @@ pub(crate) mod atomic {
     pub(crate) use loom::sync::atomic::{
         AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence,
     };
+
+    /// The pointer in `atomic`, read through `&mut` (no other thread can
+    /// touch it): a plain read, which loom does not count as a branch of
+    /// its model (drops read every cell of a view this way).
+    #[inline(always)]
+    pub(crate) fn load_mut<T>(atomic: &mut AtomicPtr<T>) -> *mut T {
+        #[cfg(not(snapmap_loom))]
+        return *atomic.get_mut();
+        #[cfg(snapmap_loom)]
+        return atomic.with_mut(|p| *p);
+    }
+
+    /// [`load_mut`] for an `AtomicBool`.
+    #[inline(always)]
+    pub(crate) fn load_mut_bool(atomic: &mut AtomicBool) -> bool {
+        #[cfg(not(snapmap_loom))]
+        return *atomic.get_mut();
+        // SAFETY: `&mut`: no other thread can access the atomic.
+        #[cfg(snapmap_loom)]
+        return unsafe { atomic.unsync_load() };
+    }
 }
 
 /// Atomics for statistics (lengths, hit and event counters).

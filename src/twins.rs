@@ -39,9 +39,11 @@ pub enum Bug {
     /// memory itself is leaked, so the model can report the early drop).
     FreeWithoutEpoch,
     /// An entry leaving the map is destroyed at once instead of being
-    /// retired through the epoch (memory leaked, as above). Only entries:
-    /// views and shards are still retired properly, so a reader walking an
-    /// old view reaches the destroyed entry instead of a freed table.
+    /// retired through the epoch (memory leaked, as above): a heap entry
+    /// when it is retired, a view's own entries when the view is replaced.
+    /// Only entries: views and shards are still retired properly, so a
+    /// reader walking an old view reaches the destroyed entry instead of a
+    /// freed table.
     FreeEntryWithoutEpoch,
     /// A split publishes the new shards but does not mark the old one
     /// retired, so writers that reach it through an old directory keep
@@ -100,6 +102,13 @@ pub enum Bug {
     /// mark while that writer, with no edge from the registration, reads no
     /// waiter: the waiter sleeps through the write.
     WaiterPlainLoad,
+    /// A promotion (or split, merge or compaction) reads an entry's cell,
+    /// then seals it by a blind swap instead of a compare-exchange of the
+    /// value read: a lock-free update that lands between the two is lost.
+    CopyWithoutSeal,
+    /// A read view's drop also drops the keys of its sealed slots, which
+    /// the newer view that took them owns: the key is dropped twice.
+    DropSealedKey,
 }
 
 /// Whether `bug` is switched on. Always `false` outside loom builds.

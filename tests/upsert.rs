@@ -134,3 +134,41 @@ fn reserve_presizes_like_the_builder() {
     }
     assert_eq!(map.stats().splits, splits, "the load split a shard");
 }
+
+/// `retain` removes by identity (the value its predicate saw), and a
+/// promotion in the middle of the walk moves every entry to a copy
+/// without changing any value (`docs/ARCHITECTURE.md`, section 3, the
+/// sealing protocol). An inline value's copy sits at another address, so
+/// `retain` must ask its predicate again rather than keep the key: here
+/// the predicate itself triggers the promotion (a miss with a promotion
+/// threshold of 1) and rejects every entry, so every entry must go.
+#[test]
+fn retain_removes_entries_that_a_promotion_moved_during_the_walk() {
+    let map: SnapMap<u64, u64> = SnapMap::builder()
+        .shards(1)
+        .promotion_threshold(1)
+        .build()
+        .unwrap();
+    for k in 0..64 {
+        map.insert(k, k);
+    }
+    assert_eq!(map.get(&0), Some(0)); // promotes: every key is in the view
+    map.insert(1000, 1000); // a new key: dirty rebuilt, the view amended
+    let mut promoted = false;
+    map.pin().retain(|_, _| {
+        if !promoted {
+            promoted = true;
+            // A miss on a key only in dirty promotes: every entry the
+            // walk has yet to reach (and the ones it passed) is moved.
+            assert_eq!(map.get(&1000), Some(1000));
+        }
+        false
+    });
+    assert!(promoted);
+    assert_eq!(
+        map.len(),
+        0,
+        "retain kept {:?}",
+        map.pin().iter().collect::<Vec<_>>()
+    );
+}

@@ -2,13 +2,14 @@
 //!
 //! **Protocol.** When a new key takes a shard's dirty table past its
 //! capacity, the writer splits the shard: under the shard lock it builds two
-//! new shards from the content (sharing the entries), points the
-//! directory's slots at them (doubling the directory first if needed), then
-//! marks the old shard *retired* and tags its view amended. A writer that
+//! new shards from the content (sealing each entry and moving it into the
+//! new views), points the directory's slots at them (doubling the directory
+//! first if needed), then marks the old shard *retired* and tags its view
+//! amended. A writer that
 //! reached the old shard through the old directory and then takes its lock
 //! sees `retired` and retries from the current directory; a reader through
-//! the old directory still finds every old key in the old view (the entries
-//! are shared), and any miss goes to the lock and retries.
+//! the old directory still finds every old key in the old view (sealed
+//! entries stay readable), and any miss goes to the lock and retries.
 //!
 //! **Interleaving.** One shard of capacity 1 holding key 1 in its view.
 //! `W1` stores key 2 (which passes the capacity and splits the shard); `W2`

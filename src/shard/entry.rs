@@ -1,13 +1,23 @@
 //! The entry: one key and its three-state value cell.
 //!
-//! An [`Entry`] is shared by a shard's read view and its dirty table,
-//! exactly as Go's `*entry` is shared by `read.m` and `dirty`: both tables
-//! hold the same [`EntryRef`] (a plain pointer). The key lives once, in the
-//! entry; its full 64-bit hash is stored beside every table pointer to it
-//! (the view's slots, the dirty table's [`Hashed`] elements), so tables
-//! rehash from the stored hash and never call the user's `Hash` again (a
-//! panicking `Hash` can only panic before anything changes), and a probe
-//! compares hashes before it touches an entry.
+//! An [`Entry`] lives **in a slot of a shard's read view** (`read_view`),
+//! beside its key's full 64-bit hash, or, for a key only in the dirty
+//! table (a new key since the last promotion), in an allocation of its own.
+//! The dirty table shares the view's entries, as Go's `dirty` shares
+//! `read.m`'s `*entry`: its elements ([`Hashed`]) are plain pointers
+//! ([`EntryRef`]) into the view's slots, or to the heap entries of new
+//! keys. The full hash is stored beside every pointer to an entry, so
+//! tables rehash from the stored hash and never call the user's `Hash`
+//! again (a panicking `Hash` can only panic before anything changes), and a
+//! probe compares hashes before it touches an entry.
+//!
+//! A promotion cannot simply publish the dirty table, whose entries live in
+//! the old view or on the heap: the new view is built by **moving** every
+//! entry into its own slots. Each entry is first *sealed* (below), so that
+//! a lock-free writer that still reaches the old one fails and retries on
+//! the new one; the key's bits and the value (inline bits, or the node's
+//! pointer) then move into the new slot, which owns them from then on.
+//! Splits, merges and compactions build their views the same way.
 //!
 //! # The value cell (Go's `entry.p`)
 //!
@@ -18,6 +28,7 @@
 //! | pointer to a [`ValueNode`] (a node of its own, or the entry's inline node) | **live** | the key maps to that value |
 //! | null | **deleted** | the key is absent, but the entry is still in the dirty table (if there is one), so it may be revived lock-free |
 //! | `EXPUNGED` (address 1) | **expunged** | the key is absent and the entry is *not* in the dirty table; only a lock holder may revive it, after putting it back |
+//! | a live pointer or null with bit 1 set ([`SEALED`]) | **sealed** | the entry has been copied into a newer table (a promotion, split, merge or compaction), which owns its key and value now; readers still read the value, every lock-free operation fails and its caller retries on the copy ([`Entry::is_moved`]) |
 //!
 //! Transitions, who makes them and under what condition:
 //!
@@ -29,6 +40,7 @@
 //! | deleted → expunged | dirty rebuild | yes | [`Entry::try_expunge_locked`] |
 //! | expunged → deleted | un-expunge (then the entry goes back into dirty, then a value is stored, all under the lock) | yes | [`Entry::unexpunge_locked`] |
 //! | any → expunged | `clear()` (the entry is then unreachable from the new view) | yes | [`Entry::expunge_for_clear`] |
+//! | live or deleted → sealed (never left) | a promotion, split, merge or compaction copying the entry ([`Entry::moved_copy`]) | yes | [`Entry::seal_locked`] |
 //!
 //! Nothing but a lock holder ever stores into an expunged cell, and every
 //! lock-free store first checks that the cell is not expunged: that is what
@@ -38,22 +50,24 @@
 //! # Inline values
 //!
 //! When `V` needs no drop (`core::mem::needs_drop`: integers, `Copy`
-//! structs, `&'static str`), a new key's entry is allocated together with
-//! its first value (`InlineEntry`: the entry, then a `ValueNode`), and the
-//! cell points to that inline node. A read hit of a key written once then
-//! reads the value from the entry's own allocation: no pointer to a
-//! separate node, and one allocation per new key instead of two.
+//! structs, `&'static str`), an entry carries its first value inline
+//! ([`InlineEntry`]: the entry, then a `ValueNode`), and the cell points to
+//! that inline node: in a view's slot, a read hit of a key written once
+//! reads hash, key and value from one slot (32 bytes for `u64 -> u64`),
+//! with no pointer to follow; a new key's heap entry is one allocation.
 //!
 //! A value that replaces it, or that is stored after a removal, gets a node
 //! of its own, as before: the inline bytes are **never written again**,
 //! because a reader pinned before the replacement may still hold a
 //! reference into them (the loom model `loom-tests/tests/inline.rs` and its
 //! twin `ReuseInlineSlot`). When the inline value leaves the cell nothing is
-//! retired: it needs no drop, and its bytes go with the entry, which the
-//! epoch keeps alive for every reader that reached it. Values that need a
-//! drop (a `String`, an `Arc`) always live in nodes: dropping a replaced
-//! inline value would need a deferred drop ordered before the entry's own
-//! free, which two epoch retirements do not guarantee.
+//! retired: it needs no drop, and its bytes go with the slot (or heap
+//! entry), which the epoch keeps alive for every reader that reached it. A
+//! move copies the inline bits only while the cell points to them. Values
+//! that need a drop (a `String`, an `Arc`) always live in nodes (their
+//! slots' inline room stays unused): dropping a replaced inline value would
+//! need a deferred drop ordered before the view's own free, which two epoch
+//! retirements do not guarantee.
 //!
 //! # Reclamation
 //!
@@ -62,26 +76,28 @@
 //! using it until its guard drops. All methods that hand out `&'g V` take
 //! the guard whose lifetime bounds the reference.
 //!
-//! Entries themselves are not reference-counted: tables hold plain
-//! [`EntryRef`] pointers, and an entry is retired through the epoch at the
-//! one moment it leaves the last *current* table (the shard's published
-//! view and its dirty table), by the lock holder who unlinks it:
+//! Entries are not reference-counted. A view owns the keys and values of
+//! its slots that are not sealed, and drops them when the epoch frees the
+//! view; a sealed slot's belong to the newer view it was moved into (the
+//! loom model `loom-tests/tests/reclaim.rs` and its twin `DropSealedKey`).
+//! A heap entry is retired through the epoch by the lock holder who
+//! unlinks it from the last current table:
 //!
-//! | how an entry leaves the map | who retires it |
+//! | how an entry leaves | who frees it |
 //! |---|---|
-//! | expunged by a dirty rebuild (so not in dirty), then the view it is in is replaced by a promotion | the promotion, from the shard's `dead` list (un-expunging takes an entry off it) |
-//! | a new key (only in dirty) removed | `remove`, after unlinking it from dirty |
-//! | `clear()` | `clear`, after publishing the empty view |
-//! | deleted or expunged when its shard is split or merged | the migration, when it retires the old shard |
-//! | the map is dropped | the map's `Drop`, at once (no reader is left) |
+//! | expunged by a dirty rebuild (so not in dirty), then its view is replaced by a promotion | the old view's drop, after the epoch |
+//! | moved into a new view (promotion, split, merge, compaction) | the old slot: nothing (sealed); a heap entry: retired by the promotion or with the migrated shard (its drop frees memory only) |
+//! | a new key (only in dirty) removed | `remove` retires the heap entry after unlinking it from dirty |
+//! | `clear()` | the old view's drop; heap entries retired by `clear` |
+//! | deleted or expunged when its shard is split or merged | the retired shard's view (or, a heap entry, retired with the shard) |
+//! | the map is dropped | the views' drops and the map's `Drop` (heap entries), at once |
 //!
-//! Every table that still points to a retired entry was itself retired no
+//! Every table that still points to a freed entry was itself retired no
 //! later than the entry (an old view, a retired shard), so a reader that can
 //! reach the entry was pinned before its retirement and the epoch waits for
-//! it. Dropping a retired view or shard frees its tables only and never
-//! touches an entry: that keeps reclamation O(1) per table, where dropping
-//! a table of `Arc`s cost one (usually cache-missing) decrement per entry
-//! and made the collector pause writers for milliseconds.
+//! it. Freeing a view walks its slots once (sequentially, in one
+//! allocation) to drop their keys and the nodes of replaced values; an
+//! empty view skips the walk.
 //!
 //! # Orderings
 //!
@@ -101,9 +117,10 @@ use crate::sync::atomic::{AtomicPtr, Ordering};
 use crate::sync::epoch::Guard;
 use crate::twins::{Bug, injected};
 
-/// A heap cell holding one value. Its alignment is at least 2, so the
-/// address 1 can never be a real node and serves as the expunged marker.
-#[repr(align(2))]
+/// A heap cell holding one value. Its alignment is at least 4, so the
+/// address 1 can never be a real node and serves as the expunged marker,
+/// and bit 1 of a cell is free for the seal ([`SEALED`]).
+#[repr(align(4))]
 pub(crate) struct ValueNode<V> {
     value: Published<V>,
 }
@@ -137,10 +154,87 @@ fn expunged<V>() -> *mut ValueNode<V> {
     ptr::without_provenance_mut(EXPUNGED_ADDR)
 }
 
-/// Live means neither null (deleted) nor the expunged marker.
+/// The seal: bit 1 of a cell, set (under the shard lock) on an entry that
+/// has been copied into a newer table. The entry's value stays readable
+/// through it (readers mask the bit), but every lock-free operation that
+/// finds it fails, and its caller finds the key again in the shard's
+/// current tables ([`Entry::is_moved`]). A seal is never cleared.
+const SEALED: usize = 2;
+
+#[inline]
+fn is_sealed<V>(p: *mut ValueNode<V>) -> bool {
+    p.addr() & SEALED != 0
+}
+
+#[inline]
+fn unsealed<V>(p: *mut ValueNode<V>) -> *mut ValueNode<V> {
+    p.map_addr(|a| a & !SEALED)
+}
+
+/// The cell of a read view's empty slot (see `read_view`): expunged and
+/// sealed at once, a state no entry is ever in. Every lock-free operation
+/// treats it as sealed, and `Drop` as not the entry's own key, but no
+/// operation reaches it: lookups compare the slot's hash first, and empty
+/// slots carry hashes no key probing them can have.
+const EMPTY_ADDR: usize = EXPUNGED_ADDR | SEALED;
+
+impl<K, V> Entry<K, V> {
+    /// Marks the entry at `entry` (a read view's slot, otherwise
+    /// uninitialised) as empty: only its cell is written.
+    ///
+    /// # Safety
+    ///
+    /// `entry` is valid for writes and not yet shared.
+    #[inline]
+    pub(crate) unsafe fn write_empty(entry: *mut Self) {
+        // SAFETY: our contract.
+        unsafe {
+            ptr::addr_of_mut!((*entry).cell)
+                .write(AtomicPtr::new(ptr::without_provenance_mut(EMPTY_ADDR)))
+        };
+    }
+
+    /// Whether the entry at `entry` (a read view's slot) is empty. Its key
+    /// is not read (an empty slot has none).
+    ///
+    /// # Safety
+    ///
+    /// `entry` is a slot of a view the caller may read: a view's slots are
+    /// written before it is published, and whether one is empty never
+    /// changes.
+    #[inline]
+    pub(crate) unsafe fn is_empty_at(entry: *const Self) -> bool {
+        // Relaxed: an empty slot's cell is written before the view is
+        // published (the reader's Acquire load of the view word orders it),
+        // and an occupied slot's cell never takes this value.
+        // SAFETY: our contract; only the cell is read (an empty slot has no
+        // key).
+        unsafe { (*ptr::addr_of!((*entry).cell)).load(Ordering::Relaxed) }.addr() == EMPTY_ADDR
+    }
+}
+
+impl<K, V> Entry<K, V> {
+    /// [`Entry::is_empty_at`] with exclusive access: a plain read of the
+    /// cell (loom counts every atomic load of a model as a branch).
+    ///
+    /// # Safety
+    ///
+    /// `entry` is a slot of a view the caller has exclusive access to.
+    #[inline]
+    pub(crate) unsafe fn is_empty_exclusive(entry: *mut Self) -> bool {
+        // SAFETY: our contract; only the cell is touched (an empty slot has
+        // no key).
+        let cell = unsafe { &mut *ptr::addr_of_mut!((*entry).cell) };
+        crate::sync::atomic::load_mut(cell).addr() == EMPTY_ADDR
+    }
+}
+
+/// Live means neither null (deleted) nor the expunged marker, and not
+/// sealed (a sealed cell's value is read through [`unsealed`], never
+/// replaced).
 #[inline]
 fn is_live<V>(p: *mut ValueNode<V>) -> bool {
-    p.addr() > EXPUNGED_ADDR
+    p.addr() > EXPUNGED_ADDR && !is_sealed(p)
 }
 
 /// What [`Entry::try_load_or_store`] did.
@@ -149,7 +243,8 @@ pub(crate) enum LoadOrStore<'g, V> {
     Loaded(&'g V, V),
     /// The offered value was stored (the cell was deleted).
     Stored(&'g V),
-    /// The cell is expunged; the caller must take the lock. Value handed back.
+    /// The cell is expunged or sealed; the caller must take the lock. Value
+    /// handed back.
     Expunged(V),
 }
 
@@ -159,7 +254,9 @@ pub(crate) enum LoadOrStore<'g, V> {
 /// before they touch the entry: an entry of a `u64 -> u64` map is 24
 /// bytes with its value inline (a 32-byte allocation, not 48).
 pub(crate) struct Entry<K, V> {
-    key: Published<K>,
+    /// Dropped by `Drop` unless the cell is sealed: a sealed entry's key
+    /// belongs to its copy.
+    key: core::mem::ManuallyDrop<Published<K>>,
     cell: AtomicPtr<ValueNode<V>>,
     /// The entry owns the node the cell points to (for drop check and for
     /// `Send`/`Sync`: an entry is as thread-safe as a `V` it owns).
@@ -168,17 +265,21 @@ pub(crate) struct Entry<K, V> {
 
 /// An entry with its first value inline: the allocation of every entry
 /// whose value type needs no drop (see the module docs, "Inline values").
+///
+/// A read view's slot holds one too, whatever `V` (see
+/// `read_view`): its node is used only when [`Entry::INLINE`], and is
+/// initialised only while the cell points to it or a sealed copy may read it.
 #[repr(C)]
-struct InlineEntry<K, V> {
-    entry: Entry<K, V>,
-    node: ValueNode<V>,
+pub(crate) struct InlineEntry<K, V> {
+    pub(crate) entry: Entry<K, V>,
+    pub(crate) node: core::mem::MaybeUninit<ValueNode<V>>,
 }
 
 impl<K, V> Entry<K, V> {
     /// Whether entries of this type carry their first value inline: when
     /// `V` needs no drop (so a replaced inline value needs no deferred
     /// drop, only its bytes, which go with the entry).
-    const INLINE: bool = !core::mem::needs_drop::<V>();
+    pub(crate) const INLINE: bool = !core::mem::needs_drop::<V>();
 
     /// Bytes of one entry's allocation (for retired-bytes accounting).
     pub(crate) const ALLOCATION_SIZE: usize = if Self::INLINE {
@@ -255,21 +356,6 @@ impl<K, V> core::ops::Deref for Hashed<K, V> {
     }
 }
 
-impl<K, V> EntryRef<K, V> {
-    /// The entry, for as long as the table it was read from is reachable.
-    ///
-    /// # Safety
-    ///
-    /// As for `Deref`: `'t` does not outlive the table this was read from
-    /// (a view under the guard it was loaded with, or a dirty table under
-    /// the shard lock).
-    #[inline]
-    pub(crate) unsafe fn get<'t>(self) -> &'t Entry<K, V> {
-        // SAFETY: our contract.
-        unsafe { self.0.as_ref() }
-    }
-}
-
 impl<K, V> core::ops::Deref for EntryRef<K, V> {
     type Target = Entry<K, V>;
 
@@ -286,6 +372,13 @@ impl<K, V> core::ops::Deref for EntryRef<K, V> {
 }
 
 impl<K, V> EntryRef<K, V> {
+    /// A table pointer to `entry` (an entry in a read view's slot, which
+    /// the dirty table shares with the view).
+    #[inline]
+    pub(crate) fn to(entry: &Entry<K, V>) -> Self {
+        EntryRef(ptr::NonNull::from(entry))
+    }
+
     /// Whether this points to `entry` (compares addresses only).
     #[inline]
     pub(crate) fn points_to(&self, entry: &Entry<K, V>) -> bool {
@@ -350,13 +443,20 @@ impl<K, V> EntryRef<K, V> {
             let entry = core::mem::ManuallyDrop::new(entry);
             // SAFETY: read once out of an entry that is never used again
             // (not dropped: `ManuallyDrop`).
-            let key = unsafe { ptr::read(&entry.key) }.into_inner();
-            (key, (cell == inline).then(|| node.into_value()))
+            let key =
+                core::mem::ManuallyDrop::into_inner(unsafe { ptr::read(&entry.key) }).into_inner();
+            // SAFETY: a heap entry's inline node is initialised with its
+            // first value (`Entry::boxed`), and never written again.
+            (
+                key,
+                (cell == inline).then(|| unsafe { node.assume_init() }.into_value()),
+            )
         } else {
             // SAFETY: as above, allocated as a plain `Entry`.
             let entry = core::mem::ManuallyDrop::new(*unsafe { Box::from_raw(self.0.as_ptr()) });
             // SAFETY: as above.
-            let key = unsafe { ptr::read(&entry.key) }.into_inner();
+            let key =
+                core::mem::ManuallyDrop::into_inner(unsafe { ptr::read(&entry.key) }).into_inner();
             (key, None)
         };
         if let Some(value) = inline_value {
@@ -368,6 +468,27 @@ impl<K, V> EntryRef<K, V> {
         // SAFETY: a live node other than the inline one is owned by the
         // cell (see `Drop for Entry`), and the entry is gone: taken once.
         Some((key, unsafe { Box::from_raw(cell) }.into_value()))
+    }
+}
+
+/// Heap entries a promotion moved into its new view, retired together
+/// through the epoch (one deferred free per promotion instead of one per
+/// entry). Each is sealed: dropping it frees memory only.
+pub(crate) struct MovedEntries<K, V>(pub(crate) Vec<EntryRef<K, V>>);
+
+impl<K, V> Drop for MovedEntries<K, V> {
+    fn drop(&mut self) {
+        for entry in self.0.drain(..) {
+            if Entry::<K, V>::INLINE {
+                // SAFETY: retired through the epoch once, as a batch, by the
+                // promotion that unlinked every entry in it; allocated as an
+                // `InlineEntry` (`Entry::boxed`), by `pool::boxed`.
+                unsafe { crate::pool::free(entry.0.as_ptr().cast::<InlineEntry<K, V>>()) };
+            } else {
+                // SAFETY: as above; allocated as a plain `Entry`.
+                unsafe { crate::pool::free(entry.0.as_ptr()) };
+            }
+        }
     }
 }
 
@@ -387,9 +508,10 @@ impl<K: Send + 'static, V: Send + 'static> EntryRef<K, V> {
         debug_assert!(!is_live(self.cell.load(Ordering::Relaxed)));
         if injected(Bug::FreeEntryWithoutEpoch) {
             // SAFETY: none; the deliberately broken twin of the entry
-            // reclamation model. It runs the destructor (dropping the key)
-            // under possible readers, but keeps the memory, so the model
-            // reports the early drop instead of crashing.
+            // reclamation model (heap entries; a view's own are dropped
+            // early in `publish_locked`). It runs the destructor (dropping
+            // the key) under possible readers, but keeps the memory, so
+            // the model reports the early drop instead of crashing.
             unsafe { ptr::drop_in_place(self.0.as_ptr()) };
             return;
         }
@@ -423,25 +545,25 @@ impl<K, V> Entry<K, V> {
             // this size (`crate::pool`); freed by `retire_small` or `Box`.
             let inline = crate::pool::boxed(InlineEntry {
                 entry: Entry {
-                    key: Published::new(key),
+                    key: core::mem::ManuallyDrop::new(Published::new(key)),
                     cell: AtomicPtr::new(ptr::null_mut()),
                     _owns: PhantomData,
                 },
-                node: ValueNode {
+                node: core::mem::MaybeUninit::new(ValueNode {
                     value: Published::new(value),
-                },
+                }),
             });
             // SAFETY: `inline` is a fresh, unshared allocation; the cell
             // gets a pointer to its own node, derived from the allocation's
             // pointer (so it may be read through for the entry's life).
             unsafe {
-                let node = ptr::addr_of_mut!((*inline).node);
+                let node = ptr::addr_of_mut!((*inline).node).cast::<ValueNode<V>>();
                 (*inline).entry.cell = AtomicPtr::new(node);
             }
             EntryRef(ptr::NonNull::new(inline.cast::<Entry<K, V>>()).expect("Box is non-null"))
         } else {
             let entry = crate::pool::boxed(Entry {
-                key: Published::new(key),
+                key: core::mem::ManuallyDrop::new(Published::new(key)),
                 cell: AtomicPtr::new(Box::into_raw(ValueNode::boxed(value))),
                 _owns: PhantomData,
             });
@@ -460,10 +582,11 @@ impl<K, V> Entry<K, V> {
     pub(crate) fn load<'g>(&self, _guard: &'g Guard) -> Option<&'g V> {
         // Acquire: pairs with the Release half of the operation that stored
         // this node; its value is initialised before publication.
-        let p = self.cell.load(Ordering::Acquire);
+        let p = unsealed(self.cell.load(Ordering::Acquire));
         if is_live(p) {
             // SAFETY: a live pointer came from `Box::into_raw`; it is retired
-            // only through the epoch after leaving the cell, and we loaded it
+            // only through the epoch after leaving the cell (a sealed cell's
+            // node is the copy's, retired the same way), and we loaded it
             // while `_guard` is pinned, so it outlives `'g`.
             Some(unsafe { (*p).value() })
         } else {
@@ -475,6 +598,131 @@ impl<K, V> Entry<K, V> {
     pub(crate) fn is_live(&self) -> bool {
         // Relaxed: a size estimate under the shard lock; no data is read.
         is_live(self.cell.load(Ordering::Relaxed))
+    }
+
+    /// Whether the entry has been copied into a newer table (its cell is
+    /// sealed). A lock-free operation that failed on an entry it found in a
+    /// view asks this: if so, the key lives on in the shard's current
+    /// tables, and the caller finds it there under the lock. A seal is
+    /// never cleared, so asking after the failure is enough.
+    #[inline]
+    pub(crate) fn is_moved(&self) -> bool {
+        // Acquire: a caller that sees the seal goes on to the shard's
+        // current tables under its lock, which orders the rest; Acquire
+        // keeps the answer from being older than the failure it explains.
+        is_sealed(self.cell.load(Ordering::Acquire))
+    }
+
+    /// Seals the cell, under the shard lock, before the entry is copied
+    /// into a new table, and returns the value it held at that moment (a
+    /// live node, or null). Every lock-free operation that reaches the cell
+    /// afterwards fails (`is_moved`); one that got in first is in the value
+    /// returned.
+    pub(crate) fn seal_locked(&self) -> *mut ValueNode<V> {
+        // Acquire: the copy reads the value the node holds.
+        let mut p = self.cell.load(Ordering::Acquire);
+        if injected(Bug::CopyWithoutSeal) {
+            // The broken twin: seal by a blind swap of the value read above,
+            // not a compare-exchange, so an update that lands between the
+            // load and the swap is overwritten (its node leaks) and the copy
+            // takes the value from before it.
+            self.cell.swap(p.map_addr(|a| a | SEALED), Ordering::AcqRel);
+            return p;
+        }
+        loop {
+            debug_assert!(
+                !is_sealed(p) && p != expunged(),
+                "only a live or deleted entry is copied, and only once"
+            );
+            // AcqRel on success: Acquire as above; Release is not needed by
+            // anyone (a writer that fails on the seal takes the lock, which
+            // orders it) but costs nothing on a CAS. Acquire on failure: the
+            // fresh value is the one copied.
+            match self.cell.compare_exchange_weak(
+                p,
+                p.map_addr(|a| a | SEALED),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return p,
+                Err(actual) => p = actual,
+            }
+        }
+    }
+
+    /// Writes into `dest` (a read view's slot) an entry that takes over
+    /// this sealed entry's key and `value` (what [`Entry::seal_locked`]
+    /// returned): the key's bits are moved, an inline value's bits are
+    /// copied into `dest`'s own inline node (its cell then points there),
+    /// and a node is handed over as it is.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the shard lock, sealed this entry with
+    /// `seal_locked`, which returned `value`, and calls this once: from now
+    /// on the copy owns the key and the value (the sealed entry never drops
+    /// them, see `Drop`). `dest` is valid for writes and not yet shared.
+    pub(crate) unsafe fn move_into(&self, value: *mut ValueNode<V>, dest: *mut InlineEntry<K, V>) {
+        // SAFETY: the key is moved out bitwise; this sealed entry never uses
+        // it as its own again (its `Drop` skips it), and readers that still
+        // reach it through an old table read the same bits, which the copy
+        // keeps alive at least as long (the copy's table is retired after
+        // the old one, through the same epoch).
+        let key = Published::new(unsafe { ptr::read(self.key()) });
+        let old = self.inline_node();
+        // SAFETY: `dest` is writable and unshared (our contract).
+        unsafe {
+            let cell = if Self::INLINE && value == old {
+                // SAFETY (of the read): the cell points to the inline node,
+                // so it is initialised (a value never written again); `V`
+                // needs no drop, so its bits may be duplicated.
+                let first = Published::new(ptr::read((*old).value()));
+                ptr::addr_of_mut!((*dest).node)
+                    .write(core::mem::MaybeUninit::new(ValueNode { value: first }));
+                ptr::addr_of_mut!((*dest).node).cast::<ValueNode<V>>()
+            } else {
+                value
+            };
+            ptr::addr_of_mut!((*dest).entry).write(Entry {
+                key: core::mem::ManuallyDrop::new(key),
+                cell: AtomicPtr::new(cell),
+                _owns: PhantomData,
+            });
+        }
+    }
+
+    /// Moves the key and the live value out of an entry held in a read
+    /// view's slot, and seals its cell so that the view's drop leaves them
+    /// (`None`, after dropping the key, if the entry holds no value).
+    ///
+    /// # Safety
+    ///
+    /// The caller owns the map (it is being consumed): nothing else reads
+    /// the entry, and this is the one call that takes its parts.
+    pub(crate) unsafe fn take_parts_exclusive(&self) -> Option<(K, V)> {
+        // Relaxed: exclusive access; the ownership hand-over ordered every
+        // store.
+        let cell = self.cell.load(Ordering::Relaxed);
+        debug_assert!(!is_sealed(cell), "a sealed entry's parts are its copy's");
+        // Relaxed: as above. The seal makes `Drop` leave the key and value.
+        self.cell
+            .store(ptr::without_provenance_mut(SEALED), Ordering::Relaxed);
+        // SAFETY: the key is the entry's own (not sealed); moved out once.
+        let key = unsafe { ptr::read(self.key()) };
+        if !is_live(cell) {
+            drop(key);
+            return None;
+        }
+        let value = if cell == self.inline_node() {
+            // SAFETY: the cell points to the initialised inline node; `V`
+            // needs no drop, so reading its bits out leaves nothing behind.
+            unsafe { ptr::read((*cell).value()) }
+        } else {
+            // SAFETY: a live node other than the inline one is owned by the
+            // cell (see `Drop`), taken once.
+            unsafe { Box::from_raw(cell) }.into_value()
+        };
+        Some((key, value))
     }
 
     /// Whether the cell is expunged (debug assertions and tests).
@@ -533,6 +781,11 @@ impl<K, V: Send + 'static> Entry<K, V> {
         // below re-reads with Acquire before anything is dereferenced.
         let mut current = self.cell.load(Ordering::Relaxed);
         loop {
+            if is_sealed(current) {
+                // Moved: the caller stores under the lock, into the copy.
+                // SAFETY: `new` was never published; we still own it.
+                return Err(unsafe { Box::from_raw(new) });
+            }
             if current == expunged() && !injected(Bug::StoreIntoExpunged) {
                 // SAFETY: `new` was never published; we still own it.
                 return Err(unsafe { Box::from_raw(new) });
@@ -648,7 +901,7 @@ impl<K, V: Send + 'static> Entry<K, V> {
         let mut pending: Option<Box<ValueNode<V>>> = None;
         let mut value = Some(value);
         loop {
-            if p == expunged() || is_live(p) {
+            if p == expunged() || is_live(p) || is_sealed(p) {
                 let back = match pending {
                     Some(node) => (*node).into_value(),
                     None => value.take().expect("value is held until stored"),
@@ -688,8 +941,9 @@ impl<K, V: Send + 'static> Entry<K, V> {
     }
 
     /// Go: `entry.tryCompareAndSwap`: replaces a live value equal to `old`.
-    /// `new` is dropped if the swap does not happen.
-    pub(crate) fn try_compare_and_swap(&self, old: &V, new: V, guard: &Guard) -> bool
+    /// `new` is dropped if the swap does not happen, and handed back
+    /// (`Err`) if the entry is moved (then the caller tries the copy).
+    pub(crate) fn try_compare_and_swap(&self, old: &V, new: V, guard: &Guard) -> Result<bool, V>
     where
         V: PartialEq,
     {
@@ -698,9 +952,15 @@ impl<K, V: Send + 'static> Entry<K, V> {
         let mut node: Option<Box<ValueNode<V>>> = None;
         let mut new = Some(new);
         loop {
+            if is_sealed(p) {
+                return Err(match node {
+                    Some(node) => (*node).into_value(),
+                    None => new.take().expect("new value held until stored"),
+                });
+            }
             // SAFETY: live pointer loaded with Acquire while `guard` is pinned.
             if !is_live(p) || unsafe { (*p).value() } != old {
-                return false;
+                return Ok(false);
             }
             let raw = Box::into_raw(node.take().unwrap_or_else(|| {
                 ValueNode::boxed(new.take().expect("new value held until stored"))
@@ -712,7 +972,7 @@ impl<K, V: Send + 'static> Entry<K, V> {
                 let prev = self.cell.swap(raw, Ordering::AcqRel);
                 // SAFETY: `prev` just left the cell through our swap.
                 unsafe { self.retire_previous(prev, guard) };
-                return true;
+                return Ok(true);
             }
             // AcqRel on success: Release publishes the new node; Acquire
             // orders the retired node's reads. Acquire on failure: we
@@ -724,7 +984,7 @@ impl<K, V: Send + 'static> Entry<K, V> {
                 Ok(prev) => {
                     // SAFETY: `prev` just left the cell through our CAS.
                     unsafe { self.retire_previous(prev, guard) };
-                    return true;
+                    return Ok(true);
                 }
                 Err(actual) => {
                     // SAFETY: the CAS failed; `raw` was never published.
@@ -903,12 +1163,40 @@ impl<K, V: Send + 'static> Entry<K, V> {
     }
 }
 
+impl<K, V> Entry<K, V> {
+    /// The broken twin `Bug::DropSealedKey`: drops the key whatever the
+    /// seal says.
+    ///
+    /// # Safety
+    ///
+    /// None: only the twin calls it, for loom to report the double drop.
+    pub(crate) unsafe fn drop_key_even_if_sealed(&self) {
+        // SAFETY: none (see above); the key is read out and dropped.
+        drop(unsafe { ptr::read(self.key()) });
+    }
+}
+
+impl<K, V> Entry<K, V> {
+    /// For the broken twin `Bug::FreeEntryWithoutEpoch` only: seals the
+    /// cell whatever it holds (a value then leaks), so that `Drop` leaves
+    /// the key the twin dropped already.
+    pub(crate) fn seal_for_twin(&self) {
+        // Relaxed: a twin's bookkeeping; nothing reads the cell for data.
+        self.cell
+            .store(ptr::without_provenance_mut(SEALED), Ordering::Relaxed);
+    }
+}
+
 impl<K, V> Drop for Entry<K, V> {
     fn drop(&mut self) {
-        // Relaxed: `&mut self`: the entry is freed either by the collector
-        // (whose epoch synchronisation ordered every store into the cell
-        // before this) or by the map's `Drop` (exclusive access).
-        let p = self.cell.load(Ordering::Relaxed);
+        // `&mut self`: the entry is freed either by the collector (whose
+        // epoch synchronisation ordered every store into the cell before
+        // this) or by the map's `Drop` (exclusive access).
+        let p = crate::sync::atomic::load_mut(&mut self.cell);
+        if is_sealed(p) {
+            // Copied into a newer table: the copy owns the key and the value.
+            return;
+        }
         // An entry is freed only after leaving every table. Retired entries
         // are deleted or expunged (checked when retired); the map's `Drop`
         // frees entries with their live values, which no reader can hold
@@ -920,5 +1208,8 @@ impl<K, V> Drop for Entry<K, V> {
             // allocation.)
             drop(unsafe { Box::from_raw(p) });
         }
+        // SAFETY: dropped once, here; the entry is not sealed, so the key
+        // is its own.
+        unsafe { core::mem::ManuallyDrop::drop(&mut self.key) };
     }
 }

@@ -36,9 +36,11 @@
 //! 4. `dead` lists exactly the expunged entries of the view, each once
 //!    (un-expunging takes an entry off the list as it puts it back in
 //!    dirty). They are in no other current table, so the promotion that
-//!    drops them from the view retires them. With invariants 2 and 3, the
+//!    drops them from the view frees them with it. With invariants 2 and 3, the
 //!    entries the shard's current tables hold are dirty's plus `dead`, or
-//!    the view's when there is no dirty table.
+//!    the view's when there is no dirty table. (A migration's drain also
+//!    puts the entries it hands over on `dead`: the shard is retired right
+//!    after, and the heap ones go with it.)
 //!
 //! # Paths (each Go function has a counterpart here)
 //!
@@ -80,10 +82,18 @@
 //!   a split or merge is marked `retired` under its lock and its view is
 //!   tagged amended, so every miss reaches the lock. Every slow path checks
 //!   `retired` right after locking and returns [`Retired`]; the caller then
-//!   retries from the current directory. Fast paths keep working on a
-//!   retired shard's view: its entries are shared with the shards that
-//!   replaced it, and its deleted entries were expunged, so a lock-free
-//!   store can only land in an entry that the new shards also hold.
+//!   retries from the current directory. Reads keep working on a retired
+//!   shard's view (its values are still there, readable through the seal);
+//!   every lock-free write fails on it: its live entries were sealed when
+//!   the new shards took them, and its deleted ones expunged, so the writer
+//!   takes the lock, finds `retired` and retries.
+//! - **Entries move, they are not shared across views** (issue 12: entries
+//!   live in the view's slots). Go's promotion publishes `dirty` as the new
+//!   `read`, sharing every `*entry`; here the new view is built by sealing
+//!   each entry of dirty and moving its key and value into the new slots
+//!   (`entry`, "The value cell"). A lock-free operation that finds a seal
+//!   waits for the lock holder and retries on the current tables. Loom
+//!   model: `loom-tests/tests/seal.rs`.
 
 pub(crate) mod entry;
 pub(crate) mod read_view;
@@ -202,6 +212,17 @@ pub(crate) fn removed_keys_slack() -> usize {
 pub fn set_removed_keys_slack(slack: usize) {
     // Relaxed: see `removed_keys_slack`.
     REMOVED_KEYS_SLACK_NOW.store(slack, UnmodelledOrdering::Relaxed);
+}
+
+/// What [`Shard::remove_if_same`] did.
+pub(crate) enum Removal<'g, V> {
+    Removed,
+    /// The key is absent or holds another value.
+    Kept,
+    /// The key lives in another entry than the one `seen` came from (a
+    /// copy, or a new entry), whose value, this one, is not `seen` by
+    /// identity: ask again with it.
+    Moved(&'g V),
 }
 
 /// The shard was retired by a split or merge: retry from the directory.
@@ -636,8 +657,12 @@ impl<K, V> Shard<K, V> {
         // not being freed concurrently.
         let view = unsafe { &*view };
         for entry in self.locked.dirty.get_mut().owned_entries(view) {
+            if view.contains(&entry) {
+                continue; // the view's own: dropped with it (`Drop`)
+            }
             // SAFETY: exclusive access to the whole map (our contract), and
-            // `owned_entries` lists each entry once.
+            // `owned_entries` lists each entry once; a heap entry is owned
+            // by the tables alone.
             unsafe { entry.entry.free_exclusive() };
         }
     }
@@ -665,15 +690,21 @@ impl<K, V> Shard<K, V> {
         let entries = dirty.owned_entries(&view);
         dirty.table = None;
         dirty.dead.clear();
-        drop(view);
         for entry in entries {
-            // SAFETY: exclusive access to the whole map (our contract), the
-            // shard's tables no longer reach the entry, and `owned_entries`
-            // listed each entry once.
-            if let Some(pair) = unsafe { entry.entry.into_parts_exclusive() } {
-                out.push(pair);
-            }
+            let pair = if view.contains(&entry) {
+                // SAFETY: exclusive access to the whole map (our contract);
+                // `owned_entries` listed each entry once. The entry is
+                // sealed, so the view's drop below leaves its parts.
+                unsafe { entry.take_parts_exclusive() }
+            } else {
+                // SAFETY: exclusive access to the whole map (our contract),
+                // the shard's tables no longer reach this heap entry, and
+                // `owned_entries` listed each entry once.
+                unsafe { entry.entry.into_parts_exclusive() }
+            };
+            out.extend(pair);
         }
+        drop(view);
     }
 
     /// The current view and its amended flag.
@@ -699,9 +730,11 @@ impl<K, V> Drop for Shard<K, V> {
         // owned by this shard (a view is retired only when replaced). A
         // shard is dropped either with its map (no reader borrows it any
         // more) or through the epoch after being retired (no reader pinned
-        // before its retirement is left). Its tables do not own entries, so
-        // this frees two tables and touches no entry (entries are freed by
-        // `free_entries_exclusive` or retired on their own).
+        // before its retirement is left). The view drops the keys and
+        // values of its slots that were not sealed (moved to the shards
+        // that replaced this one); the dirty table owns nothing (heap
+        // entries are freed by `free_entries_exclusive` or retired on
+        // their own).
         drop(unsafe { Box::from_raw(view) });
         // SAFETY: the head block was allocated with the shard and is freed
         // once, here; no reader holds it any more (as for the view above).
@@ -887,6 +920,16 @@ where
             None if amended => self.find_slow(hash, key, ctx, guard),
             None => Ok(None),
         }
+    }
+
+    /// After a lock-free operation failed on an entry that turned out to be
+    /// moved (`Entry::is_moved`): waits for the lock holder that sealed it
+    /// to publish the table holding the copy (taking and releasing the
+    /// lock orders that publication before the caller's retry).
+    #[cold]
+    fn wait_for_move(&self) -> Retry<(), Retired> {
+        drop(self.lock_current()?);
+        Ok(())
     }
 
     // ----- Swap (insert) ----------------------------------------------
@@ -1087,7 +1130,11 @@ where
     {
         let (view, amended) = self.view(guard);
         let removed = match view.find(hash, key) {
-            Some(entry) => entry.delete(guard).map(|v| (entry.key(), v)),
+            Some(entry) => match entry.delete(guard) {
+                Some(v) => Some((entry.key(), v)),
+                None if entry.is_moved() => return self.remove_slow(hash, key, ctx, guard),
+                None => None,
+            },
             None if amended => return self.remove_slow(hash, key, ctx, guard),
             None => None,
         };
@@ -1111,8 +1158,10 @@ where
         let mut dirty = self.lock_current()?;
         let (view, amended) = self.view(guard);
         let removed = if let Some(entry) = view.find(hash, key) {
+            // Under the lock: nothing seals the entry meanwhile.
+            let removed = entry.delete(guard).map(|v| (entry.key(), v));
             drop(dirty);
-            entry.delete(guard).map(|v| (entry.key(), v))
+            removed
         } else if amended {
             // A new key (only in dirty, never in a view): unlink it, empty
             // its cell and retire it. A thread that found it under the lock
@@ -1164,10 +1213,20 @@ where
         Q: ?Sized + Equivalent<K>,
         V: PartialEq,
     {
-        match self.find_any(hash, key, ctx, guard) {
-            Ok(Some(entry)) => Ok(entry.try_compare_and_swap(old, new, guard)),
-            Ok(None) => Ok(false),
-            Err(Retired) => Err(new),
+        let mut new = new;
+        loop {
+            match self.find_any(hash, key, ctx, guard) {
+                Ok(Some(entry)) => match entry.try_compare_and_swap(old, new, guard) {
+                    Ok(swapped) => return Ok(swapped),
+                    Err(back) => new = back,
+                },
+                Ok(None) => return Ok(false),
+                Err(Retired) => return Err(new),
+            }
+            // Moved: find the copy.
+            if self.wait_for_move().is_err() {
+                return Err(new);
+            }
         }
     }
 
@@ -1184,9 +1243,12 @@ where
         Q: ?Sized + Equivalent<K>,
         V: PartialEq,
     {
-        let deleted = match self.find_any(hash, key, ctx, guard)? {
-            Some(entry) => entry.compare_and_delete(old, guard),
-            None => false,
+        let deleted = loop {
+            match self.find_any(hash, key, ctx, guard)? {
+                Some(entry) if entry.compare_and_delete(old, guard) => break true,
+                Some(entry) if entry.is_moved() => self.wait_for_move()?,
+                _ => break false,
+            }
         };
         if deleted {
             self.removed_one(ctx, guard);
@@ -1206,36 +1268,61 @@ where
     where
         Q: ?Sized + Equivalent<K>,
     {
-        Ok(match self.find_any(hash, key, ctx, guard)? {
-            Some(entry) => entry.update(f, guard),
-            None => None,
-        })
+        loop {
+            match self.find_any(hash, key, ctx, guard)? {
+                Some(entry) => match entry.update(&mut *f, guard) {
+                    Some(new) => return Ok(Some(new)),
+                    None if entry.is_moved() => self.wait_for_move()?,
+                    None => return Ok(None),
+                },
+                None => return Ok(None),
+            }
+        }
     }
 
     /// Removes `key` only if it still holds the value `seen` (loaded by
     /// this thread while pinned with `guard`): a compare-and-delete by
     /// identity ([`Entry::delete_if_same`]), running no user code but `Eq`.
     /// `retain` removes through it, so a value written after the predicate
-    /// saw the old one is kept. Returns whether it removed.
-    pub(crate) fn remove_if_same<Q>(
+    /// saw the old one is kept.
+    ///
+    /// A promotion, split, merge or compaction copies the entry without
+    /// changing its value; the copy holds the same node, or, for an inline
+    /// value, a copy of its bits at another address. `seen_key` is the key
+    /// of the entry `seen` came from (the same reference the walk gave):
+    /// when the key now lives in another entry (a copy, or a new entry for
+    /// a key removed and inserted again meanwhile), and that entry's value
+    /// is not `seen` by identity, this answers [`Removal::Moved`] with it,
+    /// and `retain` asks its predicate again.
+    pub(crate) fn remove_if_same<'g, Q>(
         &self,
         hash: u64,
         key: &Q,
-        seen: &V,
+        seen_key: &K,
+        seen: &'g V,
         ctx: &Ctx<'_>,
-        guard: &Guard,
-    ) -> Retry<bool, Retired>
+        guard: &'g Guard,
+    ) -> Retry<Removal<'g, V>, Retired>
     where
         Q: ?Sized + Equivalent<K>,
     {
-        let removed = match self.find_any(hash, key, ctx, guard)? {
-            Some(entry) => entry.delete_if_same(seen, guard),
-            None => false,
-        };
-        if removed {
-            self.removed_one(ctx, guard);
+        loop {
+            let Some(entry) = self.find_any(hash, key, ctx, guard)? else {
+                return Ok(Removal::Kept);
+            };
+            if entry.delete_if_same(seen, guard) {
+                self.removed_one(ctx, guard);
+                return Ok(Removal::Removed);
+            }
+            if entry.is_moved() {
+                self.wait_for_move()?;
+                continue;
+            }
+            return Ok(match entry.load(guard) {
+                Some(current) if !core::ptr::eq(entry.key(), seen_key) => Removal::Moved(current),
+                _ => Removal::Kept,
+            });
         }
-        Ok(removed)
     }
 
     /// Insert, update or remove `key` in one linearizable step, deciding
@@ -1270,11 +1357,17 @@ where
                     if let Ok(new) = entry.swap_if_same(old, ValueNode::boxed(value), guard) {
                         return Ok(Compute::Updated { old, new });
                     }
+                    if entry.is_moved() && self.wait_for_move().is_err() {
+                        return Err(key);
+                    }
                 }
                 (Some((entry, old)), Operation::Remove) => {
                     if entry.delete_if_same(old, guard) {
                         self.removed_one(ctx, guard);
                         return Ok(Compute::Removed(old));
+                    }
+                    if entry.is_moved() && self.wait_for_move().is_err() {
+                        return Err(key);
                     }
                 }
                 (None, Operation::Insert(value)) => {
@@ -1336,9 +1429,12 @@ where
         }
         self.publish_locked(ReadView::from_entries([], 0), guard);
         for entry in doomed {
+            if view.contains(&entry) {
+                continue; // dropped with the old view, just retired
+            }
             // SAFETY: the empty view just replaced the old one and dirty is
-            // gone, so the entry is in no current table; under the lock,
-            // each retired once.
+            // gone, so the heap entry is in no current table; under the
+            // lock, each retired once.
             unsafe { entry.entry.retire(guard) };
         }
         dirty.misses = 0;
@@ -1432,20 +1528,24 @@ where
         mut sink: impl FnMut(Hashed<K, V>),
     ) -> u64 {
         let (mut moved, mut expunged) = (0, 0);
+        let (view, _) = self.view(guard);
         let dead = &mut dirty.dead;
         let mut hand_over = |entry: Hashed<K, V>| {
             if entry.try_expunge_locked() {
-                dead.push(entry);
                 expunged += 1;
             } else {
+                // The new shard's view seals it and takes its key and value
+                // (`ReadView::from_entries`, under this lock still); the
+                // sealed original goes with this shard (`retire_locked`).
                 sink(entry);
                 moved += 1;
             }
+            dead.push(entry);
         };
         // Dirty, if present, holds every non-expunged entry of the view.
         match &dirty.table {
             Some(table) => table.iter().copied().for_each(&mut hand_over),
-            None => self.view(guard).0.iter().hashed().for_each(&mut hand_over),
+            None => view.iter().hashed().for_each(&mut hand_over),
         }
         ctx.stripe.count(Event::Expunges, expunged);
         ctx.copied(moved);
@@ -1460,21 +1560,32 @@ where
         }
         dirty.retired = true;
         self.mark_amended_locked();
-        // The shards that replace this one hold every entry that is not
-        // expunged; the expunged ones (from rebuilds and from the drain)
-        // leave the map with this shard.
-        self.retire_dead_locked(dirty, guard);
+        // The shards that replace this one hold copies of every entry that
+        // is not expunged; the originals (sealed) and the expunged ones are
+        // on `dead` and leave the map with this shard.
+        let (view, _) = self.view(guard);
+        let expunged_here = dirty
+            .dead
+            .iter()
+            .any(|entry| view.contains(entry) && entry.is_expunged());
+        view.mark_moved_out(!expunged_here);
+        self.retire_dead_locked(dirty, view, guard);
     }
 
-    /// Retires the entries of `dead` (invariant 4). The caller holds the
-    /// lock and has just unlinked the view that held them (a promotion) or
-    /// the whole shard (a migration).
-    fn retire_dead_locked(&self, dirty: &mut Dirty<K, V>, guard: &Guard) {
+    /// Retires the heap entries on `dead`; those in `view`'s slots (the
+    /// view just unlinked) go with it. The caller holds the lock and has
+    /// just unlinked that view (a promotion) or the whole shard (a
+    /// migration), and every entry on `dead` is expunged or sealed.
+    fn retire_dead_locked(&self, dirty: &mut Dirty<K, V>, view: &ReadView<K, V>, guard: &Guard) {
         for entry in dirty.dead.drain(..) {
-            // SAFETY: an entry on `dead` is expunged, in no dirty table
-            // (invariants 3 and 4) and listed once, and the view that held
-            // it was just unlinked, under the lock we hold; it cannot be
-            // un-expunged meanwhile (that needs this lock).
+            if view.contains(&entry) {
+                continue;
+            }
+            // SAFETY: a heap entry on `dead` is expunged or sealed, in no
+            // dirty table (invariants 3 and 4, and a migration's drain) and
+            // listed once, and the table that held it was just unlinked,
+            // under the lock we hold; it cannot be un-expunged meanwhile
+            // (that needs this lock).
             unsafe { entry.entry.retire(guard) };
         }
     }
@@ -1500,8 +1611,28 @@ where
             .table
             .take()
             .expect("invariant 1: promotion needs an amended shard");
-        self.publish_locked(ReadView::boxed(table), guard);
-        self.retire_dead_locked(dirty, guard);
+        let (old, _) = self.view(guard);
+        // Every entry of dirty is sealed and moved into the new view's
+        // slots (`ReadView::from_entries`): the old view's (its retirement
+        // below drops only the expunged ones, on `dead`) and the heap
+        // entries of new keys, retired here once the view that replaces
+        // them is published (their drop frees memory only).
+        self.publish_locked(ReadView::boxed(&table), guard);
+        old.mark_moved_out(dirty.dead.is_empty());
+        self.retire_dead_locked(dirty, old, guard);
+        let moved: Vec<EntryRef<K, V>> = table
+            .iter()
+            .filter(|entry| !old.contains(entry))
+            .map(|entry| entry.entry)
+            .collect();
+        if !moved.is_empty() {
+            let bytes = moved.len() * Entry::<K, V>::ALLOCATION_SIZE;
+            let batch = Box::into_raw(Box::new(entry::MovedEntries(moved)));
+            // SAFETY: heap entries, sealed and moved into the new view just
+            // published, in no current table any more (dirty was taken),
+            // under the lock we hold; retired once, here, as one batch.
+            unsafe { retire(guard, batch, RetiredKind::Entry, bytes) };
+        }
         dirty.misses = 0;
         ctx.stripe.count(Event::Promotions, 1);
     }
@@ -1519,6 +1650,12 @@ where
         };
         let old = self.head().read.swap(new, publish);
         let (old, _) = untag(old);
+        if injected(Bug::FreeEntryWithoutEpoch) {
+            // SAFETY: none; the broken twin of the entry reclamation model:
+            // the keys and values the old view owns are dropped now, under
+            // possible readers, instead of when the epoch frees the view.
+            unsafe { (*old).drop_entries_now() };
+        }
         // SAFETY: reading the old view's size: it is still alive (we hold
         // the lock, and only lock holders retire views).
         let bytes = unsafe { (*old).heap_bytes() };

@@ -1,39 +1,47 @@
 //! The read view: a shard's immutable table, read without locks.
 //!
-//! A [`ReadView`] is Go's `readOnly.m`: a hash table from key to entry that
-//! is never modified after it is published. Writers replace the whole view
+//! A [`ReadView`] is Go's `readOnly.m`: a hash table of entries that is
+//! never reshaped after it is published (only its entries' value cells
+//! change). Writers replace the whole view
 //! (promotion, `clear`, compaction) and retire the old one through the
 //! epoch; readers load the current view and probe it under a guard.
 //!
 //! # One allocation, found from one word
 //!
-//! A view is **one allocation**: a header line, then the slots, each the
-//! entry's full hash beside the pointer to the entry. The shard's view
-//! pointer carries, in its low bits, the `amended` flag and the slot count
-//! as the shift `s = 64 - log2(slots)` (the allocation is 128-aligned, so
-//! seven bits are free; a view has at least two slots, so `s` is 1 to 63
-//! and fits in six). A reader therefore gets the slots' address, their
-//! number and the flag from **one atomic load**, and its next load is the
-//! slot that holds the key: the header is never read on a lookup. The
-//! shift gives the home slot in two shifts by one register,
-//! `(hash << s) >> s` (the hash's low `log2(slots)` bits); the log2 the
-//! word held before cost four more instructions per hit to turn into a
-//! mask.
+//! A view is **one allocation**: a header, then the slots, each holding a
+//! key's full hash and **the entry itself** (key, value cell, and room for
+//! an inline value: 32 bytes for `u64 -> u64`, so a slot never straddles
+//! two cache lines). The shard's view pointer carries, in its low bits, the
+//! `amended` flag and the slot count as the shift `s = 64 - log2(slots)`
+//! (the allocation is 128-aligned, so seven bits are free; a view has at
+//! least eight slots, so `s` is at most 61 and fits in six). A reader
+//! therefore gets the slots' address, their number and the flag from **one
+//! atomic load**, and its next load is the slot that holds the key, its
+//! key and its value: the header is never read on a lookup. The shift
+//! gives the home slot in two shifts by one register, `(hash << s) >> s`
+//! (the hash's low `log2(slots)` bits).
 //!
 //! ```text
 //!   shard.read:  [ address of the view | amended << 6 | 64 - log2(slots) ]
 //!                         |
 //!                         v            (128-aligned, one allocation)
-//!   ReadView:    [ header: len ..... | slot 0 | slot 1 | ... | slot n-1 ]
-//!                                       slot = { hash: u64, entry: *Entry }
+//!   ReadView:    [ header (32 B) | slot 0 | slot 1 | ... | slot n-1 | 3 padding slots ]
+//!                   slot = { hash: u64, entry: { key: K, cell: *ValueNode }, inline value: V }
 //! ```
 //!
-//! Before this layout a hit loaded the view box, then hashbrown's control
-//! bytes, then the bucket holding the entry pointer (three dependent loads,
-//! usually three cache misses at 1M keys); now it is one. Go keeps
-//! `amended` next to `m` in the `readOnly` struct, and setting it allocates
-//! a new `readOnly` sharing `m`; here amending a view is one store of the
-//! same pointer with the bit set, with no allocation.
+//! Before issue 12 a hit loaded the view box, then hashbrown's control
+//! bytes, then the bucket holding the entry pointer, then the entry; then
+//! one slot (hash and entry pointer) and the entry; now it is the slot
+//! alone. Go keeps `amended` next to `m` in the `readOnly` struct, and
+//! setting it allocates a new `readOnly` sharing `m`; here amending a view
+//! is one store of the same pointer with the bit set, with no allocation.
+//!
+//! The view owns its slots' keys and values, except those of sealed slots
+//! (moved into a newer view: see `entry`), and drops them when it is
+//! freed. A view is built by moving entries in ([`ReadView::from_entries`]:
+//! each is sealed, then its key and value move into the slot), never by
+//! sharing them, so that a slot's inline value can be read at the slot's
+//! own address.
 //!
 //! # Probing: Robin Hood, linear, with the hash in the slot
 //!
@@ -41,63 +49,46 @@
 //! shard by the top bits, so the low bits still spread a shard's keys).
 //! Views are built once, so they are built with Robin Hood insertion: a key
 //! displaced further from its home than the slot's occupant takes the slot.
+//! (The placement is planned on a list of pointers first: an entry cannot
+//! move once in a slot, since its cell may point to its own inline value.)
 //! A lookup walks forward from the home slot, compares the stored hash (no
-//! entry is touched unless the full 64-bit hash matches), and stops at an
+//! key is compared unless the full 64-bit hash matches), and stops at an
 //! empty slot or at a slot whose occupant is closer to its own home than
 //! the lookup is to its home: the key cannot be further on. At most 80 %
 //! of the slots are used, so a hit usually finds its key in the home slot
 //! or the next few.
 //!
 //! The hot path does not walk that loop: it compares the hashes of the
-//! four slots from the home slot at once, without a branch per slot, and
-//! takes the first match (the first three slots are mirrored after the last
-//! one, so the four are always in bounds): a conditional move of the
-//! matching slot's entry address per slot, then one load of the entry
-//! pointer (a read hit in a map of about half a million keys or more
-//! chooses with a branch per slot instead: see "Speculative probing"
-//! below). Only a miss, a key displaced four or more slots, or a 64-bit
-//! hash collision walks the Robin Hood loop; when no slot of the four
-//! matched, the walk starts after them (four slots from home), since the
-//! key is not among them. Walking it on every hit cost a branch misprediction per lookup
-//! (callgrind's branch simulation at 10K keys: 0.87 mispredicted
-//! conditional branches per hit, against 0.01 with hashbrown's groups) and
-//! made 10K-key hits 2.4× slower than with hashbrown; the group compare
-//! brings the mispredictions back to the figures in `docs/ARCHITECTURE.md`.
+//! four slots from the home slot at once and takes the first match, as the
+//! lowest set bit of a mask of the four compares (no branch per slot). The
+//! last slot is followed by three empty padding slots, so the four are
+//! always in bounds; a key that wrapped around past the last slot is found
+//! by the walk. An empty slot carries a hash that no key whose group
+//! reaches it can have (its low bits are its position plus half the slot
+//! count: [`empty_hash`]), so a match is always an entry. Only a miss, a
+//! key displaced four or more slots, or a 64-bit hash collision walks the
+//! Robin Hood loop; when no slot of the four matched, the walk starts
+//! after them, since the key is not among them.
+//!
+//! Choosing the match by `if` (the first matching index, or reference, in
+//! a loop) compiled to a branch per slot: 0.62 mispredicted branches per
+//! hit at 10K keys (callgrind), and 10K hits took twice as long; the mask
+//! and its lowest set bit keep it at 0.075.
 //!
 //! # Speculative probing in large maps
 //!
-//! How the group's first match is chosen decides how soon the entry's
-//! load can start. Without a branch (conditional moves), the entry's
-//! address depends on all four compares, so its load waits for the whole
-//! group, which spans two cache lines in three groups of four; with a
-//! branch per slot, the processor predicts the slot (usually the home
-//! slot) and loads its entry at once, and pays a misprediction when the
-//! key sits elsewhere. In a map that fits in the caches the
-//! mispredictions cost more than the wait; in one that does not, the
-//! wait is a cache miss and speculation wins. So `find_at` takes a flag:
-//! read hits set it when the directory is at least
+//! The branch-free choice makes the key's compare wait for the whole group
+//! (four 32-byte slots: two or three cache lines). With a branch on the
+//! home slot first, the processor predicts a hit there (most keys sit in
+//! their home slot) and compares the key as soon as that one line arrives.
+//! In a map that fits in the caches the mispredictions cost more than the
+//! wait; in one that does not, the wait is a cache miss. So `find_at`
+//! takes a flag: read hits set it when the directory is at least
 //! `directory::SPECULATE_DEPTH` deep (2,048 slots, about half a million
 //! keys), a compare of a header field the lookup loads anyway; every other
-//! lookup (writes, slow paths) uses the branch-free choice. Measured with
-//! `lookup_cost` (best of three runs of 20M lookups minus none, several
-//! rounds alternated, same session):
-//!
-//! | keys | branch-free | branches | adaptive |
-//! |---|---|---|---|
-//! | 10K | 5.9–6.1 ns | 10.9–11.3 ns | 5.8–6.2 ns |
-//! | 30K | 9.1–9.8 ns | 10.1–11.5 ns | |
-//! | 100K | 18.0 ns | 20.5–21.9 ns | |
-//! | 300K | 21.6–22.7 ns | 21.0–21.8 ns | 20.0–22.0 ns |
-//! | 1M | 34.2–38.6 ns (median 36.9) | 28.2–32.2 ns (median 30.7) | 30.6–32.5 ns |
-//!
-//! Measured and dropped: a prefetch of the home slot's entry before the
-//! branch-free choice (1M 32.9–37.4 ns, median 35.7, against 34.2–38.6;
-//! 100K 17.4 against 18.0 ns; 3 to 7 more instructions per hit); the same
-//! for the first two slots (no faster at 1M, 9.5 ns at 10K); the home slot
-//! tested by a branch before the branch-free choice of the other three
-//! (11.4 ns at 10K); `core::hint::select_unpredictable` on the entry
-//! pointers, which keeps conditional moves and saves the pointer's load
-//! (needs Rust 1.88; 1M no faster, 33–46 ns).
+//! lookup uses the branch-free choice. `lookup_cost` at 1M keys, 20M
+//! lookups, best of three rounds alternated: 29–31.5 ns per hit with the
+//! home-slot branch, 34–40 ns without.
 //!
 //! # Hash bits for the dirty table
 //!
@@ -108,10 +99,13 @@
 
 use core::alloc::Layout;
 use core::marker::PhantomData;
+use core::mem::MaybeUninit;
 use core::ptr;
 
-use crate::shard::entry::{Entry, EntryRef, Hashed};
+use crate::shard::entry::{Entry, EntryRef, Hashed, InlineEntry};
 use crate::sync::Published;
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::twins::{Bug, injected};
 use equivalent::Equivalent;
 
 /// A shard's dirty table: entries shared with the read view, each with its
@@ -148,37 +142,87 @@ where
         .map(|e| &e.entry)
 }
 
-/// One slot of a view: the entry's full hash and the entry (`None`: empty).
+/// One slot of a view: the key's full hash and the entry itself, with
+/// room for its inline value (an [`InlineEntry`]). An empty slot's cell
+/// says so ([`Entry::is_empty_at`]; its key and value are uninitialised),
+/// and its hash is one that no key whose probe reaches it can have
+/// ([`empty_hash`]), so a lookup that matches a hash has found an entry.
 #[repr(C)]
 pub(crate) struct Slot<K, V> {
     hash: u64,
-    entry: Option<EntryRef<K, V>>,
+    body: MaybeUninit<InlineEntry<K, V>>,
 }
 
-impl<K, V> Clone for Slot<K, V> {
-    fn clone(&self) -> Self {
-        *self
+impl<K, V> Slot<K, V> {
+    /// The slot's entry (maybe empty: check before reading its key).
+    #[inline(always)]
+    fn entry_ptr(&self) -> *const Entry<K, V> {
+        self.body.as_ptr().cast::<Entry<K, V>>()
+    }
+
+    /// Whether the slot, number `at` of a view of `capacity` slots, holds
+    /// no entry. The hash is compared first: an occupied slot rarely
+    /// carries its position's empty hash, so the cell (an atomic, whose
+    /// every load loom counts) is rarely read.
+    #[inline(always)]
+    fn is_empty(&self, at: usize, capacity: usize) -> bool {
+        // SAFETY: a slot of a view we may read (we were given `&self`).
+        self.hash == empty_hash(at, capacity) && unsafe { Entry::is_empty_at(self.entry_ptr()) }
+    }
+
+    /// The entry, which the caller knows to be there.
+    ///
+    /// # Safety
+    ///
+    /// The slot is not empty.
+    #[inline(always)]
+    unsafe fn entry(&self) -> &Entry<K, V> {
+        // SAFETY: occupied slots hold an initialised entry, written before
+        // the view was published and never moved.
+        unsafe { &*self.entry_ptr() }
+    }
+
+    /// The entry, if the slot (number `at` of `capacity`) holds one.
+    #[inline(always)]
+    fn get(&self, at: usize, capacity: usize) -> Option<&Entry<K, V>> {
+        // SAFETY: checked just before.
+        (!self.is_empty(at, capacity)).then(|| unsafe { self.entry() })
     }
 }
 
-impl<K, V> Copy for Slot<K, V> {}
+/// The hash an empty slot `at` of a view of `capacity` slots carries: its
+/// low bits are `at + capacity / 2` (mod `capacity`). A lookup compares
+/// the slots from its key's home `h` to `h + GROUP - 1`, and a key's hash
+/// has `h` in its low bits, so it could match only if `at - h`, at most
+/// `GROUP - 1`, were `capacity / 2` (mod `capacity`): views have at least
+/// `2 * GROUP` slots.
+#[inline]
+fn empty_hash(at: usize, capacity: usize) -> u64 {
+    ((at + capacity / 2) & (capacity - 1)) as u64
+}
 
-/// Slots a lookup compares at once, from the key's home slot (four slots,
-/// one cache line's worth): a hit is found without a data-dependent branch
-/// per slot. The first `GROUP - 1` slots are mirrored after the last one,
-/// so a group that starts near the end reads the wrapped slots in bounds.
+/// Slots a lookup compares at once, from the key's home slot: a hit is
+/// found without a data-dependent branch per slot. `PAD` empty slots
+/// follow the last one, so a group that starts near the end reads in
+/// bounds; a key that wrapped around to the first slots is found by the
+/// walk.
 const GROUP: usize = 4;
-const MIRROR: usize = GROUP - 1;
+const PAD: usize = GROUP - 1;
 
 /// The first line of a view's allocation; its address is what the shard
-/// publishes (tagged, see the module docs). 16-aligned, so that no slot
-/// straddles two cache lines.
-#[repr(C, align(16))]
+/// publishes (tagged, see the module docs). 32 bytes, so that the slots
+/// of a `u64 -> u64` map (32 bytes each) never straddle two cache lines.
+#[repr(C, align(32))]
 pub(crate) struct ViewHeader<K, V> {
-    /// Entries in the view (live, deleted or expunged). Loom checks reads
-    /// of it against the view's publication.
+    /// Entries in the view (live, deleted, expunged or sealed). Loom
+    /// checks reads of it against the view's publication.
     len: Published<usize>,
-    _entries: PhantomData<EntryRef<K, V>>,
+    /// Set, under the shard lock, when the view is replaced by one that
+    /// took every entry it owned (see [`ReadView::mark_moved_out`]): its
+    /// drop then has nothing to do.
+    moved_out: AtomicBool,
+    /// The view owns its slots' keys and values (unless sealed).
+    _entries: PhantomData<(K, V)>,
 }
 
 /// An immutable table published to lock-free readers: the header, then the
@@ -201,9 +245,9 @@ const SHIFT_BITS: usize = 63;
 const AMENDED: usize = 64;
 const TAG_BITS: usize = 127;
 
-/// The fewest slots a view has: the home-slot shift (`64 - log2`) must
-/// not be 64.
-const MIN_CAPACITY: usize = 2;
+/// The fewest slots a view has: twice a group, so that no key's group
+/// can match an empty slot's hash ([`empty_hash`]).
+const MIN_CAPACITY: usize = 2 * GROUP;
 
 /// Most entries per slot: a view's slots are at most 80 % used.
 const MAX_LOAD_NUMERATOR: usize = 4;
@@ -211,12 +255,19 @@ const MAX_LOAD_DENOMINATOR: usize = 5;
 
 impl<K, V> ReadView<K, V> {
     /// A view over the entries of `table`, ready to publish (untagged but
-    /// for its size: not amended). The table is dropped (it owns no entry).
-    pub(crate) fn boxed(table: Table<K, V>) -> *mut ViewHeader<K, V> {
+    /// for its size: not amended): see [`ReadView::from_entries`].
+    pub(crate) fn boxed(table: &Table<K, V>) -> *mut ViewHeader<K, V> {
         Self::from_entries(table.iter().copied(), table.len())
     }
 
-    /// A view over `entries` (`len` of them, each once).
+    /// A view holding `entries` (`len` of them, each once), **moved** into
+    /// its slots: each is sealed ([`Entry::seal_locked`]) and its key and
+    /// value move into the slot ([`Entry::move_into`]). The sealed
+    /// originals no longer own anything: the caller retires those that
+    /// live on the heap (an old view's slots go with that view).
+    ///
+    /// The caller holds the lock of the shard whose tables hold the
+    /// entries (or owns them outright), and none is expunged or sealed.
     pub(crate) fn from_entries(
         entries: impl IntoIterator<Item = Hashed<K, V>>,
         len: usize,
@@ -225,7 +276,21 @@ impl<K, V> ReadView<K, V> {
             .div_ceil(MAX_LOAD_NUMERATOR)
             .max(MIN_CAPACITY)
             .next_power_of_two();
-        let total = capacity + MIRROR;
+        // Where each entry goes, by Robin Hood insertion into a table of
+        // plain pointers first: slots cannot be shuffled once they hold
+        // entries (an inline value's cell points into its own slot).
+        let mut places: Vec<Option<Hashed<K, V>>> = Vec::new();
+        if len > 0 {
+            places.resize_with(capacity, || None);
+        }
+        let mask = capacity - 1;
+        let mut count = 0;
+        for entry in entries {
+            Self::place(&mut places, mask, entry);
+            count += 1;
+        }
+        debug_assert_eq!(count, len, "a view gets exactly `len` entries");
+        let total = capacity + PAD;
         let layout = Self::layout(total);
         // SAFETY: the layout has a non-zero size (the header is not empty).
         let base = unsafe { std::alloc::alloc(layout) };
@@ -234,45 +299,65 @@ impl<K, V> ReadView<K, V> {
         }
         let view = ptr::slice_from_raw_parts_mut(base.cast::<Slot<K, V>>(), total) as *mut Self;
         // SAFETY: `view` points to a fresh allocation of `Self`'s layout
-        // for `total` slots; every field is written before any read, and
-        // the slots are plain data (no drop glue runs on the
-        // uninitialised memory: `write` does not drop).
+        // for `total` slots; every slot's hash and cell are written (and an
+        // occupied slot's whole entry) before anything reads it.
         unsafe {
             ptr::addr_of_mut!((*view).header).write(ViewHeader {
-                len: Published::new(0),
+                len: Published::new(count),
+                moved_out: AtomicBool::new(false),
                 _entries: PhantomData,
             });
             let slots = ptr::addr_of_mut!((*view).slots).cast::<Slot<K, V>>();
-            for i in 0..total {
-                slots.add(i).write(Slot {
-                    hash: 0,
-                    entry: None,
-                });
+            for at in 0..total {
+                let slot = slots.add(at);
+                let body = ptr::addr_of_mut!((*slot).body).cast::<InlineEntry<K, V>>();
+                match places.get(at).copied().flatten() {
+                    Some(source) => {
+                        ptr::addr_of_mut!((*slot).hash).write(source.hash);
+                        let value = source.entry.seal_locked();
+                        // SAFETY (of the move): the caller holds the lock
+                        // (our contract), the entry was just sealed, once,
+                        // and the slot is unshared.
+                        source.entry.move_into(value, body);
+                    }
+                    None => {
+                        ptr::addr_of_mut!((*slot).hash).write(empty_hash(at, capacity));
+                        Entry::write_empty(body.cast::<Entry<K, V>>());
+                    }
+                }
             }
         }
         // SAFETY: initialised above, and not yet shared.
-        let view_ref = unsafe { &mut *view };
-        let mut count = 0;
-        for entry in entries {
-            view_ref.insert(entry);
-            count += 1;
-        }
-        debug_assert_eq!(count, len, "a view gets exactly `len` entries");
-        // The mirror: slot `capacity + j` repeats slot `j` (wrapped again
-        // for the smallest tables).
-        for j in 0..MIRROR {
-            view_ref.slots[capacity + j] = view_ref.slots[j & (capacity - 1)];
-        }
-        view_ref.header.len = Published::new(count);
+        let view_ref = unsafe { &*view };
         debug_assert_eq!(
-            Layout::for_value(&*view_ref),
+            Layout::for_value(view_ref),
             layout,
             "the layout `Box` frees with is the one allocated"
         );
         Self::tag(view, capacity)
     }
 
-    /// The allocation of a view with `total` slots, mirror included (as
+    /// Robin Hood insertion of `entry` into the plan of a view's slots.
+    fn place(places: &mut [Option<Hashed<K, V>>], mask: usize, entry: Hashed<K, V>) {
+        let mut carried = entry;
+        let mut at = carried.hash as usize & mask;
+        let mut distance = 0;
+        loop {
+            let Some(held) = &mut places[at] else {
+                places[at] = Some(carried);
+                return;
+            };
+            let theirs = at.wrapping_sub(held.hash as usize) & mask;
+            if theirs < distance {
+                core::mem::swap(held, &mut carried);
+                distance = theirs;
+            }
+            at = (at + 1) & mask;
+            distance += 1;
+        }
+    }
+
+    /// The allocation of a view with `total` slots, padding included (as
     /// `Box` will free it: `repr(C)` puts the slots after the header,
     /// aligned, and pads the whole to the struct's alignment).
     fn layout(total: usize) -> Layout {
@@ -292,36 +377,31 @@ impl<K, V> ReadView<K, V> {
         view.cast::<ViewHeader<K, V>>().map_addr(|a| a | shift)
     }
 
-    /// The number of slots, the mirror not counted (a power of two).
+    /// The number of slots, the padding not counted (a power of two).
     #[inline]
     fn capacity(&self) -> usize {
-        self.slots.len() - MIRROR
+        self.slots.len() - PAD
     }
 
-    /// Robin Hood insertion of an entry not yet in the view (building
-    /// only, before the mirror is written).
-    fn insert(&mut self, entry: Hashed<K, V>) {
-        let mask = self.capacity() - 1;
-        let mut carried = Slot {
-            hash: entry.hash,
-            entry: Some(entry.entry),
-        };
-        let mut at = carried.hash as usize & mask;
-        let mut distance = 0;
-        loop {
-            let slot = &mut self.slots[at];
-            if slot.entry.is_none() {
-                *slot = carried;
-                return;
-            }
-            let theirs = at.wrapping_sub(slot.hash as usize) & mask;
-            if theirs < distance {
-                core::mem::swap(slot, &mut carried);
-                distance = theirs;
-            }
-            at = (at + 1) & mask;
-            distance += 1;
+    /// Records, as the lock holder replaces this view, that a newer view
+    /// took (sealed and moved) every entry it holds but expunged ones, and
+    /// whether it holds `no_expunged` ones: if so, or if keys need no drop
+    /// (an expunged entry holds no value), the view's drop skips its walk
+    /// over the slots.
+    pub(crate) fn mark_moved_out(&self, no_expunged: bool) {
+        if no_expunged || !core::mem::needs_drop::<K>() {
+            // Relaxed: read by the view's drop, after the epoch (whose
+            // synchronisation orders this store before it).
+            self.header.moved_out.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Whether `entry` lives in one of this view's slots (by address).
+    #[inline]
+    pub(crate) fn contains(&self, entry: &Entry<K, V>) -> bool {
+        let range = self.slots.as_ptr_range();
+        let at = ptr::from_ref(entry).cast::<Slot<K, V>>();
+        range.start <= at && at < range.end
     }
 
     /// Heap bytes of the view (for retirement accounting).
@@ -346,7 +426,8 @@ impl<K, V> ReadView<K, V> {
     pub(crate) fn iter(&self) -> ViewIter<'_, K, V> {
         self.published();
         ViewIter {
-            slots: self.slots[..self.capacity()].iter(),
+            slots: self.slots[..self.capacity()].iter().enumerate(),
+            capacity: self.capacity(),
         }
     }
 
@@ -361,8 +442,9 @@ impl<K, V> ReadView<K, V> {
     #[inline]
     pub(crate) fn at(&self, at: usize) -> Option<(u64, &Entry<K, V>)> {
         self.published();
-        let slot = &self.slots[..self.capacity()][at];
-        slot.entry.as_deref().map(|entry| (slot.hash, entry))
+        let capacity = self.capacity();
+        let slot = &self.slots[..capacity][at];
+        slot.get(at, capacity).map(|entry| (slot.hash, entry))
     }
 
     /// The slot holding `key`, whose hash is `hash`: a plain Robin Hood
@@ -432,57 +514,44 @@ impl<K, V> ReadView<K, V> {
         // of their count, so the mask below costs nothing there.
         let home = ((hash << (shift & 63)) >> (shift & 63)) as usize;
         debug_assert_eq!(home, hash as usize & (self.capacity() - 1));
-        // SAFETY: `home + GROUP <= capacity + MIRROR + 1`, and the slots
-        // are `capacity + MIRROR` long: `home <= capacity - 1`. An array
-        // reference (not a slice) tells the compiler all four slots are
-        // readable, so it may load every one without a branch.
+        // SAFETY: `home + GROUP <= capacity + PAD + 1`, and the slots are
+        // `capacity + PAD` long: `home <= capacity - 1`. An array reference
+        // (not a slice) tells the compiler all four slots are readable, so
+        // it may load every one without a branch.
         let group = unsafe { &*self.slots.as_ptr().add(home).cast::<[Slot<K, V>; GROUP]>() };
-        // The entry of the first slot whose hash matches. Two ways to
-        // choose it, which give the same answer (see the module docs,
-        // "Speculative probing"): in a large map (`speculate`), by the
-        // slot's entry pointer itself, which the compiler turns into a
-        // branch per slot, so the processor predicts the slot and starts
-        // loading its entry before the compares (and the group's second
-        // cache line) arrive; otherwise without a branch per slot: from the
-        // last slot, each match replaces the choice, so the first one wins
-        // (a conditional move of the entry's address each, then one load).
-        // Either way a hit nearly always finds its key within `GROUP` of
-        // its home at 80 % load.
-        let first: Option<&Entry<K, V>> = if speculate {
-            let mut first: Option<EntryRef<K, V>> = None;
-            for slot in group.iter().rev() {
-                if slot.hash == hash {
-                    first = slot.entry;
-                }
-            }
-            // SAFETY: the pointer was read from this view's slots, and the
-            // view is borrowed for as long as `self` (its entries outlive
-            // it: see `entry`'s "Reclamation").
-            first.map(|entry| unsafe { entry.get() })
+        // The first slot whose hash matches (an empty slot's never does:
+        // `empty_hash`). Two ways to choose it, which give the same answer
+        // (module docs, "Speculative probing"): in a large map
+        // (`speculate`), the home slot by a branch first, so the processor
+        // predicts it and compares its key before the rest of the group
+        // arrives; otherwise without a branch per slot: from the last slot,
+        // each match replaces the choice, so the first one wins.
+        let first: Option<&Slot<K, V>> = if speculate && group[0].hash == hash {
+            Some(&group[0])
         } else {
-            let mut first: &Option<EntryRef<K, V>> = const { &None };
-            for slot in group.iter().rev() {
-                first = if slot.hash == hash {
-                    &slot.entry
-                } else {
-                    first
-                };
+            // The index of the first match (`GROUP`: none), from a bit
+            // mask of the compares: choosing among references or indices
+            // by `if`, the compiler branches on each compare.
+            let mut matches = 1 << GROUP;
+            for (k, slot) in group.iter().enumerate() {
+                matches |= usize::from(slot.hash == hash) << k;
             }
-            first.as_deref()
+            group.get(matches.trailing_zeros() as usize)
         };
         let (from, distance) = match first {
-            Some(entry) => {
+            Some(slot) => {
+                // SAFETY: an empty slot's hash matches no key probing it.
+                let entry = unsafe { slot.entry() };
                 if key.equivalent(entry.key()) {
                     return Some(entry);
                 }
                 // A 64-bit hash collision: walk every slot from home.
                 (home, 0)
             }
-            // No slot of the group holds the hash (or the first that does
-            // is empty, for a hash of 0, and the key could only have been
-            // before it): the key is not among them, so the walk resumes
-            // after the group, as far from home as the walk from home
-            // would be there.
+            // No slot of the group holds the hash: the key is not among
+            // them, so the walk resumes after the group, as far from home
+            // as the walk from home would be there (`find_probing` goes
+            // back to the first slot if the group ran into the padding).
             None => (home + GROUP, GROUP),
         };
         // SAFETY: the slots are this view's, borrowed for as long as
@@ -507,20 +576,26 @@ impl<K, V> ReadView<K, V> {
         shift: u32,
         hash: u64,
         key: &Q,
-        from: usize,
-        distance: usize,
+        mut from: usize,
+        mut distance: usize,
     ) -> Option<&'v Entry<K, V>>
     where
         Q: ?Sized + Equivalent<K>,
     {
         // The slot count minus one: `log2(slots) = 64 - shift` low bits.
         let mask = (u64::MAX >> (shift & 63)) as usize;
+        if from > mask + 1 {
+            // The group read padding past the last slot: the slots it
+            // stands for (the first ones, where the walk wraps) are next.
+            distance -= from - (mask + 1);
+            from = mask + 1;
+        }
         // SAFETY: `slots` and `mask` are a view's, live for `'v` (our
-        // contract); the walk returns one of its positions.
+        // contract); the walk returns one of its occupied positions.
         unsafe {
             let at = Self::walk(slots, mask, hash, key, from, distance)?;
             let slot: &'v Slot<K, V> = &*slots.add(at);
-            slot.entry.as_deref()
+            Some(slot.entry())
         }
     }
 
@@ -549,9 +624,8 @@ impl<K, V> ReadView<K, V> {
             // count is a power of two), and the view has that many slots
             // from `slots`, alive for the call (our contract).
             let slot = unsafe { &*slots.add(at) };
-            let entry = slot.entry.as_ref()?;
+            let entry = slot.get(at, mask + 1)?;
             if slot.hash == hash {
-                let entry: &Entry<K, V> = entry;
                 if key.equivalent(entry.key()) {
                     return Some(at);
                 }
@@ -566,26 +640,86 @@ impl<K, V> ReadView<K, V> {
     }
 }
 
+impl<K, V> Drop for ReadView<K, V> {
+    /// Drops the keys and values the view owns: those of its occupied
+    /// slots that were not sealed (a sealed slot's were moved to a newer
+    /// view, and `Entry`'s drop leaves them).
+    fn drop(&mut self) {
+        if self.is_empty()
+            || (crate::sync::atomic::load_mut_bool(&mut self.header.moved_out)
+                && !injected(Bug::DropSealedKey))
+        {
+            return;
+        }
+        let capacity = self.capacity();
+        for (at, slot) in self.slots[..capacity].iter_mut().enumerate() {
+            if slot.hash == empty_hash(at, capacity) {
+                // SAFETY: a slot of the view we are dropping (`&mut`).
+                if unsafe { Entry::<K, V>::is_empty_exclusive(slot.body.as_mut_ptr().cast()) } {
+                    continue;
+                }
+            }
+            if injected(Bug::DropSealedKey) {
+                // SAFETY: none; the broken twin of the reclamation model:
+                // drops the key of a sealed slot too, which its copy owns.
+                unsafe { slot.entry().drop_key_even_if_sealed() };
+                continue;
+            }
+            // SAFETY: an occupied slot holds an initialised entry, dropped
+            // once, here (the view is being freed; `Entry`'s drop leaves a
+            // sealed entry's key and value to its copy).
+            unsafe { ptr::drop_in_place(slot.body.as_mut_ptr().cast::<Entry<K, V>>()) };
+        }
+    }
+}
+
+impl<K, V> ReadView<K, V> {
+    /// The broken twin `Bug::FreeEntryWithoutEpoch`: drops the entries the
+    /// view owns at once, and seals them so that its own drop, later,
+    /// leaves them.
+    ///
+    /// # Safety
+    ///
+    /// None: only the twin calls it, for loom to report the early drop.
+    pub(crate) unsafe fn drop_entries_now(&self) {
+        let capacity = self.capacity();
+        for (at, slot) in self.slots[..capacity].iter().enumerate() {
+            if let Some(entry) = slot.get(at, capacity) {
+                if !entry.is_moved() {
+                    // SAFETY: none (see above).
+                    unsafe { entry.drop_key_even_if_sealed() };
+                    entry.seal_for_twin();
+                }
+            }
+        }
+    }
+}
+
 /// The entries of a view, from [`ReadView::iter`].
 pub(crate) struct ViewIter<'v, K, V> {
-    slots: core::slice::Iter<'v, Slot<K, V>>,
+    slots: core::iter::Enumerate<core::slice::Iter<'v, Slot<K, V>>>,
+    capacity: usize,
 }
 
 impl<K, V> Default for ViewIter<'_, K, V> {
     fn default() -> Self {
-        ViewIter { slots: [].iter() }
+        ViewIter {
+            slots: [].iter().enumerate(),
+            capacity: MIN_CAPACITY,
+        }
     }
 }
 
 impl<'v, K, V> Iterator for ViewIter<'v, K, V> {
     /// An entry and its key's hash (from the slot: the entry holds none).
-    type Item = (u64, &'v EntryRef<K, V>);
+    type Item = (u64, &'v Entry<K, V>);
 
     #[inline]
-    fn next(&mut self) -> Option<(u64, &'v EntryRef<K, V>)> {
+    fn next(&mut self) -> Option<(u64, &'v Entry<K, V>)> {
+        let capacity = self.capacity;
         self.slots
             .by_ref()
-            .find_map(|slot| slot.entry.as_ref().map(|entry| (slot.hash, entry)))
+            .find_map(|(at, slot)| slot.get(at, capacity).map(|entry| (slot.hash, entry)))
     }
 
     #[inline]
@@ -593,8 +727,9 @@ impl<'v, K, V> Iterator for ViewIter<'v, K, V> {
     where
         F: FnMut(B, Self::Item) -> B,
     {
+        let capacity = self.capacity;
         self.slots
-            .fold(init, |acc, slot| match slot.entry.as_ref() {
+            .fold(init, |acc, (at, slot)| match slot.get(at, capacity) {
                 Some(entry) => f(acc, (slot.hash, entry)),
                 None => acc,
             })
@@ -602,15 +737,18 @@ impl<'v, K, V> Iterator for ViewIter<'v, K, V> {
 }
 
 impl<'v, K, V> ViewIter<'v, K, V> {
-    /// The entries with their hashes, copied out (for a rebuild, split or
-    /// merge).
+    /// The entries with their hashes, as table pointers (for a rebuild,
+    /// split or merge).
     #[inline]
     pub(crate) fn hashed(self) -> impl Iterator<Item = Hashed<K, V>> + 'v
     where
         K: 'v,
         V: 'v,
     {
-        self.map(|(hash, &entry)| Hashed { hash, entry })
+        self.map(|(hash, entry)| Hashed {
+            hash,
+            entry: EntryRef::to(entry),
+        })
     }
 }
 
@@ -619,7 +757,7 @@ impl<'v, K, V> ViewIter<'v, K, V> {
 #[inline]
 pub(crate) fn untag<K, V>(tagged: *mut ViewHeader<K, V>) -> (*mut ReadView<K, V>, bool) {
     let tag = tagged.addr() & TAG_BITS;
-    let total = (1usize << (64 - (tag & SHIFT_BITS))) + MIRROR;
+    let total = (1usize << (64 - (tag & SHIFT_BITS))) + PAD;
     let base = tagged.map_addr(|a| a & !TAG_BITS);
     (
         ptr::slice_from_raw_parts_mut(base.cast::<Slot<K, V>>(), total) as *mut ReadView<K, V>,

@@ -171,9 +171,10 @@
 //!
 //! The version (bumped after every change, inside the gate) only decides
 //! whether the previous snapshot's piece can be reused. A lock-free write
-//! may go through a retired shard's view (its entries are shared with the
-//! shards that replaced it); the writer therefore bumps the version of the
-//! shard that holds the key *now*, found again after the write.
+//! may go through an old view of a shard that a migration is replacing
+//! (until the migration seals the entry, the write lands in it and is
+//! moved with it); the writer therefore bumps the version of the shard
+//! that holds the key *now*, found again after the write.
 //!
 //! # Memory
 //!
