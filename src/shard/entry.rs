@@ -471,17 +471,18 @@ impl<K, V> EntryRef<K, V> {
     }
 }
 
-/// Heap entries a promotion moved into its new view, retired together
-/// through the epoch (one deferred free per promotion instead of one per
-/// entry). Each is sealed: dropping it frees memory only.
-pub(crate) struct MovedEntries<K, V>(pub(crate) Vec<EntryRef<K, V>>);
+/// Heap entries retired together through the epoch (one deferred free for
+/// a promotion's or a migration's entries instead of one per entry). Each
+/// is sealed (its drop frees memory only: a view took its key and value)
+/// or expunged (its drop drops the key).
+pub(crate) struct RetiredEntries<K, V>(pub(crate) Vec<EntryRef<K, V>>);
 
-impl<K, V> Drop for MovedEntries<K, V> {
+impl<K, V> Drop for RetiredEntries<K, V> {
     fn drop(&mut self) {
         for entry in self.0.drain(..) {
             if Entry::<K, V>::INLINE {
                 // SAFETY: retired through the epoch once, as a batch, by the
-                // promotion that unlinked every entry in it; allocated as an
+                // lock holder that unlinked every entry in it; allocated as an
                 // `InlineEntry` (`Entry::boxed`), by `pool::boxed`.
                 unsafe { crate::pool::free(entry.0.as_ptr().cast::<InlineEntry<K, V>>()) };
             } else {

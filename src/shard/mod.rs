@@ -1564,11 +1564,12 @@ where
         // is not expunged; the originals (sealed) and the expunged ones are
         // on `dead` and leave the map with this shard.
         let (view, _) = self.view(guard);
-        let expunged_here = dirty
-            .dead
-            .iter()
-            .any(|entry| view.contains(entry) && entry.is_expunged());
-        view.mark_moved_out(!expunged_here);
+        let no_expunged = !core::mem::needs_drop::<K>()
+            || !dirty
+                .dead
+                .iter()
+                .any(|entry| view.contains(entry) && entry.is_expunged());
+        view.mark_moved_out(no_expunged);
         self.retire_dead_locked(dirty, view, guard);
     }
 
@@ -1577,17 +1578,39 @@ where
     /// just unlinked that view (a promotion) or the whole shard (a
     /// migration), and every entry on `dead` is expunged or sealed.
     fn retire_dead_locked(&self, dirty: &mut Dirty<K, V>, view: &ReadView<K, V>, guard: &Guard) {
-        for entry in dirty.dead.drain(..) {
-            if view.contains(&entry) {
-                continue;
-            }
-            // SAFETY: a heap entry on `dead` is expunged or sealed, in no
-            // dirty table (invariants 3 and 4, and a migration's drain) and
-            // listed once, and the table that held it was just unlinked,
-            // under the lock we hold; it cannot be un-expunged meanwhile
-            // (that needs this lock).
-            unsafe { entry.entry.retire(guard) };
+        let heap: Vec<EntryRef<K, V>> = dirty
+            .dead
+            .drain(..)
+            .filter(|entry| !view.contains(entry))
+            .map(|entry| entry.entry)
+            .collect();
+        // SAFETY: a heap entry on `dead` is expunged or sealed, in no dirty
+        // table (invariants 3 and 4, and a migration's drain) and listed
+        // once, and the table that held it was just unlinked, under the
+        // lock we hold; it cannot be un-expunged meanwhile (that needs this
+        // lock).
+        unsafe { Self::retire_heap_entries(heap, guard) };
+    }
+
+    /// Retires `entries` (heap entries, each sealed or expunged) through
+    /// the epoch as one batch: one deferred free for all of them, where one
+    /// each made a split of a 512-entry shard pay hundreds of deferrals.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the lock of the shard whose tables held them, has
+    /// just unlinked them from every current table, and retires each once.
+    unsafe fn retire_heap_entries(entries: Vec<EntryRef<K, V>>, guard: &Guard) {
+        if entries.is_empty() {
+            return;
         }
+        debug_assert!(entries.iter().all(|entry| !entry.is_live()));
+        let bytes = entries.len() * Entry::<K, V>::ALLOCATION_SIZE;
+        let batch = Box::into_raw(Box::new(entry::RetiredEntries(entries)));
+        // SAFETY: per our contract: unlinked, retired once; a reader that
+        // can still reach one through an old table is pinned, and the epoch
+        // waits for it.
+        unsafe { retire(guard, batch, RetiredKind::Entry, bytes) };
     }
 
     // ----- Locked helpers (Go's missLocked, dirtyLocked) -----------------
@@ -1625,14 +1648,10 @@ where
             .filter(|entry| !old.contains(entry))
             .map(|entry| entry.entry)
             .collect();
-        if !moved.is_empty() {
-            let bytes = moved.len() * Entry::<K, V>::ALLOCATION_SIZE;
-            let batch = Box::into_raw(Box::new(entry::MovedEntries(moved)));
-            // SAFETY: heap entries, sealed and moved into the new view just
-            // published, in no current table any more (dirty was taken),
-            // under the lock we hold; retired once, here, as one batch.
-            unsafe { retire(guard, batch, RetiredKind::Entry, bytes) };
-        }
+        // SAFETY: heap entries, sealed and moved into the new view just
+        // published, in no current table any more (dirty was taken), under
+        // the lock we hold; retired once, here.
+        unsafe { Self::retire_heap_entries(moved, guard) };
         dirty.misses = 0;
         ctx.stripe.count(Event::Promotions, 1);
     }
