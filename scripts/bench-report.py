@@ -1092,23 +1092,22 @@ def main():
     facts = why_facts(groups, growth, cg, lat)
     w("- **A read hit costs more dependent loads than a flat table.** The ceiling hashes, loads a control group "
       "and compares the key stored inline in the bucket: two dependent loads. snapmap loads the directory "
-      "table's header and slot (one allocation), the shard, the read-view pointer, the view's slots (the hash "
-      "and an entry pointer each, compared a group at a time), then the entry, which holds the key and, for a "
-      "value that needs no drop, the value itself (otherwise a pointer to a value node, one load more): five or "
-      "six dependent loads, two or three of which miss the cache on a 1M-key map. In a map of about half a "
-      "million keys and more, a hit takes its group's match with a branch per slot, so the processor predicts "
-      "the slot and starts loading its entry before the compares (and the group's second cache line) arrive; "
-      "below that size the group is chosen without branches, whose mispredictions would cost more than the "
-      "wait (`src/shard/read_view.rs`, \"Speculative probing\"). "
+      "table's header and slot (one allocation), the shard's head (the read-view word, packed with the other "
+      "shards' heads), then the view's slots, each holding the hash, the key and, for a value that needs no "
+      "drop, the value itself (otherwise a pointer to a value node, one load more), compared a group of four "
+      "at a time: four or five dependent loads, one or two of which miss the cache on a 1M-key map. In a map of "
+      "about half a million keys and more, a hit branches on its home slot first, so the processor predicts a "
+      "hit there and compares the key before the rest of the group (two or three cache lines) arrives; below "
+      "that size the group is chosen without branches, whose mispredictions would cost more than the wait "
+      "(`src/shard/read_view.rs`, \"Speculative probing\"). "
       + facts.get("lookup", "")
       + "Peers that keep the value inline (scc::HashIndex, ArcSwap<HashMap>, dashmap's shard tables) pay fewer "
       "misses; peers that lock per read (dashmap, scc::HashMap, RwLock) pay an atomic read-modify-write on a "
       "shared line instead.")
-    w("- **Iteration chases a pointer per entry.** A shard's read view holds entry pointers, and every entry is "
-      "its own allocation; the walk visits them in slot order, i.e. in random memory order, so each entry costs "
-      "a cache miss where a `HashMap<u64, u64>` streams through contiguous buckets. It allocates nothing, and a "
-      "`fold` (what `sum` and `for_each` call) walks each shard's slots in a loop of its own, about 11 "
-      "instructions per entry, but it cannot beat maps that store entries inline. "
+    w("- **Iteration streams sparse 32-byte slots.** A shard's read view holds its entries in its slots (32 "
+      "bytes each for `u64 -> u64`, about half of them used at 1M keys), and the walk streams through them "
+      "shard by shard, where a `HashMap<u64, u64>` streams through 16-byte buckets 87.5 % full. It allocates "
+      "nothing, and a `fold` (what `sum` and `for_each` call) walks each shard's slots in a loop of its own. "
       + facts.get("iter_papaya", "")
       + facts.get("iter", "")
       + "A snapshot is the fast way to walk the map: its pieces are contiguous arrays.")
@@ -1122,21 +1121,23 @@ def main():
       "`RwLock` update the value in place under a lock they already had to take. "
       + facts.get("update", "")
       + "A profile (`perf`) of the update loop puts the time in the chain of dependent cache misses (shard head, view "
-      "slot, entry, old value), not in the allocation or the gate: with every locked instruction and the fence taken "
+      "slot, old value), not in the allocation or the gate: with every locked instruction and the fence taken "
       "out of the gate (a measurement only, not sound) an update at 1M keys took as long (docs/ARCHITECTURE.md, "
-      "section 4); the value's CAS, which papaya pays too, stays. papaya's update chains fewer misses; snapmap's hop "
-      "to the entry goes only with entries inline in the view's slots (docs/ARCHITECTURE.md, section 3).")
+      "section 4); the value's CAS, which papaya pays too, stays.")
     w("- **New keys take a lock, and churn is the weak spot.** Every new key takes its shard's lock and costs an "
       "allocation (the entry, with the value inline where it can be); lookups and removes of keys not yet promoted take the "
-      "lock again and count misses; each promotion makes the next new key copy the shard into a fresh dirty table; "
-      "a shard that passes its capacity splits (another copy), and both halves start promoted, so the next new key "
-      "in each half copies it once more. "
+      "lock again and count misses; each promotion seals every entry and moves it into the new view's slots (and "
+      "retires the new keys' heap entries), and makes the next new key copy the shard into a fresh dirty table; "
+      "a shard that passes its capacity splits (another move), and both halves start promoted, so the next new key "
+      "in each half copies it once more. The 32-byte slots also make a new key's first probe of the view (a miss, "
+      "by definition) likelier to leave the cache. "
       + facts.get("copies", "")
       + "dashmap, papaya and scc are built for that; snapmap's sync.Map design is built for reads (Exchange and "
       "RapidGrow are reported, not goals).")
-    w("- **Freeing retired views and shards costs a few `free`s each, on whichever thread collects.** Tables "
-      "hold plain entry pointers (entries are retired one by one when they leave the map), so a retired view or "
-      "shard is freed without touching its entries: its tables are deallocated whole. crossbeam-epoch frees up "
+    w("- **Freeing retired views and shards costs a walk of a view at most, on whichever thread collects.** A "
+      "view owns the keys and values of its slots that were not moved into a newer view; a view that a newer "
+      "one took everything from is freed whole, otherwise its drop walks its slots once (sequentially); heap "
+      "entries leave in one batch per promotion or migration. crossbeam-epoch frees up "
       "to 8 bags of garbage in one collection, on whatever thread triggers it; snapmap hands over a bag once "
       "its weight (one per retirement plus one per KiB) reaches 32, so one collection frees a bounded amount. "
       "(Before both changes, tables held `Arc<Entry>`, dropping a view cost one cache-missing decrement per "
@@ -1164,15 +1165,16 @@ def main():
     hs, hc = heap_rows.get(SNAP), heap_rows.get("ceiling: &hashbrown::HashMap")
     ws = (f"about {hs['bytes_per_entry'] * hs['entries'] / 1e6:.0f} MB" if hs and hs.get("bytes_per_entry") else "tens of MB")
     wc = (f"about {hc['bytes_per_entry'] * hc['entries'] / 1e6:.0f} MB" if hc and hc.get("bytes_per_entry") else "less")
-    w(f"- **Working set.** At 1M entries snapmap's data ({ws}, spread over a million allocations) is larger "
-      f"and more scattered than the inline tables of the hashbrown-based maps ({wc}, of which the control "
-      "bytes and buckets probed by a lookup are contiguous): each dependent load is more likely to leave the "
-      "L2 cache, and to need a page walk.")
+    w(f"- **Working set.** At 1M entries snapmap's data ({ws}, in one view per shard) is larger than the "
+      f"inline tables of the hashbrown-based maps ({wc}, of which the control bytes and buckets probed by a "
+      "lookup are contiguous): each dependent load is more likely to leave the L2 cache, and to need a page "
+      "walk.")
     w("- **Right after a bulk load**, keys are only in the dirty tables until lookups have missed `len(dirty)` "
       "times per shard: see the `no read pass after prefill` ReadHeavy row.")
-    w("- **Memory.** Each entry is a separate allocation (a `u64 -> u64` entry with its value inline is 24 "
-      "bytes, a 32-byte `malloc` chunk), and the read view's slots hold the hash and an entry pointer (16 bytes, "
-      "at most 80 % full): "
+    w("- **Memory.** The read view's slots hold the hash and the entry itself (32 bytes for `u64 -> u64`), at "
+      "most 80 % full and rounded up to a power of two; a shard holds 256 to 512 entries between splits, and one "
+      "of more than 409 entries gets 1,024 slots: at 1M keys about half of the views' slots are used (32 bytes "
+      "over 68). "
       + facts.get("heap", "")
       + "")
     w("")
@@ -1205,8 +1207,8 @@ def why_facts(groups, growth, cg, lat):
         if s_ and pa:
             r = pa["ns"] / s_["ns"]
             how = "about as fast" if 0.9 <= r <= 1.1 else f"{fmt_ratio(r)} papaya's speed"
-            f["iter_papaya"] = (f"Against papaya, which also holds a pointer per entry, the walk runs {how} "
-                                f"({size_of_group(it)} entries). ")
+            f["iter_papaya"] = (f"Against papaya, which holds a pointer per entry and walks its table, the walk "
+                                f"runs {how} ({size_of_group(it)} entries). ")
     up = next(iter(by_size(groups, "update_")), None)
     if up:
         d = groups[up]
