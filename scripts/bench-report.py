@@ -1135,9 +1135,8 @@ def main():
       + "dashmap, papaya and scc are built for that; snapmap's sync.Map design is built for reads (Exchange and "
       "RapidGrow are reported, not goals).")
     w("- **Freeing retired views and shards costs a walk of a view at most, on whichever thread collects.** A "
-      "view owns the keys and values of its slots that were not moved into a newer view; a view that a newer "
-      "one took everything from is freed whole, otherwise its drop walks its slots once (sequentially); heap "
-      "entries leave in one batch per promotion or migration. crossbeam-epoch frees up "
+      "view owns the keys and values of its slots that were not moved into a newer view, and its drop walks "
+      "its slots once (sequentially) to find them; heap entries leave in one batch per promotion or migration. crossbeam-epoch frees up "
       "to 8 bags of garbage in one collection, on whatever thread triggers it; snapmap hands over a bag once "
       "its weight (one per retirement plus one per KiB) reaches 32, so one collection frees a bounded amount. "
       "(Before both changes, tables held `Arc<Entry>`, dropping a view cost one cache-missing decrement per "

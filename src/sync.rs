@@ -75,16 +75,6 @@ pub(crate) mod atomic {
         #[cfg(snapmap_loom)]
         return atomic.with_mut(|p| *p);
     }
-
-    /// [`load_mut`] for an `AtomicBool`.
-    #[inline(always)]
-    pub(crate) fn load_mut_bool(atomic: &mut AtomicBool) -> bool {
-        #[cfg(not(snapmap_loom))]
-        return *atomic.get_mut();
-        // SAFETY: `&mut`: no other thread can access the atomic.
-        #[cfg(snapmap_loom)]
-        return unsafe { atomic.unsync_load() };
-    }
 }
 
 /// Atomics for statistics (lengths, hit and event counters).

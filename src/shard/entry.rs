@@ -419,58 +419,6 @@ impl<K, V> EntryRef<K, V> {
     }
 }
 
-impl<K, V> EntryRef<K, V> {
-    /// Frees the entry now and hands back its key and live value, moved
-    /// out (`None`, after dropping the key, if the entry holds no value).
-    ///
-    /// # Safety
-    ///
-    /// As [`EntryRef::free_exclusive`]: no table anyone can still reach
-    /// points to the entry (the map is consumed), and this is the one call
-    /// that frees it.
-    pub(crate) unsafe fn into_parts_exclusive(self) -> Option<(K, V)> {
-        // Relaxed: exclusive access; the `&mut`/ownership hand-over
-        // ordered every store.
-        let cell = self.cell.load(Ordering::Relaxed);
-        let inline = self.inline_node();
-        let (key, inline_value) = if Entry::<K, V>::INLINE {
-            // SAFETY: per the contract this is the only pointer left, and an
-            // entry of this type was allocated as an `InlineEntry`. Moving
-            // it out of its box frees the allocation; `ManuallyDrop` keeps
-            // `Entry::drop` from touching the cell, read above.
-            let InlineEntry { entry, node } =
-                *unsafe { Box::from_raw(self.0.as_ptr().cast::<InlineEntry<K, V>>()) };
-            let entry = core::mem::ManuallyDrop::new(entry);
-            // SAFETY: read once out of an entry that is never used again
-            // (not dropped: `ManuallyDrop`).
-            let key =
-                core::mem::ManuallyDrop::into_inner(unsafe { ptr::read(&entry.key) }).into_inner();
-            // SAFETY: a heap entry's inline node is initialised with its
-            // first value (`Entry::boxed`), and never written again.
-            (
-                key,
-                (cell == inline).then(|| unsafe { node.assume_init() }.into_value()),
-            )
-        } else {
-            // SAFETY: as above, allocated as a plain `Entry`.
-            let entry = core::mem::ManuallyDrop::new(*unsafe { Box::from_raw(self.0.as_ptr()) });
-            // SAFETY: as above.
-            let key =
-                core::mem::ManuallyDrop::into_inner(unsafe { ptr::read(&entry.key) }).into_inner();
-            (key, None)
-        };
-        if let Some(value) = inline_value {
-            return Some((key, value));
-        }
-        if !is_live(cell) {
-            return None;
-        }
-        // SAFETY: a live node other than the inline one is owned by the
-        // cell (see `Drop for Entry`), and the entry is gone: taken once.
-        Some((key, unsafe { Box::from_raw(cell) }.into_value()))
-    }
-}
-
 /// Heap entries retired together through the epoch (one deferred free for
 /// a promotion's or a migration's entries instead of one per entry). Each
 /// is sealed (its drop frees memory only: a view took its key and value)
@@ -692,9 +640,10 @@ impl<K, V> Entry<K, V> {
         }
     }
 
-    /// Moves the key and the live value out of an entry held in a read
-    /// view's slot, and seals its cell so that the view's drop leaves them
-    /// (`None`, after dropping the key, if the entry holds no value).
+    /// Moves the key and the live value out of the entry, and seals its
+    /// cell so that its drop (with its view, or
+    /// [`EntryRef::free_exclusive`] for a heap entry) leaves them (`None`,
+    /// after dropping the key, if the entry holds no value).
     ///
     /// # Safety
     ///

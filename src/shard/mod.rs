@@ -691,18 +691,15 @@ impl<K, V> Shard<K, V> {
         dirty.table = None;
         dirty.dead.clear();
         for entry in entries {
-            let pair = if view.contains(&entry) {
-                // SAFETY: exclusive access to the whole map (our contract);
-                // `owned_entries` listed each entry once. The entry is
-                // sealed, so the view's drop below leaves its parts.
-                unsafe { entry.take_parts_exclusive() }
-            } else {
-                // SAFETY: exclusive access to the whole map (our contract),
-                // the shard's tables no longer reach this heap entry, and
-                // `owned_entries` listed each entry once.
-                unsafe { entry.entry.into_parts_exclusive() }
-            };
-            out.extend(pair);
+            // SAFETY: exclusive access to the whole map (our contract);
+            // `owned_entries` listed each entry once. Taking the parts
+            // seals the entry, so its drop below leaves them.
+            out.extend(unsafe { entry.take_parts_exclusive() });
+            if !view.contains(&entry) {
+                // SAFETY: as above; the shard's tables no longer reach this
+                // heap entry, freed once, here.
+                unsafe { entry.entry.free_exclusive() };
+            }
         }
         drop(view);
     }
@@ -1564,12 +1561,6 @@ where
         // is not expunged; the originals (sealed) and the expunged ones are
         // on `dead` and leave the map with this shard.
         let (view, _) = self.view(guard);
-        let no_expunged = !core::mem::needs_drop::<K>()
-            || !dirty
-                .dead
-                .iter()
-                .any(|entry| view.contains(entry) && entry.is_expunged());
-        view.mark_moved_out(no_expunged);
         self.retire_dead_locked(dirty, view, guard);
     }
 
@@ -1641,7 +1632,6 @@ where
         // entries of new keys, retired here once the view that replaces
         // them is published (their drop frees memory only).
         self.publish_locked(ReadView::boxed(&table), guard);
-        old.mark_moved_out(dirty.dead.is_empty());
         self.retire_dead_locked(dirty, old, guard);
         let moved: Vec<EntryRef<K, V>> = table
             .iter()

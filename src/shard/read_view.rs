@@ -104,7 +104,6 @@ use core::ptr;
 
 use crate::shard::entry::{Entry, EntryRef, Hashed, InlineEntry};
 use crate::sync::Published;
-use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::twins::{Bug, injected};
 use equivalent::Equivalent;
 
@@ -217,10 +216,6 @@ pub(crate) struct ViewHeader<K, V> {
     /// Entries in the view (live, deleted, expunged or sealed). Loom
     /// checks reads of it against the view's publication.
     len: Published<usize>,
-    /// Set, under the shard lock, when the view is replaced by one that
-    /// took every entry it owned (see [`ReadView::mark_moved_out`]): its
-    /// drop then has nothing to do.
-    moved_out: AtomicBool,
     /// The view owns its slots' keys and values (unless sealed).
     _entries: PhantomData<(K, V)>,
 }
@@ -304,7 +299,6 @@ impl<K, V> ReadView<K, V> {
         unsafe {
             ptr::addr_of_mut!((*view).header).write(ViewHeader {
                 len: Published::new(count),
-                moved_out: AtomicBool::new(false),
                 _entries: PhantomData,
             });
             let slots = ptr::addr_of_mut!((*view).slots).cast::<Slot<K, V>>();
@@ -381,19 +375,6 @@ impl<K, V> ReadView<K, V> {
     #[inline]
     fn capacity(&self) -> usize {
         self.slots.len() - PAD
-    }
-
-    /// Records, as the lock holder replaces this view, that a newer view
-    /// took (sealed and moved) every entry it holds but expunged ones, and
-    /// whether it holds `no_expunged` ones: if so, or if keys need no drop
-    /// (an expunged entry holds no value), the view's drop skips its walk
-    /// over the slots.
-    pub(crate) fn mark_moved_out(&self, no_expunged: bool) {
-        if no_expunged || !core::mem::needs_drop::<K>() {
-            // Relaxed: read by the view's drop, after the epoch (whose
-            // synchronisation orders this store before it).
-            self.header.moved_out.store(true, Ordering::Relaxed);
-        }
     }
 
     /// Whether `entry` lives in one of this view's slots (by address).
@@ -645,10 +626,7 @@ impl<K, V> Drop for ReadView<K, V> {
     /// slots that were not sealed (a sealed slot's were moved to a newer
     /// view, and `Entry`'s drop leaves them).
     fn drop(&mut self) {
-        if self.is_empty()
-            || (crate::sync::atomic::load_mut_bool(&mut self.header.moved_out)
-                && !injected(Bug::DropSealedKey))
-        {
+        if self.is_empty() {
             return;
         }
         let capacity = self.capacity();
