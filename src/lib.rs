@@ -443,6 +443,7 @@ mod compute;
 mod directory;
 mod gate;
 mod hash;
+mod hint;
 mod iter;
 mod map;
 mod migrate;

@@ -113,18 +113,9 @@ std::thread_local! {
 /// waits for it.
 #[inline(always)]
 fn prefetch(block: Option<NonNull<Free>>) {
-    #[cfg(target_arch = "x86_64")]
     if let Some(block) = block {
-        // SAFETY: SSE is part of the x86-64 baseline, and a prefetch reads
-        // nothing the program sees and never faults.
-        unsafe {
-            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                block.as_ptr().cast(),
-            );
-        }
+        crate::hint::prefetch(block.as_ptr());
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = block;
 }
 
 /// Moves `value` into a block of its own: a cached one if the thread has

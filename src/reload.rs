@@ -36,22 +36,26 @@
 //! has more than 2^16 shards): the bucket then serves several shards, each
 //! taking the items in its range, which is correct and only slower.
 //!
-//! Where the time goes (`perf`, 1M `u64` keys, 1 % of the values changed):
-//! the loads of the map's entries (the key to compare, the cell, the
-//! current value), a cache miss per key, because the entries live outside
-//! the views (`docs/ARCHITECTURE.md`, section 3). The version before this
-//! one put every item of the shard in a table, then walked the view
-//! looking each entry up in it: the entry misses came in the walk, one
-//! after the other behind the table's probe. Probing the view per item
-//! instead overlaps more of them (the items are independent, and the
-//! probe loop is short), and the walk then finds the entries in cache:
-//! `replace_all` of 1M keys, 1 % changed, 83–91 → 71–73 ms; 10K keys,
-//! 178–179 → 171–173 µs (median of many reloads, three rounds
-//! alternated). Prefetching the entry eight slots ahead in the old walk,
-//! measured and dropped: 1M keys 80–92 → 68–72 ms, but 10K keys 183 →
-//! 200–236 µs, also when kept to maps of 2,048 shard slots or more (the
-//! larger loop cost the small map's diff about 10 %). Entries inline in
-//! the view's slots would make both passes sequential reads.
+//! Where the time goes (`perf`, 1M `u64` keys, 1 % of the values changed,
+//! about 50 ms without the snapshot that makes it visible): about a
+//! quarter bucketing the content (one hash and one write per item into
+//! the bucket of its shard, 32 MB of fresh memory scattered over as many
+//! write streams as there are shards), a fifth the probes (each item's
+//! home slot, at random in its shard's view; the walk after it then finds
+//! the view in cache), and the rest the walk and the writes. History: the
+//! version before this one put every item of the shard in a table, then
+//! walked the view looking each entry up in it: the entry misses came in
+//! the walk, one after the other behind the table's probe. Probing the view
+//! per item instead overlaps more of them (the items are independent, and
+//! the probe loop is short): `replace_all` of 1M keys, 1 % changed, 83–91 →
+//! 71–73 ms; 10K keys, 178–179 → 171–173 µs (median of many reloads, three
+//! rounds alternated; entries then lived outside the views). Prefetching
+//! the entry eight slots ahead in the old walk, measured and dropped: 1M
+//! keys 80–92 → 68–72 ms, but 10K keys 183 → 200–236 µs. With the entries
+//! inline in the views, the probe asks for the home slot of the item
+//! [`PROBE_AHEAD`] places ahead (`ReadView::prefetch_home`): 1M keys 53–58
+//! → 50–52 ms, 10K keys 217–240 → 203–213 µs (median of 10 and 400
+//! reloads, three rounds alternated).
 //!
 //! Concurrent writers that are not part of the reload may write beside it
 //! (the gate orders batches against snapshots, not against plain writers):
@@ -69,6 +73,10 @@ use crate::raw::RawMap;
 use crate::shard::read_view::table_hash;
 use crate::stats::Stripe;
 use crate::sync::epoch::Guard;
+
+/// How many items ahead of its probe the diff asks for an item's home
+/// slot.
+const PROBE_AHEAD: usize = 8;
 
 /// The most hash bits the content is bucketed by (2^16 buckets).
 const MAX_BUCKET_BITS: u32 = 16;
@@ -220,7 +228,11 @@ where
         marks.resize(view.positions(), UNMARKED);
         table.clear();
         for b in content.bucket(at)..=content.bucket(last) {
-            for (i, slot) in content.buckets[b].iter().enumerate() {
+            let bucket = &content.buckets[b];
+            for (i, slot) in bucket.iter().enumerate() {
+                if let Some(Some((ahead, _))) = bucket.get(i + PROBE_AHEAD) {
+                    view.prefetch_home(*ahead);
+                }
                 let Some((hash, item)) = slot else { continue };
                 if !(at..=last).contains(hash) {
                     continue;

@@ -452,6 +452,15 @@ impl<K, V> ReadView<K, V> {
         }
     }
 
+    /// Starts loading the home slot of `hash`, which a
+    /// [`position_of`](Self::position_of) a little later will read: a
+    /// reload's diff probes the view in its content's order, at random.
+    #[inline]
+    pub(crate) fn prefetch_home(&self, hash: u64) {
+        let home = hash as usize & (self.capacity() - 1);
+        crate::hint::prefetch(self.slots.as_ptr().wrapping_add(home));
+    }
+
     /// Under loom: reads the header through its tracked cell, so that a
     /// reader that reached the view without a happens-before edge from its
     /// building is reported. Nothing in normal builds (a lookup must not
@@ -687,17 +696,8 @@ const PREFETCH_AHEAD: usize = 64;
 /// memory the walk will not read, which costs a load and nothing else.
 #[inline(always)]
 fn prefetch_ahead<K, V>(slot: &Slot<K, V>) {
-    // `wrapping_add`: the address may lie past the view's allocation; it is
-    // only ever given to the prefetch, never read.
-    let ahead = ptr::from_ref(slot).wrapping_add(PREFETCH_AHEAD);
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    // SAFETY: SSE is part of the x86-64 baseline, and a prefetch reads
-    // nothing the program sees and never faults, whatever the address.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(ahead.cast());
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    let _ = ahead;
+    // `wrapping_add`: the address may lie past the view's allocation.
+    crate::hint::prefetch(ptr::from_ref(slot).wrapping_add(PREFETCH_AHEAD));
 }
 
 /// The entries of a view, from [`ReadView::iter`].
