@@ -150,9 +150,9 @@
 //!   in a small map and no consistent view is needed: at 10K keys
 //!   snapmap's read hits run at 0.68× `scc::HashIndex` (1.35× papaya), and
 //!   the 99/1 mix at 1M keys at 0.82× `scc::HashIndex` and 1.07× papaya on
-//!   one thread (0.89× and 1.31× on two). A read hit costs 74.8
+//!   one thread (0.89× and 1.31× on two). A read hit costs 71.8
 //!   instructions against 35.5 for an unsynchronised `hashbrown` lookup
-//!   (callgrind, 100K keys).
+//!   (callgrind, 100K keys; 74.8 in the report's run).
 //! - **dashmap or `scc::HashMap`** when writes are frequent: they update in
 //!   place, where snapmap takes a new value node per update (updates of
 //!   existing keys at 1M: 0.12× dashmap, 0.17× `scc::HashMap`, 0.80× papaya
