@@ -536,6 +536,9 @@ fn growth_all(kind: Growth, n: usize, threads: usize, reps: usize) {
     if wanted(&SnapBig::<Fast>::name()) {
         growth::<SnapBig<Fast>>(kind, &streams, reps);
     }
+    if wanted(&SnapHuge::<Fast>::name()) {
+        growth::<SnapHuge<Fast>>(kind, &streams, reps);
+    }
     if wanted(&Dash::<Fast>::name()) {
         growth::<Dash<Fast>>(kind, &streams, reps);
     }
@@ -649,6 +652,7 @@ fn main() {
         memory::<Snap<Fast>>(n, ops);
         memory::<SnapPerOp<Fast>>(n, ops);
         memory::<SnapBig<Fast>>(n, ops);
+        memory::<SnapHuge<Fast>>(n, ops);
         memory::<Dash<Fast>>(n, ops);
         memory::<Papaya<Fast>>(n, ops);
         memory::<PapayaPerOp<Fast>>(n, ops);

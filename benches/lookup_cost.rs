@@ -27,12 +27,13 @@ fn run<M: BenchMap>(n_keys: usize, lookups_n: u64) -> u64 {
 }
 
 /// The map names accepted on the command line.
-const MAPS: [&str; 15] = [
+const MAPS: [&str; 16] = [
     "snapmap",
     "snapmap-snapshot",
     "snapmap-reader",
     "snapmap-per-op",
     "snapmap-cap4096",
+    "snapmap-huge",
     "dashmap",
     "papaya",
     "papaya-per-op",
@@ -55,6 +56,7 @@ fn dispatch(map: &str, n_keys: usize, lookups_n: u64) -> Option<(String, u64)> {
         "snapmap-reader" => go::<SnapReader<Fast>>(n_keys, lookups_n),
         "snapmap-per-op" => go::<SnapPerOp<Fast>>(n_keys, lookups_n),
         "snapmap-cap4096" => go::<SnapBig<Fast>>(n_keys, lookups_n),
+        "snapmap-huge" => go::<SnapHuge<Fast>>(n_keys, lookups_n),
         "dashmap" => go::<Dash<Fast>>(n_keys, lookups_n),
         "papaya" => go::<Papaya<Fast>>(n_keys, lookups_n),
         "papaya-per-op" => go::<PapayaPerOp<Fast>>(n_keys, lookups_n),

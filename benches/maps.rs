@@ -129,6 +129,7 @@ fn read_hit(c: &mut Criterion, n: usize, stream_len: usize, big: bool) {
     read_one::<Snap<Fast>>(&mut g, &keys, &streams);
     if big {
         read_one::<SnapBig<Fast>>(&mut g, &keys, &streams);
+        read_one::<SnapHuge<Fast>>(&mut g, &keys, &streams);
     }
     read_one::<SnapPerOp<Fast>>(&mut g, &keys, &streams);
     read_one::<Dash<Fast>>(&mut g, &keys, &streams);
@@ -198,6 +199,9 @@ fn updates(c: &mut Criterion, name: &str, n: usize, stream_len: usize, update_pc
         .collect();
     let mut g = group(c, &format!("{name}_{}", label(n)), "read");
     cyclic_one::<Snap<Fast>>(&mut g, &keys, &streams);
+    if big {
+        cyclic_one::<SnapHuge<Fast>>(&mut g, &keys, &streams);
+    }
     cyclic_one::<Dash<Fast>>(&mut g, &keys, &streams);
     cyclic_one::<Papaya<Fast>>(&mut g, &keys, &streams);
     cyclic_one::<SccMap<Fast>>(&mut g, &keys, &streams);
@@ -227,6 +231,7 @@ fn iteration(c: &mut Criterion, n: usize) {
     let mut g = group(c, &format!("iter_{}", label(n)), "iter");
     iter_one::<Snap<Fast>>(&mut g, &keys);
     iter_one::<SnapBig<Fast>>(&mut g, &keys);
+    iter_one::<SnapHuge<Fast>>(&mut g, &keys);
     iter_one::<Dash<Fast>>(&mut g, &keys);
     iter_one::<Papaya<Fast>>(&mut g, &keys);
     iter_one::<SccMap<Fast>>(&mut g, &keys);

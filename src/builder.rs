@@ -28,6 +28,7 @@ impl<K, V, S> Builder<K, V, S> {
             max_shard_bits,
             shard_capacity,
             promote_after,
+            huge_pages,
             hasher,
         } = self.validate()?;
         Ok(SnapMap::from_parts(
@@ -35,6 +36,7 @@ impl<K, V, S> Builder<K, V, S> {
             max_shard_bits,
             shard_capacity,
             promote_after,
+            huge_pages,
             hasher,
         ))
     }

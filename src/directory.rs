@@ -405,6 +405,9 @@ pub(crate) struct Directory<K, V> {
     pub(crate) min_depth: u32,
     /// Shards never split beyond this depth (the builder's shard limit).
     pub(crate) max_depth: u32,
+    /// The builder's `huge_pages`: every shard's views come from
+    /// `crate::arena` (the shards carry it too, for their migrations).
+    pub(crate) huge_pages: bool,
     /// The directory owns its shards (through raw pointers): this makes the
     /// map `Send`/`Sync` exactly when a shard is, i.e. when `K` and `V` are.
     _owns: PhantomData<Box<Shard<K, V>>>,
@@ -412,10 +415,10 @@ pub(crate) struct Directory<K, V> {
 
 impl<K, V> Directory<K, V> {
     /// `2^depth` empty shards, each at local depth `depth`.
-    pub(crate) fn new(depth: u32, max_depth: u32) -> Self {
+    pub(crate) fn new(depth: u32, max_depth: u32, huge_pages: bool) -> Self {
         debug_assert!(depth <= max_depth && max_depth <= MAX_DEPTH_LIMIT);
         let table = DirTable::<K, V>::boxed(depth, |i| {
-            let shard = Shard::with_entries(depth, i as u64, Vec::new(), 0).boxed();
+            let shard = Shard::with_entries(depth, i as u64, Vec::new(), 0, huge_pages).boxed();
             // SAFETY: just built, and owned by the table from here.
             unsafe { (*shard).head_ptr() }
         });
@@ -426,6 +429,7 @@ impl<K, V> Directory<K, V> {
             }),
             min_depth: depth,
             max_depth,
+            huge_pages,
             generation: AtomicU64::new(0),
             _owns: PhantomData,
         }

@@ -18,3 +18,20 @@ pub(crate) fn prefetch<T>(p: *const T) {
     #[cfg(not(all(target_arch = "x86_64", not(miri))))]
     let _ = p;
 }
+
+/// Asks the kernel to back `len` bytes at `ptr` (2 MiB-aligned, ours
+/// alone) with transparent huge pages. Advice only: where huge pages are
+/// disabled or unavailable, nothing changes but the page size.
+#[cfg(all(target_os = "linux", not(miri), not(snapmap_loom)))]
+pub(crate) fn advise_huge_pages(ptr: core::ptr::NonNull<u8>, len: usize) {
+    // SAFETY: the range is one allocation of ours, not yet shared;
+    // `madvise` with `MADV_HUGEPAGE` changes how its pages are backed,
+    // never their content, and fails harmlessly (ignored) if unsupported.
+    unsafe {
+        libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_HUGEPAGE);
+    }
+}
+
+/// [`advise_huge_pages`] where there is no such advice: nothing.
+#[cfg(not(all(target_os = "linux", not(miri), not(snapmap_loom))))]
+pub(crate) fn advise_huge_pages(_: core::ptr::NonNull<u8>, _: usize) {}

@@ -115,6 +115,7 @@ impl<K, V, S> SnapMap<K, V, S> {
             DEFAULT_MAX_SHARDS.trailing_zeros(),
             DEFAULT_SHARD_CAPACITY,
             usize::MAX,
+            false,
             hasher,
         )
     }
@@ -147,10 +148,18 @@ impl<K, V, S> SnapMap<K, V, S> {
         max_shard_bits: u32,
         capacity: usize,
         promote_after: usize,
+        huge_pages: bool,
         hasher: S,
     ) -> Self {
         SnapMap {
-            raw: RawMap::new(shard_bits, max_shard_bits, capacity, promote_after, hasher),
+            raw: RawMap::new(
+                shard_bits,
+                max_shard_bits,
+                capacity,
+                promote_after,
+                huge_pages,
+                hasher,
+            ),
         }
     }
 

@@ -231,12 +231,18 @@ pub(crate) fn split<K, V>(
     });
     let [low, high] = halves;
     let new = [
-        Shard::with_entries(depth + 1, prefix << 1, low, live[0])
+        Shard::with_entries(depth + 1, prefix << 1, low, live[0], shard.huge_pages())
             .born_during(ctx.build)
             .boxed(),
-        Shard::with_entries(depth + 1, (prefix << 1) | 1, high, live[1])
-            .born_during(ctx.build)
-            .boxed(),
+        Shard::with_entries(
+            depth + 1,
+            (prefix << 1) | 1,
+            high,
+            live[1],
+            shard.huge_pages(),
+        )
+        .born_during(ctx.build)
+        .boxed(),
     ];
     let owned;
     {
@@ -324,7 +330,7 @@ where
     };
     low.drain_for_migration_locked(&mut low_dirty, ctx, guard, &mut take);
     high.drain_for_migration_locked(&mut high_dirty, ctx, guard, &mut take);
-    let merged_shard = Shard::with_entries(depth - 1, prefix >> 1, merged, live)
+    let merged_shard = Shard::with_entries(depth - 1, prefix >> 1, merged, live, low.huge_pages())
         .born_during(ctx.build)
         .boxed();
     let (owned_low, owned_high);

@@ -69,7 +69,7 @@ pub(crate) unsafe fn retire<T: ?Sized + Send + 'static>(
 ) {
     // SAFETY: forwarded from our caller; `ptr` is a `Box::into_raw` result,
     // so `Box::from_raw` frees it, once (the epoch runs the closure once).
-    unsafe { retire_by(guard, ptr, kind, bytes, |ptr| drop(Box::from_raw(ptr))) }
+    unsafe { retire_with(guard, ptr, kind, bytes, |ptr| drop(Box::from_raw(ptr))) }
 }
 
 /// [`retire`] for a sized `T` whose block, once the epoch releases it, may
@@ -88,10 +88,11 @@ pub(crate) unsafe fn retire_small<T: Send + 'static>(
 ) {
     // SAFETY: forwarded from our caller; `pool::free` takes a
     // `Box::into_raw` or `pool::boxed` pointer, freed once.
-    unsafe { retire_by(guard, ptr, kind, bytes, |ptr| crate::pool::free(ptr)) }
+    unsafe { retire_with(guard, ptr, kind, bytes, |ptr| crate::pool::free(ptr)) }
 }
 
-/// What [`retire`] and [`retire_small`] share: count, defer `free`, flush
+/// What [`retire`] and [`retire_small`] share (and the way to retire what is freed
+/// neither as a `Box` nor by the pool: a read view, `ReadView::free`): count, defer `free`, flush
 /// by weight. `free` captures nothing (a zero-sized closure), so the
 /// deferred closure stays three words for a sized `T`, which crossbeam
 /// stores without allocating; a read view is a slice-tailed type whose
@@ -103,7 +104,7 @@ pub(crate) unsafe fn retire_small<T: Send + 'static>(
 /// As for [`retire`], and `free(ptr)` must be a sound way to drop and free
 /// `ptr` once no thread can read it.
 #[inline]
-unsafe fn retire_by<T: ?Sized + Send + 'static>(
+pub(crate) unsafe fn retire_with<T: ?Sized + Send + 'static>(
     guard: &Guard,
     ptr: *mut T,
     kind: RetiredKind,

@@ -50,6 +50,7 @@ where
             raw.directory.max_depth,
             raw.capacity,
             raw.promote_after,
+            raw.directory.huge_pages,
             raw.hasher.clone(),
         );
         copy.reserve(self.len());

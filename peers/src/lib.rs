@@ -11,7 +11,7 @@
 //!
 //! | Adapter | Map | Handle (re-taken every [`BATCH`] operations) |
 //! |---|---|---|
-//! | [`Snap`], [`SnapBig`] | snapmap | a [`snapmap::Pinned`] handle |
+//! | [`Snap`], [`SnapBig`], [`SnapHuge`] | snapmap | a [`snapmap::Pinned`] handle |
 //! | [`SnapPerOp`] | snapmap | none: `map.get(&k)` pins per call |
 //! | [`SnapSnapshot`] | a snapmap [`snapmap::Snapshot`] | the snapshot (read-only) |
 //! | [`SnapReader`] | snapmap | a reader handle, `map.reader()` |
@@ -142,26 +142,33 @@ pub fn fold(acc: u64, k: u64, v: u64) -> u64 {
 // ----- snapmap ---------------------------------------------------------------------
 
 /// snapmap through a [`snapmap::Pinned`] handle, re-pinned every batch.
-/// `SHARDS` is the initial shard count and `CAP` the shard capacity (the
-/// dirty-table size past which a shard splits); the defaults are the
-/// crate's.
+/// `SHARDS` is the initial shard count, `CAP` the shard capacity (the
+/// dirty-table size past which a shard splits) and `HUGE` the
+/// `huge_pages` option; the defaults are the crate's.
 pub struct Snap<
     S,
     const SHARDS: usize = { snapmap::DEFAULT_SHARDS },
     const CAP: usize = { snapmap::DEFAULT_SHARD_CAPACITY },
+    const HUGE: bool = false,
 >(pub snapmap::SnapMap<u64, u64, S>);
 
 /// snapmap with 8x the default shard capacity (fewer, larger shards).
 pub type SnapBig<S> = Snap<S, { snapmap::DEFAULT_SHARDS }, 4096>;
 
+/// snapmap with its read views in huge pages (`huge_pages(true)`).
+pub type SnapHuge<S> =
+    Snap<S, { snapmap::DEFAULT_SHARDS }, { snapmap::DEFAULT_SHARD_CAPACITY }, true>;
+
 fn build_snap<S: BuildHasher>(
     shards: usize,
     capacity: usize,
+    huge_pages: bool,
     hasher: S,
 ) -> snapmap::SnapMap<u64, u64, S> {
     snapmap::SnapMap::<u64, u64>::builder()
         .shards(shards)
         .shard_capacity(capacity)
+        .huge_pages(huge_pages)
         .hasher(hasher)
         .build()
         .expect("valid snapmap options")
@@ -169,13 +176,16 @@ fn build_snap<S: BuildHasher>(
 
 /// " (option, option)" for the builder options that differ from the
 /// defaults, or "" for the default configuration.
-fn snap_options(shards: usize, capacity: usize) -> String {
+fn snap_options(shards: usize, capacity: usize, huge_pages: bool) -> String {
     let mut options = Vec::new();
     if shards != snapmap::DEFAULT_SHARDS {
         options.push(format!("{shards} initial shards"));
     }
     if capacity != snapmap::DEFAULT_SHARD_CAPACITY {
         options.push(format!("shard_capacity {capacity}"));
+    }
+    if huge_pages {
+        options.push("huge_pages".to_string());
     }
     if options.is_empty() {
         String::new()
@@ -184,7 +194,8 @@ fn snap_options(shards: usize, capacity: usize) -> String {
     }
 }
 
-impl<S, const SHARDS: usize, const CAP: usize> BenchMap for Snap<S, SHARDS, CAP>
+impl<S, const SHARDS: usize, const CAP: usize, const HUGE: bool> BenchMap
+    for Snap<S, SHARDS, CAP, HUGE>
 where
     S: BuildHasher + Default + Send + Sync,
 {
@@ -194,11 +205,11 @@ where
         Self: 'a;
 
     fn name() -> String {
-        format!("snapmap{}", snap_options(SHARDS, CAP))
+        format!("snapmap{}", snap_options(SHARDS, CAP, HUGE))
     }
 
     fn new() -> Self {
-        Snap(build_snap(SHARDS, CAP, S::default()))
+        Snap(build_snap(SHARDS, CAP, HUGE, S::default()))
     }
 
     #[inline]

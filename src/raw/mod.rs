@@ -103,11 +103,12 @@ impl<K, V, S> RawMap<K, V, S> {
         max_shard_bits: u32,
         capacity: usize,
         promote_after: usize,
+        huge_pages: bool,
         hasher: S,
     ) -> Self {
         RawMap {
             hasher,
-            directory: Directory::new(shard_bits, max_shard_bits),
+            directory: Directory::new(shard_bits, max_shard_bits, huge_pages),
             stripes: Stripes::new(),
             promote_after,
             capacity,

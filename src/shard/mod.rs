@@ -103,7 +103,7 @@ use core::cell::Cell;
 use equivalent::Equivalent;
 
 use crate::compute::{Compute, Operation};
-use crate::reclaim::retire;
+use crate::reclaim::{retire, retire_with};
 use crate::stats::{Event, RetiredKind, Stripe};
 use crate::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use crate::sync::epoch::Guard;
@@ -381,6 +381,9 @@ struct Place {
     /// Unique for the life of the process (snapshots key their reusable
     /// pieces by it; an address could be reused after a free).
     id: u64,
+    /// The map's `huge_pages` option: where the shard's views are
+    /// allocated (`crate::arena`); shards made from it inherit it.
+    huge_pages: bool,
 }
 
 /// The write side: the lock, and the live count merges look at.
@@ -421,17 +424,19 @@ impl<K, V> Shard<K, V> {
         prefix: u64,
         entries: Vec<Hashed<K, V>>,
         live: usize,
+        huge_pages: bool,
     ) -> Self {
         let len = entries.len();
         Shard {
             head: HeadBlock(crate::slab::alloc(Head {
-                read: AtomicPtr::new(ReadView::from_entries(entries, len)),
+                read: AtomicPtr::new(ReadView::from_entries(entries, len, huge_pages)),
                 shard: AtomicPtr::new(core::ptr::null_mut()),
             })),
             place: Published::new(Place {
                 depth,
                 prefix,
                 id: next_unique_id(),
+                huge_pages,
             }),
             locked: CachePadded::new(Locked {
                 dirty: Mutex::new(Dirty {
@@ -568,6 +573,12 @@ impl<K, V> Shard<K, V> {
         self.place.get().id
     }
 
+    /// Whether the shard's views come from huge-page regions (the map's
+    /// `huge_pages` option).
+    pub(crate) fn huge_pages(&self) -> bool {
+        self.place.get().huge_pages
+    }
+
     /// The content version (see [`Shard::bump_version`]).
     pub(crate) fn version(&self) -> u64 {
         // Acquire: pairs with the Release in `bump_version`: a copy made
@@ -677,17 +688,17 @@ impl<K, V> Shard<K, V> {
     /// As [`Shard::free_entries_exclusive`]: the caller owns the map (it is
     /// being consumed) and every reference ever handed out borrowed it.
     pub(crate) unsafe fn drain_entries_exclusive(&mut self, out: &mut Vec<(K, V)>) {
-        let empty = ReadView::from_entries([], 0);
+        let empty = ReadView::from_entries([], 0, false);
         // Relaxed: exclusive access; the ownership hand-over ordered every
         // store.
         let old = self.head().read.swap(empty, Ordering::Relaxed);
-        let (view, _) = untag(old);
+        let (view_ptr, _) = untag(old);
         // SAFETY: the view pointer is never null; with exclusive access it
         // is not freed concurrently. It was owned by the shard and left it
         // just now: freed below, once, as `Drop` frees a shard's view.
-        let view = unsafe { Box::from_raw(view) };
+        let view = unsafe { &*view_ptr };
         let dirty = self.locked.dirty.get_mut();
-        let entries = dirty.owned_entries(&view);
+        let entries = dirty.owned_entries(view);
         dirty.table = None;
         dirty.dead.clear();
         for entry in entries {
@@ -701,7 +712,9 @@ impl<K, V> Shard<K, V> {
                 unsafe { entry.entry.free_exclusive() };
             }
         }
-        drop(view);
+        // SAFETY: see above: the view left the shard, nothing else holds it,
+        // and this is its one free.
+        unsafe { ReadView::free(view_ptr) };
     }
 
     /// The current view and its amended flag.
@@ -723,7 +736,7 @@ impl<K, V> Drop for Shard<K, V> {
     fn drop(&mut self) {
         // Relaxed: `&mut self`; nothing else can touch the shard.
         let (view, _) = untag(self.head().read.load(Ordering::Relaxed));
-        // SAFETY: the current view was allocated by `ReadView::boxed` and is
+        // SAFETY: the current view was made by `ReadView::from_entries` and is
         // owned by this shard (a view is retired only when replaced). A
         // shard is dropped either with its map (no reader borrows it any
         // more) or through the epoch after being retired (no reader pinned
@@ -732,7 +745,7 @@ impl<K, V> Drop for Shard<K, V> {
         // that replaced this one); the dirty table owns nothing (heap
         // entries are freed by `free_entries_exclusive` or retired on
         // their own).
-        drop(unsafe { Box::from_raw(view) });
+        unsafe { ReadView::free(view) };
         // SAFETY: the head block was allocated with the shard and is freed
         // once, here; no reader holds it any more (as for the view above).
         unsafe { crate::slab::free(self.head.0) };
@@ -812,7 +825,7 @@ where
             // store instead of a use after free).
             let live: Vec<_> = view.iter().hashed().filter(|e| e.is_live()).collect();
             let len = live.len();
-            self.publish_locked(ReadView::from_entries(live, len), guard);
+            self.publish_locked(ReadView::from_entries(live, len, self.huge_pages()), guard);
             return;
         }
         self.rebuild_dirty_locked(&mut dirty, view, ctx);
@@ -1424,7 +1437,7 @@ where
                 removed += 1;
             }
         }
-        self.publish_locked(ReadView::from_entries([], 0), guard);
+        self.publish_locked(ReadView::from_entries([], 0, false), guard);
         for entry in doomed {
             if view.contains(&entry) {
                 continue; // dropped with the old view, just retired
@@ -1631,7 +1644,7 @@ where
         // below drops only the expunged ones, on `dead`) and the heap
         // entries of new keys, retired here once the view that replaces
         // them is published (their drop frees memory only).
-        self.publish_locked(ReadView::boxed(&table), guard);
+        self.publish_locked(ReadView::boxed(&table, self.huge_pages()), guard);
         self.retire_dead_locked(dirty, old, guard);
         let moved: Vec<EntryRef<K, V>> = table
             .iter()
@@ -1671,7 +1684,7 @@ where
         // SAFETY: `old` was the published view; it is unlinked now, so only
         // readers pinned before this point can hold it, and the epoch waits
         // for them. It is retired once: only the lock holder swaps views.
-        unsafe { retire(guard, old, RetiredKind::View, bytes) };
+        unsafe { retire_with(guard, old, RetiredKind::View, bytes, free_view::<K, V>) };
     }
 
     /// Sets the amended bit on the current view (Go:
@@ -1711,4 +1724,12 @@ where
         ctx.copied(table.len() as u64);
         dirty.table = Some(table);
     }
+}
+
+/// How a retired read view is freed, when the epoch runs it: once, when no
+/// reader that could reach the view is left.
+fn free_view<K, V>(view: *mut ReadView<K, V>) {
+    // SAFETY: only given to `retire_with` for a view just unlinked, which
+    // runs it once, after every reader pinned before the unlinking is gone.
+    unsafe { ReadView::free(view) }
 }

@@ -216,6 +216,9 @@ pub(crate) struct ViewHeader<K, V> {
     /// Entries in the view (live, deleted, expunged or sealed). Loom
     /// checks reads of it against the view's publication.
     len: Published<usize>,
+    /// Whether the view's block came from `crate::arena` (else from the
+    /// global allocator): [`ReadView::free`] gives it back the same way.
+    from_arena: bool,
     /// The view owns its slots' keys and values (unless sealed).
     _entries: PhantomData<(K, V)>,
 }
@@ -251,8 +254,8 @@ const MAX_LOAD_DENOMINATOR: usize = 5;
 impl<K, V> ReadView<K, V> {
     /// A view over the entries of `table`, ready to publish (untagged but
     /// for its size: not amended): see [`ReadView::from_entries`].
-    pub(crate) fn boxed(table: &Table<K, V>) -> *mut ViewHeader<K, V> {
-        Self::from_entries(table.iter().copied(), table.len())
+    pub(crate) fn boxed(table: &Table<K, V>, huge_pages: bool) -> *mut ViewHeader<K, V> {
+        Self::from_entries(table.iter().copied(), table.len(), huge_pages)
     }
 
     /// A view holding `entries` (`len` of them, each once), **moved** into
@@ -266,6 +269,7 @@ impl<K, V> ReadView<K, V> {
     pub(crate) fn from_entries(
         entries: impl IntoIterator<Item = Hashed<K, V>>,
         len: usize,
+        huge_pages: bool,
     ) -> *mut ViewHeader<K, V> {
         let capacity = (len * MAX_LOAD_DENOMINATOR)
             .div_ceil(MAX_LOAD_NUMERATOR)
@@ -287,11 +291,8 @@ impl<K, V> ReadView<K, V> {
         debug_assert_eq!(count, len, "a view gets exactly `len` entries");
         let total = capacity + PAD;
         let layout = Self::layout(total);
-        // SAFETY: the layout has a non-zero size (the header is not empty).
-        let base = unsafe { std::alloc::alloc(layout) };
-        if base.is_null() {
-            std::alloc::handle_alloc_error(layout);
-        }
+        let (base, from_arena) = crate::arena::alloc(layout, huge_pages);
+        let base = base.as_ptr();
         let view = ptr::slice_from_raw_parts_mut(base.cast::<Slot<K, V>>(), total) as *mut Self;
         // SAFETY: `view` points to a fresh allocation of `Self`'s layout
         // for `total` slots; every slot's hash and cell are written (and an
@@ -299,6 +300,7 @@ impl<K, V> ReadView<K, V> {
         unsafe {
             ptr::addr_of_mut!((*view).header).write(ViewHeader {
                 len: Published::new(count),
+                from_arena,
                 _entries: PhantomData,
             });
             let slots = ptr::addr_of_mut!((*view).slots).cast::<Slot<K, V>>();
@@ -329,6 +331,34 @@ impl<K, V> ReadView<K, V> {
             "the layout `Box` frees with is the one allocated"
         );
         Self::tag(view, capacity)
+    }
+
+    /// Drops the view at `view` (the pointer [`untag`] gives for a word
+    /// [`ReadView::from_entries`] made) and frees its block, where it came
+    /// from (`crate::arena` or the global allocator).
+    ///
+    /// # Safety
+    ///
+    /// The view is freed once, and nothing uses it any more: it was never
+    /// published, or it has been unlinked and every reader that could
+    /// reach it is gone (the epoch), or the caller owns the map.
+    pub(crate) unsafe fn free(view: *mut Self) {
+        // SAFETY: the view is alive until the drop below (our contract).
+        let (layout, from_arena) =
+            unsafe { (Layout::for_value(&*view), (*view).header.from_arena) };
+        // SAFETY: dropped once (our contract); its `Drop` drops the keys and
+        // values its unsealed slots own.
+        unsafe { ptr::drop_in_place(view) };
+        // SAFETY: `from_entries` allocated the block with this layout (it
+        // checks `Layout::for_value` against it) and recorded its source;
+        // freed once.
+        unsafe {
+            crate::arena::free(
+                ptr::NonNull::new_unchecked(view.cast::<u8>()),
+                layout,
+                from_arena,
+            )
+        };
     }
 
     /// Robin Hood insertion of `entry` into the plan of a view's slots.

@@ -133,7 +133,7 @@ impl Region {
             std::alloc::handle_alloc_error(layout)
         };
         if huge {
-            advise_huge_pages(ptr, layout.size());
+            crate::hint::advise_huge_pages(ptr, layout.size());
         }
         account.add_held(layout.size() as isize);
         Arc::new(Region {
@@ -157,22 +157,6 @@ impl Drop for Region {
         self.account.add_held(-(self.layout.size() as isize));
     }
 }
-
-/// Asks the kernel to back `len` bytes at `ptr` (2 MiB-aligned, ours
-/// alone) with transparent huge pages. Advice only: where huge pages are
-/// disabled or unavailable, nothing changes but the page size.
-#[cfg(all(target_os = "linux", not(miri), not(snapmap_loom)))]
-fn advise_huge_pages(ptr: core::ptr::NonNull<u8>, len: usize) {
-    // SAFETY: the range is one allocation of ours, not yet shared;
-    // `madvise` with `MADV_HUGEPAGE` changes how its pages are backed,
-    // never their content, and fails harmlessly (ignored) if unsupported.
-    unsafe {
-        libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_HUGEPAGE);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", not(miri), not(snapmap_loom))))]
-fn advise_huge_pages(_: core::ptr::NonNull<u8>, _: usize) {}
 
 /// One shard, frozen: its live entries in one contiguous slice, grouped
 /// by bucket, and one 16-byte head per bucket with the address of the
