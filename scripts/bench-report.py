@@ -1188,7 +1188,13 @@ def main():
     w(f"- **Working set.** At 1M entries snapmap's data ({ws}, in one view per shard) is larger than the "
       f"inline tables of the hashbrown-based maps ({wc}, of which the control bytes and buckets probed by a "
       "lookup are contiguous): each dependent load is more likely to leave the L2 cache, and to need a page "
-      "walk.")
+      "walk: 68 MB of views in 4 KiB pages are some 17,000 pages, far beyond the TLB's reach. "
+      "`Builder::huge_pages(true)` (the `snapmap (huge_pages)` rows) puts the views in 2 MiB pages and takes "
+      "the page walks away; it is off by default because of what it costs: an insert that writes the first view "
+      "into a new 2 MiB region waits for the kernel to fault in a huge page (the growth table's `snapmap "
+      "(huge_pages)` rows: several milliseconds when the kernel must compact memory first), and a region stays "
+      "while one view in it lives, so a map built by growing holds the views it outgrew in part (the heap table's "
+      "row).")
     w("- **Right after a bulk load**, keys are only in the dirty tables until lookups have missed `len(dirty)` "
       "times per shard: see the `no read pass after prefill` ReadHeavy row.")
     w("- **Memory.** The read view's slots hold the hash and the entry itself (32 bytes for `u64 -> u64`), at "

@@ -35,6 +35,10 @@
 //! 316/278 → 275/252 ns (`scc::HashIndex` 21.5–25.5 ns and 26–31 ns,
 //! papaya 221–261 ns for updates, same runs). A map that is loaded once
 //! and then read, like most configuration, pays the faults once, at load.
+//! Memory, too: a region stays while one view in it lives, so a map that
+//! grew from empty keeps part of the views it outgrew (1M `u64` keys: 106
+//! heap bytes per entry, against 68.1 with the global allocator;
+//! `BENCHMARKS.md`, "Heap bytes per entry").
 //!
 //! How: one size class per block size (a view's layout size: its slot
 //! count and its slot type decide it). A class carves blocks from its
@@ -239,6 +243,7 @@ fn free_block(block: NonNull<u8>, size: usize) {
     // the spare goes too.
     let spare = if in_use { None } else { arena.spare.take() };
     for region in core::iter::once(region).chain(spare) {
+        crate::hint::unadvise_huge_pages(region, REGION);
         // SAFETY: allocated by `new_region` with this layout; none of its
         // blocks is in use or listed (the spare's were dropped from the
         // lists when it became the spare), and each is freed once: this one

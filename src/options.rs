@@ -223,15 +223,17 @@ impl<K, V, S> Builder<K, V, S> {
     /// A read hit in a large map lands on a random slot of its views (about
     /// 68 MB at 1M `u64` keys); with 4 KiB pages nearly every hit also
     /// misses the TLB and walks the page table, with huge pages it does
-    /// not: at 1M keys, read hits about 1.3× and the 99 % read mix about
-    /// 1.4× as fast (`BENCHMARKS.md`, the `snapmap (huge_pages)` rows). The
-    /// price is the kernel's: the first touch of each new 2 MiB region
-    /// faults in a whole huge page, which took 0.2 ms on the benchmark
-    /// machine, and 5–7.5 ms once the kernel had to compact memory to find
-    /// one; so a map that is growing has an insert that waits that long
-    /// once per 2 MiB of new views (about 30,000 new `u64` keys). Regions
-    /// go back to the allocator when no view is left in them; a region is
-    /// kept while one view in it lives.
+    /// not: at 1M keys, read hits 1.24–1.45× and the 99 % read mix about
+    /// 1.4× as fast as the default's (`BENCHMARKS.md`, the `snapmap
+    /// (huge_pages)` rows; 1.25–1.43× `scc::HashIndex` in that run). Two
+    /// prices. The kernel's: the first touch of each new 2 MiB region faults
+    /// in a whole huge page, which took 0.2 ms on the benchmark machine, and
+    /// 5–7.5 ms once the kernel had to compact memory to find one; so a map
+    /// that is growing has an insert that waits that long once per 2 MiB of
+    /// new views (about 30,000 new `u64` keys). And memory: a region goes
+    /// back to the allocator only when no view is left in it, so the views a
+    /// growing map outgrew partly stay (1M `u64` keys inserted into an
+    /// empty map: 106 heap bytes per entry, against 68.1 by default).
     ///
     /// Linux only (elsewhere, and where transparent huge pages are off, the
     /// views get ordinary pages and the option changes nothing else).

@@ -152,6 +152,9 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
+        if self.layout.size() >= HUGE_PAGE {
+            crate::hint::unadvise_huge_pages(self.ptr, self.layout.size());
+        }
         // SAFETY: allocated in `new` with this layout, freed only here.
         unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
         self.account.add_held(-(self.layout.size() as isize));
