@@ -134,49 +134,49 @@
 //! - **snapmap**: read-mostly data that readers need **consistent**
 //!   (snapshots, all-or-nothing batches, revisions, waiting for a change)
 //!   and that is reloaded now and then, mostly by replacing values. A
-//!   snapshot of an unchanged map costs 21 ns (`ArcSwap::load_full`: 19 ns);
-//!   after one update to a 1M-key map, 14 µs, where `ArcSwap<HashMap>` and
-//!   `RwLock<HashMap>` copy the whole map (13 ms). dashmap, papaya and scc
+//!   snapshot of an unchanged map costs 23 ns (`ArcSwap::load_full`: 20 ns);
+//!   after one update to a 1M-key map, 17 µs, where `ArcSwap<HashMap>` and
+//!   `RwLock<HashMap>` copy the whole map (17 ms). dashmap, papaya and scc
 //!   have no point-in-time view at all. Iterating a snapshot is a slice walk
-//!   (1.35× the time of a `Vec<(u64, u64)>` walk), a walk of the live map
-//!   1.07× papaya's speed and 2.03× dashmap's. Read hits at 1M keys run at
-//!   1.01× papaya and 0.77× `scc::HashIndex` on one thread, 0.95× and 0.78×
+//!   (1.21× the time of a `Vec<(u64, u64)>` walk), a walk of the live map
+//!   1.18× papaya's speed and 2.18× dashmap's. Read hits at 1M keys run at
+//!   1.13× papaya and 0.76× `scc::HashIndex` on one thread, 1.05× and 0.89×
 //!   on two (each entry sits in its read view's slot: one cache miss past
-//!   the shard's head; 1.03×, 1.01× and 1.11× both in the run before). In
-//!   the 99 % read / 1 % update mix at 10K keys it runs at 1.23× papaya on
-//!   one thread and 1.72× on two, 1.64× and 6.19× dashmap, 0.85× and 1.31×
+//!   the shard's head; these ratios move by up to 0.25 between runs). In
+//!   the 99 % read / 1 % update mix at 10K keys it runs at 1.31× papaya on
+//!   one thread and 1.77× on two, 1.62× and 6.35× dashmap, 0.89× and 1.39×
 //!   `scc::HashIndex`.
 //! - **`scc::HashIndex` or papaya** when reads must be as fast as possible
 //!   in a small map and no consistent view is needed: at 10K keys
-//!   snapmap's read hits run at 0.68× `scc::HashIndex` (1.35× papaya), and
-//!   the 99/1 mix at 1M keys at 0.82× `scc::HashIndex` and 1.07× papaya on
-//!   one thread (0.89× and 1.31× on two); a large map built with
+//!   snapmap's read hits run at 0.74× `scc::HashIndex` (1.48× papaya), and
+//!   the 99/1 mix at 1M keys at 0.71× `scc::HashIndex` and 0.97× papaya on
+//!   one thread (0.80× and 1.40× on two); a large map built with
 //!   [`Builder::huge_pages`] reads faster (its views in huge pages: read
-//!   hits at 1M keys 19–21 ns against 24–26 ns by default and 23–24 ns for
-//!   `scc::HashIndex`), at the price of rare multi-millisecond inserts
-//!   while it grows. A read hit costs 71.8
+//!   hits at 1M keys 1.19–1.45× the default's, 0.91–1.43× `scc::HashIndex`
+//!   over two runs), at the price of rare multi-millisecond inserts while
+//!   it grows and of memory. A read hit costs 71.8
 //!   instructions against 35.5 for an unsynchronised `hashbrown` lookup
 //!   (callgrind, 100K keys; 74.8 in the report's run).
 //! - **dashmap or `scc::HashMap`** when writes are frequent: they update in
 //!   place, where snapmap takes a new value node per update (updates of
-//!   existing keys at 1M: 0.12× dashmap, 0.17× `scc::HashMap`, 0.80× papaya
-//!   on one thread; 3.31× papaya on two). Workloads that churn new keys are
-//!   the read/dirty design's weak spot: 0.09–0.16× the best peer
+//!   existing keys at 1M: 0.12× dashmap, 0.19× `scc::HashMap`, 0.85× papaya
+//!   on one thread; 3.38× papaya on two). Workloads that churn new keys are
+//!   the read/dirty design's weak spot: 0.08–0.15× the best peer
 //!   (conc-map-bench's Exchange and RapidGrow mixes), slower since the read
 //!   view holds its entries (a promotion moves every entry). They also hold
 //!   less memory: 35.7 heap bytes per `u64 -> u64` entry (dashmap) against
 //!   snapmap's 68.1 (papaya: 53.8).
 //! - **`ArcSwap<HashMap>`** (copy on write) for small maps that are rarely
 //!   written: its reads are as fast as an unsynchronised `HashMap` (snapmap's
-//!   read hits run at 0.38× its speed at 1M keys and 0.32× at 10K; a
-//!   snapmap [`Reader`], which checks for a change on every lookup, 0.99×
-//!   and 0.70×, and 0.82–1.32× an `arc_swap::Cache` checked on every
+//!   read hits run at 0.45× its speed at 1M keys and 0.34× at 10K; a
+//!   snapmap [`Reader`], which checks for a change on every lookup, 1.00×
+//!   and 0.74×, and 0.84–1.30× an `arc_swap::Cache` checked on every
 //!   lookup as the reader is), and a snapshot is one load. Every write
 //!   copies the whole map, though: at 10K keys with 1 % updates snapmap is
-//!   10× faster on one thread, and at 1M keys one write costs 13 ms. A
+//!   10× faster on one thread, and at 1M keys one write costs 17 ms. A
 //!   reload of 1 % of the keys, on the other hand, is cheaper as a new
-//!   `ArcSwap` map than as snapmap's `replace_all` (1.33× its time at 1M
-//!   keys; `apply` of the changed keys, 0.54×).
+//!   `ArcSwap` map than as snapmap's `replace_all` (1.41× its time at 1M
+//!   keys; `apply` of the changed keys, 0.60×).
 //!
 //! `BENCHMARKS.md`'s "Where snapmap loses, and why" lists every workload
 //! where a peer won in that run, with the reasons.

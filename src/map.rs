@@ -1071,17 +1071,17 @@ where
     /// (`src/reload.rs`); then the writes. Measured at 1M `u64` keys
     /// (foldhash) with 1 % of the values changed, made visible with the
     /// next snapshot (which copies every shard here: 1 % of random keys
-    /// touch nearly every shard): 70 ms, against 53 ms for
+    /// touch nearly every shard): 70–78 ms, against 53–55 ms for
     /// `ArcSwap<HashMap>` to build and store a new map from the same
-    /// content (BENCHMARKS.md, group `reload_1M`; the `ArcSwap` figure
-    /// moves with the heap the rows before it leave, 28–56 ms in other
-    /// runs; 79 ms in the last report, 99 ms before the read views held
-    /// their entries; the earlier version of the diff, a SipHash table of
-    /// the content, took about 0.25 s). At 10K keys the gap is wider
-    /// (0.28 ms against 43 µs: a small map builds in cache, while the diff
-    /// still hashes, buckets and probes every item). When the changes
-    /// themselves are known, [`apply`](Self::apply) them instead: its cost
-    /// is the changes' (29 ms at 1M with the snapshot, most of it the
+    /// content (BENCHMARKS.md, group `reload_1M`, the last three runs; the
+    /// `ArcSwap` figure moves with the heap the rows before it leave, 28–56
+    /// ms in other runs; 99 ms before the read views held their entries;
+    /// the earlier version of the diff, a SipHash table of the content,
+    /// took about 0.25 s). At 10K keys the gap is wider (0.28–0.30 ms
+    /// against 43–45 µs: a small map builds in cache, while the diff still
+    /// hashes, buckets and probes every item). When the changes themselves
+    /// are known, [`apply`](Self::apply) them instead: its cost is the
+    /// changes' (29–33 ms at 1M with the snapshot, most of it the
     /// snapshot).
     ///
     /// A key given more than once takes its last value, and counts once in
