@@ -223,9 +223,9 @@ impl<K, V, S> Builder<K, V, S> {
     /// A read hit in a large map lands on a random slot of its views (about
     /// 68 MB at 1M `u64` keys); with 4 KiB pages nearly every hit also
     /// misses the TLB and walks the page table, with huge pages it does
-    /// not: at 1M keys, read hits 1.24–1.45× and the 99 % read mix about
-    /// 1.4× as fast as the default's (`BENCHMARKS.md`, the `snapmap
-    /// (huge_pages)` rows; 1.25–1.43× `scc::HashIndex` in that run). Two
+    /// not: at 1M keys, read hits 1.19–1.45× as fast as the default's
+    /// (`BENCHMARKS.md`, the `snapmap (huge_pages)` rows, two runs, 1 and 2
+    /// threads; 0.91–1.43× `scc::HashIndex` in the same runs). Two
     /// prices. The kernel's: the first touch of each new 2 MiB region faults
     /// in a whole huge page, which took 0.2 ms on the benchmark machine, and
     /// 5–7.5 ms once the kernel had to compact memory to find one; so a map
