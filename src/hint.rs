@@ -22,19 +22,9 @@ pub(crate) fn prefetch<T>(p: *const T) {
 /// Asks the kernel to back `len` bytes at `ptr` (2 MiB-aligned, ours
 /// alone) with transparent huge pages. Advice only: where huge pages are
 /// disabled or unavailable, nothing changes but the page size.
-#[cfg(all(target_os = "linux", not(miri), not(snapmap_loom)))]
 pub(crate) fn advise_huge_pages(ptr: core::ptr::NonNull<u8>, len: usize) {
-    // SAFETY: the range is one allocation of ours, not yet shared;
-    // `madvise` with `MADV_HUGEPAGE` changes how its pages are backed,
-    // never their content, and fails harmlessly (ignored) if unsupported.
-    unsafe {
-        libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_HUGEPAGE);
-    }
+    advise(ptr, len, true);
 }
-
-/// [`advise_huge_pages`] where there is no such advice: nothing.
-#[cfg(not(all(target_os = "linux", not(miri), not(snapmap_loom))))]
-pub(crate) fn advise_huge_pages(_: core::ptr::NonNull<u8>, _: usize) {}
 
 /// Takes back [`advise_huge_pages`] before the range goes back to the
 /// allocator: the advice belongs to the address range, not to our use of
@@ -45,15 +35,26 @@ pub(crate) fn advise_huge_pages(_: core::ptr::NonNull<u8>, _: usize) {}
 /// no "neutral" advice: this one asks for ordinary pages, which is what a
 /// range gets anyway where huge pages are only given on request (the
 /// `madvise` setting).
-#[cfg(all(target_os = "linux", not(miri), not(snapmap_loom)))]
 pub(crate) fn unadvise_huge_pages(ptr: core::ptr::NonNull<u8>, len: usize) {
-    // SAFETY: as in `advise_huge_pages`: one allocation of ours, about to
-    // be freed; the advice changes how its pages are backed, not content.
+    advise(ptr, len, false);
+}
+
+/// `madvise` with `MADV_HUGEPAGE` (`huge`) or `MADV_NOHUGEPAGE`.
+#[cfg(all(target_os = "linux", not(miri), not(snapmap_loom)))]
+fn advise(ptr: core::ptr::NonNull<u8>, len: usize, huge: bool) {
+    let advice = if huge {
+        libc::MADV_HUGEPAGE
+    } else {
+        libc::MADV_NOHUGEPAGE
+    };
+    // SAFETY: the range is one allocation of ours (not yet shared, or about
+    // to be freed); either advice changes how its pages are backed, never
+    // their content, and fails harmlessly (ignored) if unsupported.
     unsafe {
-        libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_NOHUGEPAGE);
+        libc::madvise(ptr.as_ptr().cast(), len, advice);
     }
 }
 
-/// [`unadvise_huge_pages`] where there is no such advice: nothing.
+/// [`advise`] where there is no such advice: nothing.
 #[cfg(not(all(target_os = "linux", not(miri), not(snapmap_loom))))]
-pub(crate) fn unadvise_huge_pages(_: core::ptr::NonNull<u8>, _: usize) {}
+fn advise(_: core::ptr::NonNull<u8>, _: usize, _: bool) {}
