@@ -328,7 +328,7 @@ impl<K, V> ReadView<K, V> {
         debug_assert_eq!(
             Layout::for_value(view_ref),
             layout,
-            "the layout `Box` frees with is the one allocated"
+            "the layout `ReadView::free` frees with is the one allocated"
         );
         Self::tag(view, capacity)
     }
@@ -382,8 +382,9 @@ impl<K, V> ReadView<K, V> {
     }
 
     /// The allocation of a view with `total` slots, padding included (as
-    /// `Box` will free it: `repr(C)` puts the slots after the header,
-    /// aligned, and pads the whole to the struct's alignment).
+    /// [`ReadView::free`] will free it, from `Layout::for_value`: `repr(C)`
+    /// puts the slots after the header, aligned, and pads the whole to the
+    /// struct's alignment).
     fn layout(total: usize) -> Layout {
         let (layout, _) = Layout::new::<ViewHeader<K, V>>()
             .align_to(VIEW_ALIGN)
