@@ -63,7 +63,7 @@ use std::collections::HashMap;
 use crate::sync::unmodelled::{AtomicUsize, Mutex, Ordering};
 
 /// Bytes per region, and their alignment.
-pub(crate) const REGION: usize = 2 << 20;
+pub(crate) const REGION: usize = crate::hint::HUGE_PAGE;
 
 /// Live view bytes in the process (from either source) from which new
 /// views come from the arena.
@@ -128,14 +128,15 @@ fn region_layout() -> Layout {
 /// (`false`: from the global allocator), which it may only when the view's
 /// map asked for `huge_pages`. Counts the view's bytes as live.
 pub(crate) fn alloc(layout: Layout, huge_pages: bool) -> (NonNull<u8>, bool) {
+    // Blocks sit `size` apart from a region's start: a padded layout whose
+    // alignment divides the region's keeps every one aligned.
+    debug_assert!(layout.size() % layout.align() == 0 && REGION % layout.align() == 0);
     // Relaxed (here and below): a heuristic's input; it orders nothing.
     let before = LIVE.fetch_add(layout.size(), Ordering::Relaxed);
     if ENABLED
         && huge_pages
         && before >= THRESHOLD
         && (MIN_BLOCK..=MAX_BLOCK).contains(&layout.size())
-        && layout.size() % layout.align() == 0
-        && REGION % layout.align() == 0
     {
         return (alloc_block(layout.size()), true);
     }

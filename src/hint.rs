@@ -19,6 +19,11 @@ pub(crate) fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
+/// A transparent huge page on x86-64 (and the usual arm64 setting): the
+/// size and alignment of the regions that ask for them (snapshot regions,
+/// `crate::arena`).
+pub(crate) const HUGE_PAGE: usize = 2 << 20;
+
 /// Asks the kernel to back `len` bytes at `ptr` (2 MiB-aligned, ours
 /// alone) with transparent huge pages. Advice only: where huge pages are
 /// disabled or unavailable, nothing changes but the page size.

@@ -91,9 +91,10 @@ pub(crate) unsafe fn retire_small<T: Send + 'static>(
     unsafe { retire_with(guard, ptr, kind, bytes, |ptr| crate::pool::free(ptr)) }
 }
 
-/// What [`retire`] and [`retire_small`] share (and the way to retire what is freed
-/// neither as a `Box` nor by the pool: a read view, `ReadView::free`): count, defer `free`, flush
-/// by weight. `free` captures nothing (a zero-sized closure), so the
+/// What [`retire`] and [`retire_small`] share, and the way to retire what
+/// is freed neither as a `Box` nor by the pool (a read view, through
+/// `ReadView::free`): count, defer `free`, flush by weight. `free`
+/// captures nothing (a zero-sized closure), so the
 /// deferred closure stays three words for a sized `T`, which crossbeam
 /// stores without allocating; a read view is a slice-tailed type whose
 /// pointer is two words, so crossbeam boxes that closure (one small

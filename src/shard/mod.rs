@@ -1683,8 +1683,14 @@ where
         let bytes = unsafe { (*old).heap_bytes() };
         // SAFETY: `old` was the published view; it is unlinked now, so only
         // readers pinned before this point can hold it, and the epoch waits
-        // for them. It is retired once: only the lock holder swaps views.
-        unsafe { retire_with(guard, old, RetiredKind::View, bytes, free_view::<K, V>) };
+        // for them, then frees it once with `ReadView::free` (from its
+        // block's source). It is retired once: only the lock holder swaps
+        // views.
+        unsafe {
+            retire_with(guard, old, RetiredKind::View, bytes, |old| {
+                ReadView::free(old)
+            })
+        };
     }
 
     /// Sets the amended bit on the current view (Go:
@@ -1724,12 +1730,4 @@ where
         ctx.copied(table.len() as u64);
         dirty.table = Some(table);
     }
-}
-
-/// How a retired read view is freed, when the epoch runs it: once, when no
-/// reader that could reach the view is left.
-fn free_view<K, V>(view: *mut ReadView<K, V>) {
-    // SAFETY: only given to `retire_with` for a view just unlinked, which
-    // runs it once, after every reader pinned before the unlinking is gone.
-    unsafe { ReadView::free(view) }
 }

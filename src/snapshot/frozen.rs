@@ -83,10 +83,6 @@ impl PieceBytes {
 /// build repacks ([`PieceBytes::should_repack`]).
 pub(super) const REPACK_SLACK: isize = 4 << 20;
 
-/// Regions at least this large are aligned to it and, on Linux, advised
-/// to be backed by transparent huge pages.
-pub(super) const HUGE_PAGE: usize = 2 << 20;
-
 /// One allocation holding the heads and entries of the pieces one build
 /// copied. Each piece keeps its region alive (an `Arc`); the region is
 /// freed when its last piece is dropped.
@@ -117,10 +113,10 @@ impl Region {
     /// Allocates a region of `layout` (its size non-zero), counted in
     /// `account`.
     pub(super) fn new(layout: core::alloc::Layout, account: &Arc<PieceBytes>) -> Arc<Self> {
-        let huge = layout.size() >= HUGE_PAGE;
+        let huge = layout.size() >= crate::hint::HUGE_PAGE;
         let layout = if huge {
             layout
-                .align_to(HUGE_PAGE)
+                .align_to(crate::hint::HUGE_PAGE)
                 .expect("a snapshot region's layout with a 2 MiB alignment")
         } else {
             layout
@@ -152,7 +148,7 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
-        if self.layout.size() >= HUGE_PAGE {
+        if self.layout.size() >= crate::hint::HUGE_PAGE {
             crate::hint::unadvise_huge_pages(self.ptr, self.layout.size());
         }
         // SAFETY: allocated in `new` with this layout, freed only here.
