@@ -1136,13 +1136,13 @@ def main():
       "the read path above, then a new value node (from the thread's cache of nodes the epoch has released, "
       "`src/pool.rs`, or one allocation when that cache is empty), a CAS, and the old node retired through the "
       "epoch; every "
-      "write also passes the snapshot write gate (a locked add on its thread's stripe, a fence, and a locked "
-      "subtract on leaving), bumps its shard's version and lists the shard for the next snapshot once per "
+      "write also passes the snapshot write gate (a plain store to its thread's own stripe and a fence on "
+      "entering, a plain store on leaving), bumps its shard's version and lists the shard for the next snapshot once per "
       "cycle. dashmap, scc::HashMap and "
       "`RwLock` update the value in place under a lock they already had to take. "
       + facts.get("update", "")
       + "A profile (`perf`) of the update loop puts the time in the chain of dependent cache misses (shard head, view "
-      "slot, old value), not in the allocation or the gate: with every locked instruction and the fence taken "
+      "slot, old value), not in the allocation or the gate: with the fence also taken "
       "out of the gate (a measurement only, not sound) an update at 1M keys took as long (docs/ARCHITECTURE.md, "
       "section 4); the value's CAS, which papaya pays too, stays.")
     w("- **New keys take a lock, and churn is the weak spot.** Every new key takes its shard's lock and costs an "

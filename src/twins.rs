@@ -52,6 +52,10 @@ pub enum Bug {
     /// A snapshot build publishes without closing the write gate, so it
     /// can copy one shard before a batch and another after it.
     SnapshotWithoutGate,
+    /// A writer counts itself into the write gate and reads `pending`
+    /// without the fence between (Dekker's handshake with one fence): the
+    /// snapshot's cut and the writer can each miss the other.
+    EnterWithoutFence,
     /// A writer changes a shard during a snapshot build without first
     /// capturing it, so the build can copy it after a write made after its
     /// cut.

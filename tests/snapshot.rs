@@ -381,3 +381,90 @@ fn snapshots_of_zero_sized_keys_and_values() {
     assert_eq!(map.snapshot().get(&()), None);
     assert_eq!(one.get(&()), Some(&()));
 }
+
+/// The write gate's stripes belong to the threads numbered below their
+/// count (64): such a thread counts itself in with a plain store, and the
+/// threads numbered past it share a counter per stripe. Here 72 idle
+/// threads hold the low numbers while two writers, numbered past them,
+/// move money in batches and two snapshot takers check the sum: a cut that
+/// missed a writer on a shared counter would see half a transfer.
+#[test]
+fn writers_numbered_past_the_gate_stripes_are_waited_for() {
+    const IDLE: usize = 72;
+    let map: SnapMap<u64, i64> = SnapMap::builder().shards(4).build().unwrap();
+    for account in 0..ACCOUNTS {
+        map.insert(account, START);
+    }
+    let total = START * ACCOUNTS as i64;
+    let holders = std::sync::Barrier::new(IDLE + 1);
+    let release = AtomicBool::new(false);
+    let running = AtomicBool::new(true);
+    let checked = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..IDLE {
+            let (map, holders, release) = (&map, &holders, &release);
+            scope.spawn(move || {
+                // A write takes the thread's number (and keeps it while
+                // the thread lives).
+                map.remove(&u64::MAX);
+                holders.wait();
+                while !release.load(Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            });
+        }
+        holders.wait();
+        let writers: Vec<_> = (0..2u64)
+            .map(|writer| {
+                let (map, running, checked) = (&map, &running, &checked);
+                scope.spawn(move || {
+                    let _stop = StopAllOnPanic(running);
+                    let mut rng = 0x5851_F42D_4C95_7F2D ^ (writer + 1);
+                    let started = std::time::Instant::now();
+                    let mut transfers = 0;
+                    while running.load(Ordering::Relaxed)
+                        && (transfers < 20_000 || checked.load(Ordering::Relaxed) < 2_000)
+                    {
+                        assert!(
+                            started.elapsed().as_secs() < 60,
+                            "snapshots are starved: {} in 60 s",
+                            checked.load(Ordering::Relaxed)
+                        );
+                        transfers += 1;
+                        let from = next(&mut rng) % ACCOUNTS;
+                        let to = next(&mut rng) % ACCOUNTS;
+                        let amount = (next(&mut rng) % 50) as i64;
+                        map.batch(|m| {
+                            m.update(&from, |balance| balance - amount)
+                                .expect("account present");
+                            m.update(&to, |balance| balance + amount)
+                                .expect("account present");
+                        });
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..2 {
+            let (map, running, checked) = (&map, &running, &checked);
+            scope.spawn(move || {
+                let _stop = StopAllOnPanic(running);
+                while running.load(Ordering::Relaxed) {
+                    let snapshot = map.snapshot();
+                    let sum: i64 = (0..ACCOUNTS)
+                        .map(|a| snapshot.get(&a).copied().unwrap_or(0))
+                        .sum();
+                    assert_eq!(sum, total, "a snapshot saw half a transfer");
+                    checked.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        running.store(false, Ordering::Relaxed);
+        release.store(true, Ordering::Relaxed);
+    });
+    assert!(checked.load(Ordering::Relaxed) >= 100);
+    let final_sum: i64 = (0..ACCOUNTS).map(|a| map.get(&a).unwrap()).sum();
+    assert_eq!(final_sum, total);
+}
