@@ -1338,6 +1338,10 @@ def mix_cap(groups):
 
 
 def stat_fields(s):
+    """The counters of one snapmap stats line (peers/src/lib.rs, `stats_line`).
+    A counter it cannot find is reported on stderr: the line's format and
+    these patterns must move together (when they did not, the report's
+    counter tables were rows of '?')."""
     f = {}
     for key in ["shards", "slow-path lookups", "promotions", "dirty rebuilds", "entries copied", "splits", "merges"]:
         m = re.search(re.escape(key) + r" (\d+)", s)
@@ -1346,6 +1350,10 @@ def stat_fields(s):
     m = re.search(r"max (\d+) in one operation", s)
     if m:
         f["max"] = fmt_int(int(m.group(1)))
+    missing = [k for k in ["shards", "slow-path lookups", "promotions", "dirty rebuilds", "entries copied",
+                           "splits", "merges", "max"] if k not in f]
+    if missing:
+        sys.stderr.write(f"bench-report: snapmap stats line without {', '.join(missing)}: {s[:100]!r}\n")
     return f
 
 
