@@ -134,49 +134,49 @@
 //! - **snapmap**: read-mostly data that readers need **consistent**
 //!   (snapshots, all-or-nothing batches, revisions, waiting for a change)
 //!   and that is reloaded now and then, mostly by replacing values. A
-//!   snapshot of an unchanged map costs 23 ns (`ArcSwap::load_full`: 20 ns);
-//!   after one update to a 1M-key map, 17 µs, where `ArcSwap<HashMap>` and
-//!   `RwLock<HashMap>` copy the whole map (17 ms). dashmap, papaya and scc
+//!   snapshot of an unchanged map costs 25 ns (`ArcSwap::load_full`: 22 ns);
+//!   after one update to a 1M-key map, 18 µs, where `ArcSwap<HashMap>` and
+//!   `RwLock<HashMap>` copy the whole map (16 ms). dashmap, papaya and scc
 //!   have no point-in-time view at all. Iterating a snapshot is a slice walk
-//!   (1.21× the time of a `Vec<(u64, u64)>` walk), a walk of the live map
-//!   1.18× papaya's speed and 2.18× dashmap's. Read hits at 1M keys run at
-//!   1.13× papaya and 0.76× `scc::HashIndex` on one thread, 1.05× and 0.89×
+//!   (1.19× the time of a `Vec<(u64, u64)>` walk), a walk of the live map
+//!   1.07× papaya's speed and 1.98× dashmap's. Read hits at 1M keys run at
+//!   1.18× papaya and 0.91× `scc::HashIndex` on one thread, 1.05× and 0.90×
 //!   on two (each entry sits in its read view's slot: one cache miss past
 //!   the shard's head; these ratios move by up to 0.25 between runs). In
-//!   the 99 % read / 1 % update mix at 10K keys it runs at 1.31× papaya on
-//!   one thread and 1.77× on two, 1.62× and 6.35× dashmap, 0.89× and 1.39×
+//!   the 99 % read / 1 % update mix at 10K keys it runs at 1.24× papaya on
+//!   one thread and 1.96× on two, 1.68× and 6.38× dashmap, 0.89× and 1.43×
 //!   `scc::HashIndex`.
 //! - **`scc::HashIndex` or papaya** when reads must be as fast as possible
 //!   in a small map and no consistent view is needed: at 10K keys
-//!   snapmap's read hits run at 0.74× `scc::HashIndex` (1.48× papaya), and
-//!   the 99/1 mix at 1M keys at 0.71× `scc::HashIndex` and 0.97× papaya on
-//!   one thread (0.80× and 1.40× on two); a large map built with
+//!   snapmap's read hits run at 0.65× `scc::HashIndex` (1.33× papaya), and
+//!   the 99/1 mix at 1M keys at 0.86× `scc::HashIndex` and 1.05× papaya on
+//!   one thread (0.94× and 1.51× on two); a large map built with
 //!   [`Builder::huge_pages`] reads faster (its views in huge pages: read
-//!   hits at 1M keys 1.19–1.45× the default's, 0.91–1.43× `scc::HashIndex`
-//!   over two runs), at the price of rare multi-millisecond inserts while
+//!   hits at 1M keys 1.09–1.45× the default's, 0.91–1.43× `scc::HashIndex`
+//!   over three runs), at the price of rare multi-millisecond inserts while
 //!   it grows and of memory. A read hit costs 71.8
 //!   instructions against 35.5 for an unsynchronised `hashbrown` lookup
 //!   (callgrind, 100K keys; 74.8 in the report's run).
 //! - **dashmap or `scc::HashMap`** when writes are frequent: they update in
 //!   place, where snapmap takes a new value node per update (updates of
-//!   existing keys at 1M: 0.12× dashmap, 0.19× `scc::HashMap`, 0.85× papaya
-//!   on one thread; 3.38× papaya on two). Workloads that churn new keys are
-//!   the read/dirty design's weak spot: 0.08–0.15× the best peer
+//!   existing keys at 1M: 0.13× dashmap, 0.23× `scc::HashMap`, 1.02× papaya
+//!   on one thread; 3.74× papaya on two). Workloads that churn new keys are
+//!   the read/dirty design's weak spot: 0.09–0.16× the best peer
 //!   (conc-map-bench's Exchange and RapidGrow mixes), slower since the read
 //!   view holds its entries (a promotion moves every entry). They also hold
 //!   less memory: 35.7 heap bytes per `u64 -> u64` entry (dashmap) against
 //!   snapmap's 68.1 (papaya: 53.8).
 //! - **`ArcSwap<HashMap>`** (copy on write) for small maps that are rarely
 //!   written: its reads are as fast as an unsynchronised `HashMap` (snapmap's
-//!   read hits run at 0.45× its speed at 1M keys and 0.34× at 10K; a
-//!   snapmap [`Reader`], which checks for a change on every lookup, 1.00×
-//!   and 0.74×, and 0.84–1.30× an `arc_swap::Cache` checked on every
+//!   read hits run at 0.44× its speed at 1M keys and 0.31× at 10K; a
+//!   snapmap [`Reader`], which checks for a change on every lookup, 0.95×
+//!   and 0.71×, and 0.83–1.21× an `arc_swap::Cache` checked on every
 //!   lookup as the reader is), and a snapshot is one load. Every write
 //!   copies the whole map, though: at 10K keys with 1 % updates snapmap is
-//!   10× faster on one thread, and at 1M keys one write costs 17 ms. A
+//!   10× faster on one thread, and at 1M keys one write costs 16 ms. A
 //!   reload of 1 % of the keys, on the other hand, is cheaper as a new
-//!   `ArcSwap` map than as snapmap's `replace_all` (1.41× its time at 1M
-//!   keys; `apply` of the changed keys, 0.60×).
+//!   `ArcSwap` map than as snapmap's `replace_all` (1.40× its time at 1M
+//!   keys; `apply` of the changed keys, 0.50×).
 //!
 //! `BENCHMARKS.md`'s "Where snapmap loses, and why" lists every workload
 //! where a peer won in that run, with the reasons.
@@ -291,7 +291,7 @@
 //!   also costs O(shard), and takes the directory's resize lock briefly;
 //!   doubling the directory copies slot pointers only.
 //! - **Writers and snapshots:** every write passes a striped *write gate*
-//!   (two atomic operations and a fence on its own thread's cache line,
+//!   (two plain stores and a fence on its own thread's cache line,
 //!   a load of one shared word that only the first write after a
 //!   snapshot writes: the change word that tells a [`Reader`] whether its
 //!   snapshot is still current, and on leaving a load of the count of
