@@ -50,6 +50,24 @@
 //! ns against 3.90–3.93): fewer first-level misses (1.43 against 1.65 per
 //! lookup) but more first tags that are not the key's and more buckets
 //! past their tags, 0.064 mispredicted branches per lookup against 0.013.
+//! A bucket load of 8 (heads half as many, the same 8 tags): reader
+//! lookups 2.86 → 3.45 ns at 10K keys, 18.2 → 16.0 ns at 1M (200M and 40M
+//! lookups minus none, `perf stat` task clock, two rounds alternated): the
+//! smaller heads pay at 1M, the buckets past their tags cost more at 10K;
+//! not taken. The rest of a lookup inlined and marked cold (so that the key
+//! is not stored for the out-of-line call): 44.3 → 43.3 instructions per
+//! reader lookup at 10K keys, but 2.82–2.88 → 2.97–3.00 ns (the inlined
+//! path took registers, and the handle's fields were reloaded from the
+//! stack); not taken.
+//!
+//! What keeps a reader lookup at 10K keys behind `ArcSwap<HashMap>` (0.71×
+//! in the last report) is instructions more than misses: by key count,
+//! snapshot lookup against `ArcSwap<HashMap>` (load per 1,024), ns per
+//! lookup, 2K keys 2.52 / 2.02 (0.80×, everything in the first-level
+//! cache), 5K 2.66 / 2.04, 10K 2.88 / 2.20, 20K 3.04 / 2.30. The slot
+//! table's step (about seven instructions: the shift, the slot's two
+//! words, the bucket's offset) and the handle's check (four) are what the
+//! design adds to a flat table's probe.
 //!
 //! Earlier layouts, measured (`lookup_cost snapmap-reader 1000000`, see
 //! BENCHMARKS.md): a piece with a separate `HashTable<(hash, position)>`
