@@ -45,6 +45,43 @@ fn next(state: &mut u64) -> u64 {
     *state
 }
 
+/// Moves money between random accounts, one batch of two updates per
+/// transfer, until `running` clears or at least `min_transfers` were made
+/// and `min_checked` snapshots checked (asserting that snapshots are not
+/// starved meanwhile).
+fn transfer(
+    name: &str,
+    map: &SnapMap<u64, i64>,
+    running: &AtomicBool,
+    checked: &AtomicU64,
+    seed: u64,
+    (min_transfers, min_checked): (u64, u64),
+) {
+    let _stop = StopAllOnPanic(running);
+    let mut rng = seed;
+    let started = std::time::Instant::now();
+    let mut transfers = 0;
+    while running.load(Ordering::Relaxed)
+        && (transfers < min_transfers || checked.load(Ordering::Relaxed) < min_checked)
+    {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "{name}: snapshots are starved: {} in 60 s",
+            checked.load(Ordering::Relaxed)
+        );
+        transfers += 1;
+        let from = next(&mut rng) % ACCOUNTS;
+        let to = next(&mut rng) % ACCOUNTS;
+        let amount = (next(&mut rng) % 50) as i64;
+        map.batch(|m| {
+            m.update(&from, |balance| balance - amount)
+                .expect("account present");
+            m.update(&to, |balance| balance + amount)
+                .expect("account present");
+        });
+    }
+}
+
 /// Writers move money between accounts, each transfer a batch of two
 /// updates; a churn thread inserts and removes unrelated keys (splitting and
 /// merging shards); snapshot takers check every snapshot: the accounts sum
@@ -64,32 +101,11 @@ fn bank_transfers_in_batches_are_never_half_seen_by_snapshots() {
                 .map(|writer| {
                     let (map, running) = (&map, &running);
                     let checked = &snapshots_checked;
+                    // Keep transferring until enough snapshots were taken
+                    // while transfers were running.
                     scope.spawn(move || {
-                        let _stop = StopAllOnPanic(running);
-                        let mut rng = 0x9E37_79B9_7F4A_7C15 ^ (writer + 1);
-                        let started = std::time::Instant::now();
-                        // Keep transferring until enough snapshots were taken
-                        // while transfers were running.
-                        let mut transfers = 0;
-                        while running.load(Ordering::Relaxed)
-                            && (transfers < 2_000 || checked.load(Ordering::Relaxed) < 100)
-                        {
-                            assert!(
-                                started.elapsed().as_secs() < 60,
-                                "{name}: snapshots are starved: {} in 60 s",
-                                checked.load(Ordering::Relaxed)
-                            );
-                            transfers += 1;
-                            let from = next(&mut rng) % ACCOUNTS;
-                            let to = next(&mut rng) % ACCOUNTS;
-                            let amount = (next(&mut rng) % 50) as i64;
-                            map.batch(|m| {
-                                m.update(&from, |balance| balance - amount)
-                                    .expect("account present");
-                                m.update(&to, |balance| balance + amount)
-                                    .expect("account present");
-                            });
-                        }
+                        let seed = 0x9E37_79B9_7F4A_7C15 ^ (writer + 1);
+                        transfer(name, map, running, checked, seed, (2_000, 100));
                     })
                 })
                 .collect();
@@ -418,29 +434,15 @@ fn writers_numbered_past_the_gate_stripes_are_waited_for() {
             .map(|writer| {
                 let (map, running, checked) = (&map, &running, &checked);
                 scope.spawn(move || {
-                    let _stop = StopAllOnPanic(running);
-                    let mut rng = 0x5851_F42D_4C95_7F2D ^ (writer + 1);
-                    let started = std::time::Instant::now();
-                    let mut transfers = 0;
-                    while running.load(Ordering::Relaxed)
-                        && (transfers < 20_000 || checked.load(Ordering::Relaxed) < 2_000)
-                    {
-                        assert!(
-                            started.elapsed().as_secs() < 60,
-                            "snapshots are starved: {} in 60 s",
-                            checked.load(Ordering::Relaxed)
-                        );
-                        transfers += 1;
-                        let from = next(&mut rng) % ACCOUNTS;
-                        let to = next(&mut rng) % ACCOUNTS;
-                        let amount = (next(&mut rng) % 50) as i64;
-                        map.batch(|m| {
-                            m.update(&from, |balance| balance - amount)
-                                .expect("account present");
-                            m.update(&to, |balance| balance + amount)
-                                .expect("account present");
-                        });
-                    }
+                    let seed = 0x5851_F42D_4C95_7F2D ^ (writer + 1);
+                    transfer(
+                        "past the stripes",
+                        map,
+                        running,
+                        checked,
+                        seed,
+                        (20_000, 2_000),
+                    );
                 })
             })
             .collect();
