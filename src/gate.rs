@@ -223,6 +223,12 @@ impl Slot<'_> {
     #[inline]
     fn count_in(self) {
         if self.owned {
+            // Relaxed: a check of this thread's own earlier store.
+            debug_assert_eq!(
+                self.stripe.in_flight.load(Ordering::Relaxed),
+                0,
+                "one writer per stripe: the owner finds its count at 0"
+            );
             self.stripe.in_flight.store(1, Ordering::Relaxed);
         } else {
             self.stripe.shared.fetch_add(1, Ordering::Relaxed);
@@ -397,7 +403,7 @@ impl WriteGate {
                 if !injected(Bug::EnterWithoutFence) {
                     fence(Ordering::SeqCst);
                 }
-                // Acquire: ordered after the increment by the fence above;
+                // Acquire: ordered after the count-in by the fence above;
                 // and if this reads the `false` stored by `open`, it makes
                 // the build number stored before it (`begin_build`)
                 // visible to `build_epoch`.
