@@ -1153,12 +1153,12 @@ def main():
       "in each half copies it once more. The 32-byte slots also make a new key's first probe of the view (a miss, "
       "by definition) likelier to leave the cache. "
       + facts.get("copies", "")
-      + "The same copy is most of what separates ReadHeavy (98 % reads) from papaya: with every shard promoted by "
-      "the read pass before the timed run, each shard's first new key copies its ~384 entries into a dirty table "
-      "(1,021 rebuilds, 391,000 entries copied for 5,200 inserts at 1 thread; about 8 µs each, a quarter of the "
-      "timed operations' samples in a `perf` profile of 20 runs), and the rest is the hits themselves, in views three quarters full "
-      "(384 entries in 512 slots). A dirty table that held only the keys the view lacks, with a promotion that "
-      "merges the two, would not make that copy (the promotion moves the entries anyway); that changes Go's protocol (no expunged state) and was not attempted. "
+      + "The same copy shows in ReadHeavy (98 % reads): with every shard promoted by the read pass before the timed "
+      "run, each shard's first new key copies its ~384 entries into a dirty table (1,021 rebuilds, 391,000 entries "
+      "copied for 5,200 inserts at 1 thread, about 8 µs each); skipping the copy in the timed phase (a measurement, "
+      "not sound) made it about an eighth faster (50.3–53.3 → 44.2–46.2 ns per operation in a scratch driver; "
+      "papaya 21.8–24). The rest is the hits, in views three quarters full (384 entries in 512 slots), and the "
+      "writes themselves (docs/ARCHITECTURE.md, section 1). "
       "dashmap, papaya and scc are built for that; snapmap's sync.Map design is built for reads (Exchange and "
       "RapidGrow are reported, not goals).")
     w("- **Freeing retired views and shards costs a walk of a view at most, on whichever thread collects.** A "
