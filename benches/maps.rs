@@ -544,6 +544,13 @@ impl serde::Serialize for StatsInRunOrder<'_> {
 
 fn write_stats() {
     let stats = SNAP_STATS.lock().unwrap();
+    if stats.is_empty() {
+        // A run filtered to no mix (`--bench read_hit`, say) keeps the
+        // counters of the last run that had them: writing `{}` over them
+        // left the report's tables of counters empty when it was
+        // re-rendered after such a run.
+        return;
+    }
     if let Err(e) = write_json("snapmap-stats.json", &StatsInRunOrder(&stats)) {
         eprintln!("could not write snapmap-stats.json: {e}");
     }
