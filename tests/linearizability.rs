@@ -45,7 +45,10 @@
 //! A fixed number of rounds per configuration (the work is the same on
 //! every run; only the interleavings differ), sized so that the binary
 //! runs in well under a minute in debug builds on two cores. The base seed
-//! can be changed with `LINCHECK_SEED` (decimal or `0x` hex).
+//! can be changed with `LINCHECK_SEED` (decimal or `0x` hex), the number
+//! of rounds with `LINCHECK_ROUNDS` (CI's AddressSanitizer step runs 200
+//! of the 600: it looks for memory errors, and the instrumented rounds
+//! took a minute of its budget).
 //!
 //! # The checker is tested too
 //!
@@ -69,8 +72,8 @@ use snapmap::{Batch, DefaultHashBuilder, Pinned, SnapMap};
 
 type Map = SnapMap<u64, u64>;
 
-/// Rounds per configuration.
-const ROUNDS: u64 = 600;
+/// Rounds per configuration, unless `LINCHECK_ROUNDS` says otherwise.
+const DEFAULT_ROUNDS: u64 = 600;
 /// Operations each worker runs per round.
 const OPERATIONS_PER_WORKER: u64 = 150;
 /// The most hot keys a round uses; keys `0..MAX_HOT_KEYS`. Every round
@@ -141,16 +144,31 @@ impl RoundPlan {
     }
 }
 
-/// The base seed: `LINCHECK_SEED` if set, else [`DEFAULT_SEED`].
-fn base_seed() -> u64 {
-    match std::env::var("LINCHECK_SEED") {
+/// The number in environment variable `name` (decimal or `0x` hex), or
+/// `default` when it is not set.
+fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
         Ok(text) => match text.strip_prefix("0x") {
             Some(hex) => u64::from_str_radix(hex, 16),
             None => text.parse(),
         }
-        .unwrap_or_else(|e| panic!("LINCHECK_SEED={text}: {e}")),
-        Err(_) => DEFAULT_SEED,
+        .unwrap_or_else(|e| panic!("{name}={text}: {e}")),
+        Err(_) => default,
     }
+}
+
+/// The base seed: `LINCHECK_SEED` if set, else [`DEFAULT_SEED`].
+fn base_seed() -> u64 {
+    env_number("LINCHECK_SEED", DEFAULT_SEED)
+}
+
+/// Rounds per configuration: `LINCHECK_ROUNDS` if set, else
+/// [`DEFAULT_ROUNDS`]; at least 20, so that the split and merge counts
+/// below mean something.
+fn rounds() -> u64 {
+    let rounds = env_number("LINCHECK_ROUNDS", DEFAULT_ROUNDS);
+    assert!(rounds >= 20, "LINCHECK_ROUNDS={rounds}: at least 20");
+    rounds
 }
 
 /// A worker's way to the map: the map itself ([`MapStore`]), or an adapter
@@ -504,7 +522,8 @@ fn check_config(config: &Config, config_index: usize, base_seed: u64) {
     let mut values: Vec<State> = vec![None; MAX_HOT_KEYS as usize];
     let mut totals = CheckTotals::default();
     let (mut rounds_with_splits, mut rounds_with_merges) = (0, 0);
-    for round in 0..ROUNDS {
+    let rounds = rounds();
+    for round in 0..rounds {
         let plan = RoundPlan::new(base_seed, config_index, round);
         let before = map.stats();
         let record = run_round(&map, &plan, |_| MapStore::new(&map));
@@ -522,7 +541,7 @@ fn check_config(config: &Config, config_index: usize, base_seed: u64) {
     }
     let stats = map.stats();
     println!(
-        "{}: {ROUNDS} rounds, {} histories, {} operations ({} overlapping another, longest \
+        "{}: {rounds} rounds, {} histories, {} operations ({} overlapping another, longest \
          history {}, most search steps {}); rounds with splits {rounds_with_splits}, with merges \
          {rounds_with_merges}; {stats}",
         config.name,
@@ -534,8 +553,8 @@ fn check_config(config: &Config, config_index: usize, base_seed: u64) {
     );
     if config.capacity.is_some() {
         assert!(
-            rounds_with_splits == ROUNDS && rounds_with_merges >= ROUNDS * 19 / 20,
-            "{}: shards should split in every round ({rounds_with_splits} of {ROUNDS} did) and \
+            rounds_with_splits == rounds && rounds_with_merges >= rounds * 19 / 20,
+            "{}: shards should split in every round ({rounds_with_splits} of {rounds} did) and \
              merge in nearly every round ({rounds_with_merges} did): {stats}",
             config.name
         );

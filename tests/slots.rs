@@ -74,7 +74,15 @@ fn keys_at_the_end_of_a_view_wrap_and_are_found() {
     // For each view size, fill the last home slots with more keys than
     // they hold, so the run wraps around to the first slots, plus a key of
     // hash 0 that the wrapped run displaces.
-    for slots in [8u64, 16, 64, 1024] {
+    // Under Miri (CI's Tree Borrows step) the small views only: the
+    // wrap is the same at every size, and the 1,024-slot view was about a
+    // third of that step's interpreted work.
+    let sizes: &[u64] = if cfg!(miri) {
+        &[8, 16, 64]
+    } else {
+        &[8, 16, 64, 1024]
+    };
+    for &slots in sizes {
         let map = one_view();
         let mut model = BTreeMap::new();
         // Enough keys for a view of `slots` slots (at most 80 % used).
