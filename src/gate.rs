@@ -74,8 +74,9 @@
 //! added to every snapshot build after a write, and loom cannot check the
 //! barrier.
 //!
-//! Loom models the gate with its own thread numbers (model threads share
-//! the process's thread-locals): `loom-tests/tests/snapshot.rs` runs the
+//! Under loom a thread's number comes from `crate::thread::owner_index`,
+//! which numbers loom's model threads (they share the process's
+//! thread-locals): `loom-tests/tests/snapshot.rs` runs the
 //! batch model with the writer owning a stripe and with it past the
 //! stripes, and its twin `EnterWithoutFence` (the store or add, then the
 //! load of `pending`, with no fence between) lets the cut miss a batch in
@@ -192,9 +193,7 @@
 
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use crate::sync::{CachePadded, Event, EventListener, thread_local, yield_now};
-use crate::thread::next_unique_id;
-#[cfg(not(snapmap_loom))]
-use crate::thread::thread_index;
+use crate::thread::{next_unique_id, owner_index};
 use crate::twins::{Bug, injected};
 
 /// One thread's stripe of the gate.
@@ -245,36 +244,6 @@ impl Slot<'_> {
             self.stripe.shared.fetch_sub(1, Ordering::Release);
         }
     }
-}
-
-/// The calling thread's number for the gate's stripes: dense, and unique
-/// among the threads alive (`crate::thread::thread_index`).
-#[cfg(not(snapmap_loom))]
-#[inline]
-fn gate_number() -> usize {
-    thread_index()
-}
-
-/// Under loom, model threads share the process's thread-locals (they run
-/// as coroutines on one thread), so each gets a number of its own here,
-/// counted from 0 in every execution: the models' threads then take both
-/// the owned stripes and, past the stripe count, the shared counters.
-#[cfg(snapmap_loom)]
-fn gate_number() -> usize {
-    loom::lazy_static! {
-        static ref NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    }
-    loom::thread_local! {
-        static NUMBER: core::cell::Cell<usize> = core::cell::Cell::new(usize::MAX);
-    }
-    NUMBER.with(|number| {
-        if number.get() == usize::MAX {
-            // Relaxed: only uniqueness matters (loom runs one thread at a
-            // time; this counter is not part of the model).
-            number.set(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        }
-        number.get()
-    })
 }
 
 /// The gate's shared words, on one cache line: every writer reads both.
@@ -371,6 +340,20 @@ impl WriteGate {
         }
     }
 
+    /// The calling thread's counter: its own stripe's `in_flight` if its
+    /// number is below the stripe count (module docs, "One writer per
+    /// stripe"), else the shared counter of the stripe it maps to.
+    #[inline]
+    fn slot(&self) -> Slot<'_> {
+        let number = owner_index();
+        Slot {
+            // A mask, not `%`: the stripe count is a power of two (`new`),
+            // and a division here cost a `div` on every write.
+            stripe: &self.stripes[number & (self.stripes.len() - 1)],
+            owned: number < self.stripes.len(),
+        }
+    }
+
     /// Enters the gate only if the map is unchanged since build
     /// `revision`'s cut (the change word still equals its stamp), marking
     /// it changed in the same step; otherwise says what it found. A thread
@@ -383,19 +366,10 @@ impl WriteGate {
     #[inline(always)]
     fn enter_inner(&self, expect: Option<u64>) -> Result<GateGuard<'_>, u64> {
         let nested = enter_gate_depth(self.nesting_key()) > 0;
-        let number = gate_number();
-        // A mask, not `%`: the stripe count is a power of two (`new`), and a
-        // division here cost a `div` on every write.
-        let slot = Slot {
-            stripe: &self.stripes[number & (self.stripes.len() - 1)],
-            owned: number < self.stripes.len(),
-        };
+        // A nested entry counts nothing: the outermost one holds the slot.
+        let slot = (!nested).then(|| self.slot());
         let mut conflict = None;
-        if nested {
-            if expect.is_some() {
-                conflict = Some(self.changes());
-            }
-        } else {
+        if let Some(slot) = slot {
             loop {
                 slot.count_in();
                 // SeqCst fence: the writer's half of the Dekker pair (module
@@ -419,10 +393,12 @@ impl WriteGate {
                 slot.count_out();
                 self.wait_open();
             }
+        } else if expect.is_some() {
+            conflict = Some(self.changes());
         }
         let guard = GateGuard {
             gate_ref: self,
-            slot: (!nested).then_some(slot),
+            slot,
         };
         match conflict {
             // Leaves the gate (the guard's drop) before reporting.

@@ -17,6 +17,7 @@
 //! | [`Published`] | the value itself | a `loom::cell::UnsafeCell` | same as tier 1 |
 //! | [`SnapshotCell`] | `arc_swap::ArcSwapOption` | a `loom::sync::Mutex` | same as tier 1 |
 //! | [`thread_local!`](thread_local) | `std::thread_local!` | `loom::thread_local!` | same as tier 1 |
+//! | model thread number | (none: `crate::thread::thread_index` numbers OS threads) | `model_thread_number`, per execution | same as tier 1 |
 //! | [`Event`] (change notification) | `event_listener::Event` | a generation under a `loom::sync::Mutex`, with a `loom::sync::Condvar` | same as tier 1 |
 //! | [`stat_atomic`], [`unmodelled`] | `std::sync` | `std::sync` (invisible to loom on purpose) | same |
 //!
@@ -520,3 +521,27 @@ macro_rules! thread_local_switch {
 }
 
 pub(crate) use thread_local_switch as thread_local;
+
+/// Under loom, the calling model thread's number: one no other model
+/// thread of this execution has, counted from 0 in every execution. Model
+/// threads run as coroutines on one OS thread, so std's thread-locals and
+/// a process-wide counter can tell them neither apart nor restart; this
+/// counter is reset with each execution (`loom::lazy_static`) and is not
+/// part of the model (a std atomic; loom runs one thread at a time).
+#[cfg(snapmap_loom)]
+pub(crate) fn model_thread_number() -> usize {
+    loom::lazy_static! {
+        static ref NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    }
+    loom::thread_local! {
+        static NUMBER: core::cell::Cell<usize> = core::cell::Cell::new(usize::MAX);
+    }
+    NUMBER.with(|number| {
+        if number.get() == usize::MAX {
+            // Relaxed: only uniqueness matters, and loom runs one model
+            // thread at a time.
+            number.set(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        }
+        number.get()
+    })
+}

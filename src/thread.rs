@@ -61,6 +61,24 @@ pub(crate) fn thread_index() -> usize {
 
 use std::cell::Cell;
 
+/// The number by which the calling thread owns a stripe that only its
+/// owner writes (the write gate's, `crate::gate`, "One writer per
+/// stripe"): unique among the threads alive. [`thread_index`] in normal
+/// builds; under loom, the model thread's own number
+/// (`crate::sync::model_thread_number`), since loom's model threads share
+/// this thread's thread-locals and so its index.
+#[cfg(not(snapmap_loom))]
+#[inline]
+pub(crate) fn owner_index() -> usize {
+    thread_index()
+}
+
+/// See the normal build's `owner_index`.
+#[cfg(snapmap_loom)]
+pub(crate) fn owner_index() -> usize {
+    crate::sync::model_thread_number()
+}
+
 std::thread_local! {
     /// This thread's number, `usize::MAX` until it asks. No destructor, so
     /// reading it costs no registration check (see `gate.rs`, "Nesting
