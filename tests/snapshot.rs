@@ -82,6 +82,37 @@ fn transfer(
     }
 }
 
+/// Takes snapshots until `running` is cleared, checking each: every
+/// account present, the balances summing to `total` by lookups and by
+/// iteration; counts them in `checked`.
+fn check_snapshots(
+    name: &str,
+    map: &SnapMap<u64, i64>,
+    running: &AtomicBool,
+    checked: &AtomicU64,
+    total: i64,
+) {
+    let _stop = StopAllOnPanic(running);
+    while running.load(Ordering::Relaxed) {
+        let snapshot = map.snapshot();
+        let sum: i64 = (0..ACCOUNTS)
+            .map(|a| {
+                *snapshot
+                    .get(&a)
+                    .expect("every account is in every snapshot")
+            })
+            .sum();
+        assert_eq!(sum, total, "{name}: a snapshot saw half a transfer");
+        let iterated: i64 = snapshot
+            .iter()
+            .filter(|(k, _)| **k < ACCOUNTS)
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(iterated, total, "{name}: iteration disagrees with lookups");
+        checked.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Writers move money between accounts, each transfer a batch of two
 /// updates; a churn thread inserts and removes unrelated keys (splitting and
 /// merging shards); snapshot takers check every snapshot: the accounts sum
@@ -126,27 +157,7 @@ fn bank_transfers_in_batches_are_never_half_seen_by_snapshots() {
             }
             for _ in 0..2 {
                 let (map, running, checked) = (&map, &running, &snapshots_checked);
-                scope.spawn(move || {
-                    let _stop = StopAllOnPanic(running);
-                    while running.load(Ordering::Relaxed) {
-                        let snapshot = map.snapshot();
-                        let sum: i64 = (0..ACCOUNTS)
-                            .map(|a| {
-                                *snapshot
-                                    .get(&a)
-                                    .expect("every account is in every snapshot")
-                            })
-                            .sum();
-                        assert_eq!(sum, total, "{name}: a snapshot saw half a transfer");
-                        let iterated: i64 = snapshot
-                            .iter()
-                            .filter(|(k, _)| **k < ACCOUNTS)
-                            .map(|(_, v)| v)
-                            .sum();
-                        assert_eq!(iterated, total, "{name}: iteration disagrees with lookups");
-                        checked.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
+                scope.spawn(move || check_snapshots(name, map, running, checked, total));
             }
             for writer in writers {
                 writer.join().unwrap();
@@ -448,17 +459,7 @@ fn writers_numbered_past_the_gate_stripes_are_waited_for() {
             .collect();
         for _ in 0..2 {
             let (map, running, checked) = (&map, &running, &checked);
-            scope.spawn(move || {
-                let _stop = StopAllOnPanic(running);
-                while running.load(Ordering::Relaxed) {
-                    let snapshot = map.snapshot();
-                    let sum: i64 = (0..ACCOUNTS)
-                        .map(|a| snapshot.get(&a).copied().unwrap_or(0))
-                        .sum();
-                    assert_eq!(sum, total, "a snapshot saw half a transfer");
-                    checked.fetch_add(1, Ordering::Relaxed);
-                }
-            });
+            scope.spawn(move || check_snapshots("past the stripes", map, running, checked, total));
         }
         for writer in writers {
             writer.join().unwrap();
