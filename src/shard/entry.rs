@@ -175,7 +175,8 @@ fn unsealed<V>(p: *mut ValueNode<V>) -> *mut ValueNode<V> {
 /// sealed at once, a state no entry is ever in. Every lock-free operation
 /// treats it as sealed, and `Drop` as not the entry's own key, but no
 /// operation reaches it: lookups compare the slot's hash first, and empty
-/// slots carry hashes no key probing them can have.
+/// slots carry hashes no key probing them can have. A walk that loads the
+/// cell without that test ([`Entry::load_at`]) reads it as no value.
 const EMPTY_ADDR: usize = EXPUNGED_ADDR | SEALED;
 
 impl<K, V> Entry<K, V> {
@@ -528,10 +529,34 @@ impl<K, V> Entry<K, V> {
 
     /// Go: `entry.load`.
     #[inline]
-    pub(crate) fn load<'g>(&self, _guard: &'g Guard) -> Option<&'g V> {
+    pub(crate) fn load<'g>(&self, guard: &'g Guard) -> Option<&'g V> {
+        Self::load_cell(&self.cell, guard)
+    }
+
+    /// [`Entry::load`] for a walk of a view's slots that has not asked
+    /// whether the slot is empty: an empty slot's cell (`EMPTY_ADDR`) loses
+    /// its two tag bits to the same mask that turns a deleted or expunged
+    /// cell into null, so it reads as no value. One load per slot, and no
+    /// test of the slot's hash (a snapshot's capture walks views this way).
+    ///
+    /// # Safety
+    ///
+    /// `entry` is a slot of a view the caller may read, which `guard`
+    /// keeps alive.
+    #[inline]
+    pub(crate) unsafe fn load_at(entry: *const Self, guard: &Guard) -> Option<&V> {
+        // SAFETY: our contract; only the cell is read (an empty slot has no
+        // key).
+        let cell = unsafe { &*ptr::addr_of!((*entry).cell) };
+        Self::load_cell(cell, guard)
+    }
+
+    /// [`Entry::load`] of `cell`, an entry's cell.
+    #[inline]
+    fn load_cell<'g>(cell: &AtomicPtr<ValueNode<V>>, _guard: &'g Guard) -> Option<&'g V> {
         // Acquire: pairs with the Release half of the operation that stored
         // this node; its value is initialised before publication.
-        let word = self.cell.load(Ordering::Acquire);
+        let word = cell.load(Ordering::Acquire);
         // Both tag bits cleared: a node (nodes are aligned to 4), sealed or
         // not, stays itself; deleted (null), expunged (1), sealed deleted (2)
         // and empty (3) all become null. One `and` and a test on a read

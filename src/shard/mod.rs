@@ -1484,7 +1484,7 @@ where
             None => {
                 let (view, _) = self.view(guard);
                 drop(dirty);
-                view.iter().for_each(|(hash, entry)| visit(hash, entry));
+                view.for_each_value(guard, f);
             }
             Some(table) => {
                 let entries: Vec<Hashed<K, V>> = table.iter().copied().collect();

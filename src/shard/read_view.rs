@@ -104,6 +104,7 @@ use core::ptr;
 
 use crate::shard::entry::{Entry, EntryRef, Hashed, InlineEntry};
 use crate::sync::Published;
+use crate::sync::epoch::Guard;
 use crate::twins::{Bug, injected};
 use equivalent::Equivalent;
 
@@ -440,6 +441,29 @@ impl<K, V> ReadView<K, V> {
         ViewIter {
             slots: self.slots[..self.capacity()].iter().enumerate(),
             capacity: self.capacity(),
+        }
+    }
+
+    /// Calls `f` with the hash, key and value of every entry that holds a
+    /// value, in slot order (a snapshot's capture: `Shard::for_each_live`).
+    /// One load of each slot's cell decides ([`Entry::load_at`]: an empty
+    /// slot reads as no value), where [`ReadView::iter`] tests each slot's
+    /// hash for emptiness and then loads the cell of an occupied one.
+    #[inline]
+    pub(crate) fn for_each_value<'g>(
+        &'g self,
+        guard: &'g Guard,
+        mut f: impl FnMut(u64, &'g K, &'g V),
+    ) {
+        self.published();
+        for slot in &self.slots[..self.capacity()] {
+            prefetch_ahead(slot);
+            // SAFETY: a slot of this view, which `guard` keeps alive (both
+            // are borrowed for `'g`).
+            if let Some(value) = unsafe { Entry::load_at(slot.entry_ptr(), guard) } {
+                // SAFETY: only an occupied slot's cell holds a value.
+                f(slot.hash, unsafe { slot.entry() }.key(), value);
+            }
         }
     }
 

@@ -82,6 +82,23 @@
 //! machine that day: `ArcSwap<HashMap>` took 2.55–4.04 ns in the same
 //! runs).
 //!
+//! What one hop is worth, measured instead of built (2026-12-06,
+//! `lookup_cost snapmap-reader 10000`, 100M lookups minus none, eight
+//! rounds alternated, medians): a reader lookup with one more dependent
+//! load of the slot it just read (an `and` with a `black_box` zero, so
+//! the address waits for the load) 5.7 → 6.0 ns, +5 %; the same four
+//! instructions made independent of the chain (the `and` on the hash)
+//! 5.7 → 5.65 ns, no change. So the slot table's hop is worth about 5 %,
+//! and a flat table without the slot path's instructions would gain about
+//! that much: not the 25 % between the handle and `ArcSwap<HashMap>`.
+//! Nor is that gap cache misses: at 1K keys (everything in the first-level
+//! cache) the handle ran at 0.71× `ArcSwap<HashMap>`, as at 10K (medians
+//! of six rounds: 4.5 against 3.2 ns, and 5.5 against 3.9 ns; callgrind
+//! at 10K: 44.3 against 35.2 instructions and 1.80 against 1.33
+//! first-level misses per lookup). Doubling or halving the bucket load
+//! (`BUCKET_LOAD` 2 and 8: heads twice or half as large) moved the
+//! misses (1.91 and 1.63) and not the time beyond the noise.
+//!
 //! Earlier layouts, measured (`lookup_cost snapmap-reader 1000000`, see
 //! BENCHMARKS.md): a piece with a separate `HashTable<(hash, position)>`
 //! index (slot → piece index → piece → index control → index bucket →
@@ -171,6 +188,19 @@
 //! never waits for more than one or two shards' pointer copy (two when a
 //! removal merges a shard with its buddy, which must be captured before it
 //! is retired).
+//!
+//! What a rebuilt shard costs (callgrind, 10K `u64` keys in 32 shards, a
+//! snapshot after each batch of 100 updates, so every shard is rebuilt):
+//! 85 instructions per entry, of which the capture is 25 and the build's
+//! counting sort and clone (`Piece::from_refs`) 55; 88 µs per snapshot of
+//! the 10K entries. The capture's walk of a promoted shard's view loads
+//! each slot's cell and nothing else (`ReadView::for_each_value`: an
+//! empty slot's cell reads as no value); it tested each slot's hash for
+//! emptiness first, as a lookup's walk does, until 2026-12-06: 33
+//! instructions per entry for the capture, 93 in all, and 93.6–95.5 µs
+//! per snapshot against 87.4–88.1 µs now (median of 3,000 builds, four
+//! rounds alternated). Merging `from_refs`'s placement and clone loops
+//! into one saved 1 instruction per entry and was left as it is.
 //!
 //! This replaces an earlier scheme (copy optimistically while writers run,
 //! then re-copy under the closed gate whatever changed meanwhile; do not
