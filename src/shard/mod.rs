@@ -1473,11 +1473,6 @@ where
         mut f: impl FnMut(u64, &'g K, &'g V),
     ) -> Retry<(), Retired> {
         let dirty = self.lock_current()?;
-        let mut visit = |hash: u64, entry: &'g Entry<K, V>| {
-            if let Some(value) = entry.load(guard) {
-                f(hash, entry.key(), value);
-            }
-        };
         match &dirty.table {
             // Promoted: the view holds every entry, is immutable, and stays
             // alive for `guard`'s life.
@@ -1489,11 +1484,14 @@ where
             Some(table) => {
                 let entries: Vec<Hashed<K, V>> = table.iter().copied().collect();
                 drop(dirty);
-                entries
-                    .into_iter()
+                for e in entries {
                     // SAFETY: copied out of dirty under the lock, while
                     // `guard` was pinned.
-                    .for_each(|e| visit(e.hash, unsafe { e.entry.pinned(guard) }));
+                    let entry = unsafe { e.entry.pinned(guard) };
+                    if let Some(value) = entry.load(guard) {
+                        f(e.hash, entry.key(), value);
+                    }
+                }
             }
         }
         Ok(())
