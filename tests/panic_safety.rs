@@ -826,6 +826,47 @@ fn panicking_clone_while_copying_a_snapshot_changes_nothing() {
     });
 }
 
+/// A promoted shard of a few hundred entries is copied into its piece in
+/// the order of its view's slots (no sort: `Piece::from_refs`), a path
+/// the small fixtures above do not take. A `Clone` that panics part way
+/// through leaves the map as it was, and every key and value cloned before
+/// the panic is dropped once (`drop_map` counts them).
+#[test]
+fn panicking_clone_while_copying_a_large_promoted_shard() {
+    let mut f = Fixture {
+        map: Arc::new(SnapMap::builder().shards(1).build().unwrap()),
+        keys: Counts::new(),
+        values: Counts::new(),
+        model: BTreeMap::new(),
+        name: "1 shard of 300".to_string(),
+    };
+    for k in 1_000..1_300 {
+        f.map.insert(f.key(k), f.value(k));
+        f.model.insert(k, k);
+    }
+    let _ = f.map.pin().iter().count(); // promote: the view holds all 300
+    assert!(f.map.stats().promotions >= 1);
+    let before = protocol_counters(&f.map);
+    expect_injected_panic("a large shard's copy", || {
+        arm(&VALUE_CLONE_COUNTDOWN, 150);
+        drop(f.map.snapshot());
+    });
+    assert_eq!(protocol_counters(&f.map), before);
+    f.assert_lock_released("after the failed copy");
+    let snapshot = f.map.snapshot();
+    assert_eq!(snapshot.len(), 300);
+    for k in 1_000..1_300 {
+        assert_eq!(
+            snapshot.get(&f.key(k)).map(|v| v.0.inner),
+            Some(k),
+            "key {k}"
+        );
+    }
+    drop(snapshot);
+    f.assert_consistent("a large promoted shard");
+    f.drop_map();
+}
+
 /// A build that fails after its cut (a panicking `Clone`) took the list of
 /// changed shards with it. The next build must not copy only the shards
 /// changed since that failed cut: the cached snapshot it builds on is

@@ -1461,7 +1461,10 @@ where
 
     /// Calls `f` with every live entry's hash, key and value, as of now;
     /// the references live as long as `guard`. Returns `Err(Retired)` if
-    /// the shard has been replaced.
+    /// the shard has been replaced, else the slot count of the view it
+    /// walked, in slot order (`None`: it walked the dirty table, in no
+    /// order): the order of home slots, but for the entries at the start
+    /// that wrapped around from the end (`ReadView`'s "Probing").
     ///
     /// The lock is held only to find the complete table (dirty if new keys
     /// are pending, else the view) and, for dirty, to copy the entry
@@ -1471,7 +1474,7 @@ where
         &self,
         guard: &'g Guard,
         mut f: impl FnMut(u64, &'g K, &'g V),
-    ) -> Retry<(), Retired> {
+    ) -> Retry<Option<usize>, Retired> {
         let dirty = self.lock_current()?;
         match &dirty.table {
             // Promoted: the view holds every entry, is immutable, and stays
@@ -1480,6 +1483,7 @@ where
                 let (view, _) = self.view(guard);
                 drop(dirty);
                 view.for_each_value(guard, f);
+                Ok(Some(view.positions()))
             }
             Some(table) => {
                 let entries: Vec<Hashed<K, V>> = table.iter().copied().collect();
@@ -1492,9 +1496,9 @@ where
                         f(e.hash, entry.key(), value);
                     }
                 }
+                Ok(None)
             }
         }
-        Ok(())
     }
 
     // ----- Migration support (called by `crate::migrate`) ---------------

@@ -42,14 +42,25 @@ fn buckets_for(n: usize) -> usize {
     (n / BUCKET_LOAD).next_power_of_two()
 }
 
-/// Lays out pieces of `counts` entries one after another in one region:
-/// the region's layout and each piece's place.
-fn plan<K, V>(counts: impl Iterator<Item = usize>) -> (Layout, Vec<Place>) {
+impl<K, V> Refs<K, V> {
+    /// The number of buckets of the piece this capture becomes:
+    /// [`buckets_for`] its length. When that is a quarter of the slots of
+    /// the view it was walked from, the walk's order is the piece's bucket
+    /// order (`bucket`: a view slot's bucket is its home divided by 4), and
+    /// [`Piece::from_refs`] needs no sort.
+    fn buckets(&self) -> usize {
+        buckets_for(self.entries.len())
+    }
+}
+
+/// Lays out pieces of `(entries, buckets)` one after another in one
+/// region: the region's layout and each piece's place.
+fn plan<K, V>(sizes: impl Iterator<Item = (usize, usize)>) -> (Layout, Vec<Place>) {
     let too_large = "a snapshot's pieces exceed the address space";
     let mut layout = Layout::from_size_align(0, align_of::<Head<K, V>>()).expect(too_large);
     let mut places = Vec::new();
-    for n in counts {
-        let heads = Layout::array::<Head<K, V>>(buckets_for(n) + 1).expect(too_large);
+    for (n, buckets) in sizes {
+        let heads = Layout::array::<Head<K, V>>(buckets + 1).expect(too_large);
         let (with_heads, heads) = layout.extend(heads).expect(too_large);
         let entries = Layout::array::<(K, V)>(n).expect(too_large);
         let (with_entries, entries) = with_heads.extend(entries).expect(too_large);
@@ -147,8 +158,12 @@ impl<K, V> Piece<K, V> {
         }
     }
 
-    /// Clones what a capture points to into a piece at `place`: a
-    /// counting sort by bucket. The heads are written straight into the
+    /// Clones what a capture points to into a piece at `place`. Entries
+    /// walked from a view of four slots per bucket of the piece come in
+    /// bucket order once rotated ([`bucket_order_start`]) and take
+    /// [`Piece::from_ordered`], one sequential pass (the `snapshot` module
+    /// docs, "What a rebuilt shard costs"). Any others: a counting sort by
+    /// bucket. The heads are written straight into the
     /// region and every entry's position is found first; then each entry
     /// is cloned straight to its position, in the order of `refs`, by a
     /// loop that does nothing else. `scratch` (positions and counts) is
@@ -195,8 +210,15 @@ impl<K, V> Piece<K, V> {
             u32::try_from(n).is_ok(),
             "a shard of 2^32 entries or more cannot be frozen into a snapshot piece"
         );
-        let buckets = buckets_for(n);
+        let buckets = refs.buckets();
         let mask = buckets as u64 - 1;
+        if refs.view_slots == Some(4 * buckets) {
+            if let Some(start) = bucket_order_start(&refs.entries, mask) {
+                // SAFETY: forwarded from our caller; `place` was planned
+                // for `refs.buckets()` buckets.
+                return unsafe { Self::from_ordered(refs, region, place, buckets, start) };
+            }
+        }
         let base = region.at(place.entries).cast::<(K, V)>();
         let heads = region.at(place.heads).cast::<Head<K, V>>();
         // `scratch`: each bucket's next free position, then each entry's
@@ -268,6 +290,90 @@ impl<K, V> Piece<K, V> {
         }
     }
 
+    /// [`Piece::from_refs`] for entries in bucket order once rotated to
+    /// start at `start` ([`bucket_order_start`]): one pass that writes
+    /// each head as its bucket begins and clones each entry to the next
+    /// position, with no count and no positions.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Piece::from_refs`], with `place` planned for `buckets`
+    /// buckets.
+    unsafe fn from_ordered(
+        refs: &Refs<K, V>,
+        region: &Arc<Region>,
+        place: Place,
+        buckets: usize,
+        start: usize,
+    ) -> Self
+    where
+        K: Clone,
+        V: Clone,
+    {
+        let n = refs.entries.len();
+        let mask = buckets as u64 - 1;
+        let base = region.at(place.entries).cast::<(K, V)>();
+        let heads = region.at(place.heads).cast::<Head<K, V>>();
+        let (wrapped, rest) = refs.entries.split_at(start);
+        let mut filled = Filled { at: base, len: 0 };
+        // Heads below `written` are written; `first` is the position of
+        // the last one's first entry.
+        let (mut written, mut first) = (0, 0);
+        for part in [rest, wrapped] {
+            for &(hash, key, value) in part {
+                let b = (bucket(hash) & mask) as usize;
+                let at = filled.len;
+                if b >= written {
+                    let head = Head {
+                        tags: [0; 8],
+                        first: base.wrapping_add(at).cast_const(),
+                    };
+                    for h in written..=b {
+                        // SAFETY: `h <= b < buckets`: a head of `place`
+                        // (contract); `at < n`: inside the entries.
+                        unsafe { heads.add(h).write(head) };
+                    }
+                    written = b + 1;
+                    first = at;
+                }
+                if at - first < Head::<K, V>::TAGS {
+                    // SAFETY: head `b` was written above; the tags are
+                    // plain bytes, and `at - first` is one of them.
+                    unsafe { (*heads.add(b)).tags[at - first] = tag(hash) };
+                }
+                // SAFETY: as in `from_refs`: the pointers are valid
+                // (contract) and nobody writes through them.
+                let entry = unsafe { ((*key).clone(), (*value).clone()) };
+                // SAFETY: `at < n`, the next unwritten entry of `place`.
+                unsafe { base.add(at).write(entry) };
+                filled.len += 1;
+            }
+        }
+        core::mem::forget(filled);
+        while written <= buckets {
+            // SAFETY: `place` holds `buckets + 1` heads; the rest (and the
+            // bound) start past the last entry.
+            unsafe {
+                heads.add(written).write(Head {
+                    tags: [0; 8],
+                    first: base.wrapping_add(n).cast_const(),
+                });
+            }
+            written += 1;
+        }
+        region.account.add_live(Self::bytes(buckets, n) as isize);
+        Piece {
+            // SAFETY: inside the region's allocation, so not null.
+            heads: unsafe { core::ptr::NonNull::new_unchecked(heads) },
+            // SAFETY: as above.
+            entries: unsafe { core::ptr::NonNull::new_unchecked(base) },
+            len: n,
+            mask,
+            version: refs.version,
+            region: region.clone(),
+        }
+    }
+
     /// Clones a piece of an earlier build into `place`: the same buckets,
     /// tags and order (a repacking build,
     /// [`should_repack`](super::frozen::PieceBytes::should_repack)).
@@ -290,8 +396,7 @@ impl<K, V> Piece<K, V> {
             .collect();
         let entries = source.entries();
         // SAFETY: `place` is this piece's (contract), planned for as many
-        // entries as `source` has, with as many buckets (`buckets_for` of
-        // the same count).
+        // entries and buckets as `source` has.
         unsafe {
             Self::write(
                 region,
@@ -303,6 +408,31 @@ impl<K, V> Piece<K, V> {
                 |i| entries[i].clone(),
             )
         }
+    }
+}
+
+/// Where `entries` start in bucket order (`bucket & mask`), if they are
+/// in bucket order once rotated: the index after their one descent (0 if
+/// none), provided the last entry's bucket is at most the first's. `None`
+/// otherwise (a dirty table's order, or a view of another size). A view's
+/// walk has at most that one descent: the entries at its start that
+/// wrapped around from the end (`ReadView`'s "Probing").
+fn bucket_order_start<K, V>(entries: &[(u64, *const K, *const V)], mask: u64) -> Option<usize> {
+    let mut start = None;
+    let mut previous = 0;
+    for (i, &(hash, _, _)) in entries.iter().enumerate() {
+        let b = bucket(hash) & mask;
+        if b < previous {
+            if start.is_some() {
+                return None;
+            }
+            start = Some(i);
+        }
+        previous = b;
+    }
+    match (start, entries.first()) {
+        (Some(start), Some(&(first, _, _))) => (previous <= bucket(first) & mask).then_some(start),
+        _ => Some(0),
     }
 }
 
@@ -457,8 +587,8 @@ where
         // One region for every piece this build copies.
         let (region_layout, places) =
             plan::<K, V>(taken.iter().filter_map(|(_, captured)| match captured {
-                Captured::Refs(refs) => Some(refs.entries.len()),
-                Captured::Reused(piece) => repack.then(|| piece.len()),
+                Captured::Refs(refs) => Some((refs.entries.len(), refs.buckets())),
+                Captured::Reused(piece) => repack.then(|| (piece.len(), piece.buckets())),
             }));
         let region = (!places.is_empty()).then(|| Region::new(region_layout, &self.bytes));
         let mut places = places.into_iter();
@@ -623,5 +753,33 @@ impl<K, V, S> Frozen<K, V, S> {
             generation: self.pieces.generation,
         };
         (Arc::new(pieces), slots, len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bucket_order_start;
+
+    /// Entries with these hashes (bucket = hash / 4, mask 7).
+    fn entries(hashes: &[u64]) -> Vec<(u64, *const (), *const ())> {
+        hashes
+            .iter()
+            .map(|&h| (h, core::ptr::null(), core::ptr::null()))
+            .collect()
+    }
+
+    #[test]
+    fn bucket_order_is_found_through_one_rotation() {
+        let start = |hashes: &[u64]| bucket_order_start(&entries(hashes), 7);
+        assert_eq!(start(&[]), Some(0));
+        assert_eq!(start(&[0, 4, 5, 12, 31]), Some(0));
+        // Wrapped from the end of the view (buckets 7, 7), then 0 up.
+        assert_eq!(start(&[28, 30, 1, 8, 27]), Some(2));
+        // The rotated order would end above where it starts.
+        assert_eq!(start(&[20, 1, 24]), None);
+        // Two descents: a dirty table's order.
+        assert_eq!(start(&[8, 0, 12, 4]), None);
+        // Only bucket bits count: 33 is bucket 8, masked to 0.
+        assert_eq!(start(&[4, 33]), Some(1));
     }
 }

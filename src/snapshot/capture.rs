@@ -56,6 +56,9 @@ impl Hasher for IdHasher {
 pub(super) struct Refs<K, V> {
     pub(super) version: u64,
     pub(super) entries: Vec<(u64, *const K, *const V)>,
+    /// The slot count of the read view the entries were walked from, in
+    /// slot order (`None`: from the dirty table, in no order).
+    pub(super) view_slots: Option<usize>,
 }
 
 // SAFETY: a `Refs` is a list of shared references in raw form (see its
@@ -137,10 +140,14 @@ where
         return Some(Captured::Reused(piece.clone()));
     }
     let mut entries = Vec::with_capacity(shard.live());
-    shard
+    let view_slots = shard
         .for_each_live(guard, |hash, key, value| {
             entries.push((hash, core::ptr::from_ref(key), core::ptr::from_ref(value)));
         })
         .ok()?;
-    Some(Captured::Refs(Refs { version, entries }))
+    Some(Captured::Refs(Refs {
+        version,
+        entries,
+        view_slots,
+    }))
 }

@@ -252,29 +252,35 @@ impl<K, V> Head<K, V> {
 /// Entries per bucket, on average at most (between half that and that).
 pub(super) const BUCKET_LOAD: usize = 4;
 
-/// How far right a hash shifts so that its bucket bits (32 and up) land
-/// on a head's byte offset: a lookup masks `hash >> HEAD_SHIFT` with the
+/// How far left a hash shifts so that its bucket bits (2 and up) land on
+/// a head's byte offset: a lookup masks `hash << HEAD_SHIFT` with the
 /// piece's mask in bytes ([`PiecePtr`]), with no multiply by the head's
 /// size. A head is 16 bytes on every target (its alignment).
-const HEAD_SHIFT: u32 = 32 - 4;
-const _: () = assert!(size_of::<Head<u64, u64>>() == 1 << (32 - HEAD_SHIFT));
+const HEAD_SHIFT: u32 = 4 - BUCKET_BITS_FROM;
+const _: () = assert!(size_of::<Head<u64, u64>>() == 1 << (HEAD_SHIFT + BUCKET_BITS_FROM));
 
-/// The bucket of `hash` in a piece (before the mask): bits 32 and up, the
-/// bits the map's own tables index by (`table_hash`). The top bits chose
-/// the shard, so they are the same for every entry of a piece; bits 32 and
-/// up vary as long as the shard is less than 32 levels deep minus the
-/// bucket bits.
+/// The lowest hash bit of a piece's bucket number ([`bucket`]).
+const BUCKET_BITS_FROM: u32 = 2;
+
+/// The bucket of `hash` in a piece (before the mask): bits 2 and up. A
+/// shard's read view puts a key in the slot of its hash's low bits (its
+/// home, or past it) and keeps its entries in order of home, so a piece
+/// of `buckets` buckets captured from a view of `4 * buckets` slots gets
+/// its entries in bucket order by walking the view, with no sort (the
+/// bucket is the home divided by 4: `build`'s `Piece::from_refs`). The top
+/// bits chose the shard, so they are the same for every entry of a piece.
 #[inline]
 pub(super) fn bucket(hash: u64) -> u64 {
-    hash >> 32
+    hash >> BUCKET_BITS_FROM
 }
 
-/// The tag of `hash`: bits 24 to 30 (disjoint from the bucket bits),
-/// with the high bit set, so that no tag is 0, the value of an unused tag
-/// byte in a [`Head`].
+/// The tag of `hash`: bits 32 to 38 (disjoint from the bucket bits of
+/// any piece below `2^30` buckets, and from the shard's top bits while
+/// the directory is less than 26 levels deep), with the high bit set, so
+/// that no tag is 0, the value of an unused tag byte in a [`Head`].
 #[inline]
 pub(super) fn tag(hash: u64) -> u8 {
-    (hash >> 24) as u8 | 0x80
+    (hash >> 32) as u8 | 0x80
 }
 
 impl<K, V> Piece<K, V> {
@@ -282,13 +288,18 @@ impl<K, V> Piece<K, V> {
     pub(super) fn ptr(&self) -> PiecePtr<K, V> {
         PiecePtr {
             heads: self.heads,
-            mask: self.mask << (32 - HEAD_SHIFT),
+            mask: self.mask << (HEAD_SHIFT + BUCKET_BITS_FROM),
         }
     }
 
     /// The number of entries.
     pub(super) fn len(&self) -> usize {
         self.len
+    }
+
+    /// The number of buckets.
+    pub(super) fn buckets(&self) -> usize {
+        self.mask as usize + 1
     }
 
     /// The entries, bucket by bucket.
@@ -363,7 +374,7 @@ impl<K, V> PiecePtr<K, V> {
     /// The piece must be alive for `'a`.
     #[inline]
     unsafe fn get<'a, Q: ?Sized + Equivalent<K>>(self, hash: u64, key: &Q) -> Option<&'a (K, V)> {
-        let offset = ((hash >> HEAD_SHIFT) & self.mask) as usize;
+        let offset = ((hash << HEAD_SHIFT) & self.mask) as usize;
         // SAFETY: the piece is alive (contract); it has `buckets + 1`
         // heads (the build makes it so), and `offset` is a multiple of the
         // head's size up to `(buckets - 1) * 16`: a head of the piece.

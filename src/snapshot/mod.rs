@@ -22,9 +22,12 @@
 //! directory does; `G` is the directory's depth, but at least 1, so that
 //! the index is one shift by a stored `64 - G`). The slot holds what the
 //! lookup needs of the piece (its heads and its bucket mask, in bytes of
-//! heads), so the piece's own header is not read. Bits 32 and up pick the
-//! bucket; its head holds the address of the bucket's first entry and a
-//! tag (8 hash bits, high bit set) for each of its first 8 entries; one
+//! heads), so the piece's own header is not read. Bits 2 and up pick the
+//! bucket (a view slot's home divided by 4, so that a piece built from a
+//! view of four times its bucket count gets its entries in bucket order
+//! by walking the view: see "What a rebuilt shard costs"); its head holds
+//! the address of the bucket's first entry and a tag (hash bits 32 to 38,
+//! high bit set) for each of its first 8 entries; one
 //! SSE2 compare (a byte loop elsewhere) finds the entries whose tag
 //! matches, and the key of the first match (the only one, almost always)
 //! is compared inline. A second match, a bucket of more than 8 entries
@@ -191,9 +194,28 @@
 //!
 //! What a rebuilt shard costs (callgrind, 10K `u64` keys in 32 shards, a
 //! snapshot after each batch of 100 updates, so every shard is rebuilt):
-//! 85 instructions per entry, of which the capture is 25 and the build's
-//! counting sort and clone (`Piece::from_refs`) 55; 88 µs per snapshot of
-//! the 10K entries. The capture's walk of a promoted shard's view loads
+//! 76 instructions per entry, of which the capture is 26 and the build's
+//! placement and clone (`Piece::from_refs`) 46. A shard's read view keeps
+//! its entries in order of home slot (Robin Hood), and a piece's bucket is
+//! the home divided by 4 (bits 2 and up of the hash), so when the piece
+//! has a quarter as many buckets as the view has slots (the usual case:
+//! both are powers of two sized for the same count, at 80 % and at 4 per
+//! bucket) the capture's walk is already in bucket order, but for the
+//! entries at the view's start that wrapped around from its end: the
+//! build finds that one rotation (`bucket_order_start`) and writes heads
+//! and entries in one sequential pass (`Piece::from_ordered`). Otherwise
+//! (a dirty table's entries, or counts that round to other powers of two)
+//! it sorts by counting, as every build did until 2026-12-07, when that
+//! took 55 instructions per entry and a snapshot 85; medians of 1,000
+//! snapshots, five rounds alternated: 54.7–55.6 µs before, 43.9–44.3 µs
+//! with the ordered pass. At 1M keys (about 488 entries in views of 1,024
+//! slots) the counts round apart and the sort stays; a piece of a quarter
+//! of the view's slots there would have doubled its heads (snapshot bytes
+//! 40.8 → 48.5 MB) for no time beyond the noise (27–36 ms per snapshot
+//! either way), so it was not taken. Before 2026-12-07 the bucket was bits
+//! 32 and up and the tag bits 24 to 30; lookups cost the same instructions
+//! either way (44.3 per reader lookup at 10K keys, 44.5 at 1M). The
+//! capture's walk of a promoted shard's view loads
 //! each slot's cell and nothing else (`ReadView::for_each_value`: an
 //! empty slot's cell reads as no value); it tested each slot's hash for
 //! emptiness first, as a lookup's walk does, until 2026-12-06: 33
