@@ -24,8 +24,8 @@ use super::ChangeList;
 use super::Snapshots;
 use super::capture::{Build, Captured, Refs, take_capture};
 use super::frozen::{
-    BUCKET_LOAD, CHUNK, Chunk, Frozen, Head, IdIndex, Piece, PiecePtr, Pieces, Region, Snapshot,
-    bucket, tag,
+    BUCKET_LOAD, CHUNK, Chunk, Frozen, Head, IdIndex, Piece, PiecePtr, Pieces, Region,
+    SLOTS_PER_BUCKET, Snapshot, bucket, tag,
 };
 use core::alloc::Layout;
 
@@ -40,17 +40,6 @@ struct Place {
 /// The number of buckets of a piece of `n` entries.
 fn buckets_for(n: usize) -> usize {
     (n / BUCKET_LOAD).next_power_of_two()
-}
-
-impl<K, V> Refs<K, V> {
-    /// The number of buckets of the piece this capture becomes:
-    /// [`buckets_for`] its length. When that is a quarter of the slots of
-    /// the view it was walked from, the walk's order is the piece's bucket
-    /// order (`bucket`: a view slot's bucket is its home divided by 4), and
-    /// [`Piece::from_refs`] needs no sort.
-    fn buckets(&self) -> usize {
-        buckets_for(self.entries.len())
-    }
 }
 
 /// Lays out pieces of `(entries, buckets)` one after another in one
@@ -143,23 +132,40 @@ impl<K, V> Piece<K, V> {
         // SAFETY: `place` holds `heads.len()` heads (contract), apart
         // from the entries; `Head` is `Copy`.
         unsafe { core::ptr::copy_nonoverlapping(heads.as_ptr(), at, heads.len()) };
-        region
-            .account
-            .add_live(Self::bytes(heads.len() - 1, n) as isize);
+        // SAFETY: the heads and the `n` entries were just written.
+        unsafe { Self::assembled(region, place, heads.len() - 1, n, version) }
+    }
+
+    /// The piece at `place` in `region`, whose `buckets + 1` heads and `n`
+    /// entries are written, counted in the region's live bytes.
+    ///
+    /// # Safety
+    ///
+    /// `place` was planned for `n` entries and `buckets` buckets, all of
+    /// them written (the entries owned by no one else).
+    unsafe fn assembled(
+        region: &Arc<Region>,
+        place: Place,
+        buckets: usize,
+        n: usize,
+        version: u64,
+    ) -> Self {
+        region.account.add_live(Self::bytes(buckets, n) as isize);
         Piece {
             // SAFETY: inside the region's allocation, so not null.
-            heads: unsafe { core::ptr::NonNull::new_unchecked(at) },
+            heads: unsafe { core::ptr::NonNull::new_unchecked(region.at(place.heads).cast()) },
             // SAFETY: as above.
-            entries: unsafe { core::ptr::NonNull::new_unchecked(base) },
+            entries: unsafe { core::ptr::NonNull::new_unchecked(region.at(place.entries).cast()) },
             len: n,
-            mask: heads.len() as u64 - 2,
+            mask: buckets as u64 - 1,
             version,
             region: region.clone(),
         }
     }
 
     /// Clones what a capture points to into a piece at `place`. Entries
-    /// walked from a view of four slots per bucket of the piece come in
+    /// walked from a view of [`SLOTS_PER_BUCKET`] slots per bucket of the
+    /// piece come in
     /// bucket order once rotated ([`bucket_order_start`]) and take
     /// [`Piece::from_ordered`], one sequential pass (the `snapshot` module
     /// docs, "What a rebuilt shard costs"). Any others: a counting sort by
@@ -210,12 +216,15 @@ impl<K, V> Piece<K, V> {
             u32::try_from(n).is_ok(),
             "a shard of 2^32 entries or more cannot be frozen into a snapshot piece"
         );
-        let buckets = refs.buckets();
+        let buckets = buckets_for(n);
         let mask = buckets as u64 - 1;
-        if refs.view_slots == Some(4 * buckets) {
+        // A view walked in slot order is in bucket order (but for one
+        // rotation) when each bucket covers `SLOTS_PER_BUCKET` of its
+        // slots: a slot's bucket is its home divided by that.
+        if refs.view_slots == Some(SLOTS_PER_BUCKET * buckets) {
             if let Some(start) = bucket_order_start(&refs.entries, mask) {
                 // SAFETY: forwarded from our caller; `place` was planned
-                // for `refs.buckets()` buckets.
+                // for `buckets_for(n)` buckets.
                 return unsafe { Self::from_ordered(refs, region, place, buckets, start) };
             }
         }
@@ -277,17 +286,8 @@ impl<K, V> Piece<K, V> {
             filled.len += 1;
         }
         core::mem::forget(filled);
-        region.account.add_live(Self::bytes(buckets, n) as isize);
-        Piece {
-            // SAFETY: inside the region's allocation, so not null.
-            heads: unsafe { core::ptr::NonNull::new_unchecked(heads) },
-            // SAFETY: as above.
-            entries: unsafe { core::ptr::NonNull::new_unchecked(base) },
-            len: n,
-            mask: buckets as u64 - 1,
-            version: refs.version,
-            region: region.clone(),
-        }
+        // SAFETY: every head and entry of `place` was written above.
+        unsafe { Self::assembled(region, place, buckets, n, refs.version) }
     }
 
     /// [`Piece::from_refs`] for entries in bucket order once rotated to
@@ -361,17 +361,8 @@ impl<K, V> Piece<K, V> {
             }
             written += 1;
         }
-        region.account.add_live(Self::bytes(buckets, n) as isize);
-        Piece {
-            // SAFETY: inside the region's allocation, so not null.
-            heads: unsafe { core::ptr::NonNull::new_unchecked(heads) },
-            // SAFETY: as above.
-            entries: unsafe { core::ptr::NonNull::new_unchecked(base) },
-            len: n,
-            mask,
-            version: refs.version,
-            region: region.clone(),
-        }
+        // SAFETY: every head and entry of `place` was written above.
+        unsafe { Self::assembled(region, place, buckets, n, refs.version) }
     }
 
     /// Clones a piece of an earlier build into `place`: the same buckets,
@@ -587,7 +578,7 @@ where
         // One region for every piece this build copies.
         let (region_layout, places) =
             plan::<K, V>(taken.iter().filter_map(|(_, captured)| match captured {
-                Captured::Refs(refs) => Some((refs.entries.len(), refs.buckets())),
+                Captured::Refs(refs) => Some((refs.entries.len(), buckets_for(refs.entries.len()))),
                 Captured::Reused(piece) => repack.then(|| (piece.len(), piece.buckets())),
             }));
         let region = (!places.is_empty()).then(|| Region::new(region_layout, &self.bytes));

@@ -262,6 +262,11 @@ const _: () = assert!(size_of::<Head<u64, u64>>() == 1 << (HEAD_SHIFT + BUCKET_B
 /// The lowest hash bit of a piece's bucket number ([`bucket`]).
 const BUCKET_BITS_FROM: u32 = 2;
 
+/// Read-view slots per piece bucket: a view slot's entries (those whose
+/// home it is) fall in bucket `home / SLOTS_PER_BUCKET` of a piece with
+/// `SLOTS_PER_BUCKET` times fewer buckets than the view has slots.
+pub(super) const SLOTS_PER_BUCKET: usize = 1 << BUCKET_BITS_FROM;
+
 /// The bucket of `hash` in a piece (before the mask): bits 2 and up. A
 /// shard's read view puts a key in the slot of its hash's low bits (its
 /// home, or past it) and keeps its entries in order of home, so a piece
