@@ -154,9 +154,10 @@
 //!   [`Builder::huge_pages`] reads faster (its views in huge pages: read
 //!   hits at 1M keys 1.09–1.45× the default's, 0.91–1.43× `scc::HashIndex`
 //!   over three runs), at the price of rare multi-millisecond inserts while
-//!   it grows and of memory. A read hit costs 71.8
+//!   it grows and of memory. A read hit costs 66.0
 //!   instructions against 35.5 for an unsynchronised `hashbrown` lookup
-//!   (callgrind, 100K keys; 74.8 in the report's run).
+//!   (callgrind, 100K keys; 71.8 in the report's run, before the group's
+//!   hashes were compared by one SSE2 instruction).
 //! - **dashmap or `scc::HashMap`** when writes are frequent: they update in
 //!   place, where snapmap takes a new value node per update (updates of
 //!   existing keys at 1M: 0.13× dashmap, 0.23× `scc::HashMap`, 1.02× papaya

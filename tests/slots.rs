@@ -149,3 +149,51 @@ fn long_runs_displaced_past_the_group_are_found() {
     let absent: Vec<u64> = (40..60u64).map(|i| 3 + (i << 20)).collect();
     check(&map, &model, &absent);
 }
+
+/// Keys whose hashes agree in their low 32 bits and differ above them: the
+/// hot path compares only the low 32 bits of a group's hashes (SSE2, on
+/// x86-64), so its first match may be another key's slot, and the lookup
+/// must then walk from home by the full hash and the key. Absent keys of
+/// the same low bits, and absent keys whose low bits are an empty slot's
+/// marker, are not found.
+#[test]
+fn hashes_equal_in_their_low_32_bits_are_told_apart() {
+    for &slots in &[8u64, 64, 1024] {
+        let map = one_view();
+        let mut model = BTreeMap::new();
+        let count = slots * 3 / 5;
+        // Runs of four keys sharing their low 32 bits (one home each),
+        // at a few homes; the rest filler.
+        let homes: Vec<u64> = [1, slots / 2, slots - 2]
+            .into_iter()
+            .filter(|h| h + 4 < slots || slots > 8)
+            .collect();
+        let mut keys: Vec<u64> = Vec::new();
+        for &h in &homes {
+            for i in 1..=4 {
+                keys.push(h | (i << 32));
+            }
+        }
+        let mut filler = 2;
+        while (keys.len() as u64) < count {
+            if !homes.contains(&filler) {
+                keys.push(filler);
+            }
+            filler += 1;
+        }
+        for &k in &keys {
+            map.insert(k, k ^ 0x5A5A);
+            model.insert(k, k ^ 0x5A5A);
+        }
+        let mut absent: Vec<u64> = Vec::new();
+        for &h in &homes {
+            // The home's own low bits with no high bits, and unused high
+            // bits.
+            absent.push(h);
+            absent.extend((5..9).map(|i| h | (i << 32)));
+        }
+        absent.extend((0..slots + 3).map(|at| ((at + slots / 2) % slots) | (7 << 32)));
+        absent.retain(|k| !model.contains_key(k));
+        check(&map, &model, &absent);
+    }
+}
