@@ -527,14 +527,24 @@ impl<K, V> ReadView<K, V> {
         self.capacity()
     }
 
-    /// The hash and entry in slot `at` (below [`ReadView::positions`]),
-    /// if the slot holds one.
+    /// The hash, key and value in slot `at` (below
+    /// [`ReadView::positions`]), if the slot holds a live entry: one load
+    /// of the slot's cell, which masks to no value for an empty slot as for
+    /// a deleted one (as [`ReadView::for_each_value`] walks), with no test
+    /// of the slot's hash for emptiness.
     #[inline]
-    pub(crate) fn at(&self, at: usize) -> Option<(u64, &Entry<K, V>)> {
+    pub(crate) fn live_at<'g>(
+        &'g self,
+        at: usize,
+        guard: &'g Guard,
+    ) -> Option<(u64, &'g K, &'g V)> {
         self.published();
-        let capacity = self.capacity();
-        let slot = &self.slots[..capacity][at];
-        slot.get(at, capacity).map(|entry| (slot.hash, entry))
+        let slot = &self.slots[..self.capacity()][at];
+        // SAFETY: a slot of this view, which `guard` keeps alive (both are
+        // borrowed for `'g`).
+        let value = unsafe { Entry::load_at(slot.entry_ptr(), guard) }?;
+        // SAFETY: only an occupied slot's cell holds a value.
+        Some((slot.hash, unsafe { slot.entry() }.key(), value))
     }
 
     /// The slot holding `key`, whose hash is `hash`: a plain Robin Hood
