@@ -54,7 +54,7 @@ pub struct SnapMap<K, V, S = DefaultHashBuilder> {
 }
 
 impl<K, V> SnapMap<K, V, DefaultHashBuilder> {
-    /// An empty map with [`DEFAULT_SHARDS`](crate::DEFAULT_SHARDS) shards and
+    /// An empty map with [`DEFAULT_SHARDS`] shards and
     /// the default (HashDoS-resistant) hasher.
     ///
     /// ```

@@ -178,7 +178,7 @@ impl<K, V, S> Builder<K, V, S> {
     /// shards that a bulk load of that many keys does not split its way up
     /// (each initial shard holds about half of
     /// [`shard_capacity`](Self::shard_capacity) at that size; see
-    /// [`shards_for_capacity`](crate::shards_for_capacity)). Default 0:
+    /// [`shards_for_capacity`]). Default 0:
     /// [`shards`](Self::shards) decides alone; otherwise the larger of the
     /// two counts wins.
     ///

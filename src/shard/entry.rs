@@ -40,7 +40,7 @@
 //! | deleted → expunged | dirty rebuild | yes | [`Entry::try_expunge_locked`] |
 //! | expunged → deleted | un-expunge (then the entry goes back into dirty, then a value is stored, all under the lock) | yes | [`Entry::unexpunge_locked`] |
 //! | any → expunged | `clear()` (the entry is then unreachable from the new view) | yes | [`Entry::expunge_for_clear`] |
-//! | live or deleted → sealed (never left) | a promotion, split, merge or compaction copying the entry ([`Entry::moved_copy`]) | yes | [`Entry::seal_locked`] |
+//! | live or deleted → sealed (never left) | a promotion, split, merge or compaction copying the entry ([`Entry::move_into`]) | yes | [`Entry::seal_locked`] |
 //!
 //! Nothing but a lock holder ever stores into an expunged cell, and every
 //! lock-free store first checks that the cell is not expunged: that is what
