@@ -103,7 +103,12 @@
 //! keys), a compare of a header field the lookup loads anyway; every other
 //! lookup uses the branch-free choice. `lookup_cost` at 1M keys, 20M
 //! lookups, best of three rounds alternated: 29–31.5 ns per hit with the
-//! home-slot branch, 34–40 ns without.
+//! home-slot branch, 34–40 ns without. With the SSE2 compare
+//! (`first_match`) the branch-free choice caught up on the AMD EPYC host:
+//! 1M keys, six rounds alternated, 40.5–47.6 ns speculating against
+//! 41.1–46.2 ns branch-free (`SPECULATE_DEPTH` raised past any map). The
+//! speculation stays: it is no slower there, and the machine that measured
+//! its gain was not available to measure it again.
 //!
 //! # Hash bits for the dirty table
 //!
