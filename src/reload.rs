@@ -273,12 +273,12 @@ where
             match (unmark(mark), live) {
                 (None, None) => {}
                 // Deleted: its item is a write (the key comes back).
-                (Some(at), None) => writes.push(content.take(at)),
-                (Some(at), Some((_, _, current))) if content.get(at).1.value() == current => {
+                (Some(item), None) => writes.push(content.take(item)),
+                (Some(item), Some((_, _, current))) if content.get(item).1.value() == current => {
                     applied.unchanged += 1;
-                    drop(content.take(at));
+                    drop(content.take(item));
                 }
-                (Some(at), Some(_)) => writes.push(content.take(at)),
+                (Some(item), Some(_)) => writes.push(content.take(item)),
                 // Not in the content: a removal, unless walked already,
                 // before a merge.
                 (None, Some((hash, key, _))) => {
