@@ -85,10 +85,11 @@
 //! fails the key compare and walks from home, as a 64-bit collision does.
 //! `lookup_cost snapmap` (callgrind; time: `perf stat` N minus 0 lookups,
 //! four rounds alternated, AMD EPYC): 10K keys 68.3 → 62.4 instructions
-//! and 8.0–8.6 → 6.2–6.4 ns per hit; 100K keys 71.9 → 66.0 and 13.2–14.0
-//! → 10.2 ns; the same branches and mispredictions (5.25 and 0.075 per
-//! hit), so the time is the scalar compares' ports. 1M keys (speculative,
-//! below) unchanged.
+//! and 8.0–11.3 → 6.2–7.0 ns per hit (medians 8.6 → 6.3); 100K keys
+//! 71.9 → 66.0 and 13.2–18.4 → 10.2–12.1 ns (medians 13.7 → 10.4); the
+//! same branches and mispredictions (5.25 and 0.075 per hit), so the time
+//! is presumably the scalar compares' execution ports (this host has no
+//! hardware counters to tell). 1M keys (speculative, below) unchanged.
 //!
 //! # Speculative probing in large maps
 //!
