@@ -790,7 +790,9 @@ def main():
       f"`{os.path.relpath(os.path.abspath(res), repo)}/criterion/`.")
     w("- **Before timing, every map is settled:** after the bulk insert, one untimed read pass over the keys and "
       "one iteration (warm caches for all maps; for snapmap this is what promotes the keys a bulk load left in "
-      "the dirty tables, as Go's `sync.Map` does after `len(dirty)` misses). ReadHeavy is also reported for "
+      "the dirty tables, as Go's `sync.Map` does after `len(dirty)` misses; the `snapmap snapshot` and "
+      "`snapmap reader handle` rows read the snapshot, so their map is settled by an iteration before the "
+      "snapshot is taken). ReadHeavy is also reported for "
       "snapmap *without* that pass (`snapmap, no read pass after prefill`), which is what a reader sees right "
       "after a bulk load. After building a map and after dropping one, the epoch garbage is flushed (untimed), "
       "so that no map's reclamation work lands in another map's timed run.")
