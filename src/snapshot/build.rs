@@ -29,8 +29,8 @@ use super::frozen::{
 };
 use core::alloc::Layout;
 
-/// Where one piece goes in its build's [`Region`]: the offsets of its
-/// heads and of its entries.
+/// Where one piece goes in its build's [`Region`]: the byte offsets of its
+/// heads and of its entries ([`plan`]).
 #[derive(Clone, Copy)]
 struct Place {
     heads: usize,
@@ -42,8 +42,19 @@ fn buckets_for(n: usize) -> usize {
     (n / BUCKET_LOAD).next_power_of_two()
 }
 
-/// Lays out pieces of `(entries, buckets)` one after another in one
-/// region: the region's layout and each piece's place.
+/// Lays out pieces of `(entries, buckets)` in one region: every piece's
+/// heads first, then every piece's entries, so that the entries of all
+/// the pieces are one contiguous run that a walk streams through. The
+/// region's layout and each piece's place.
+///
+/// Heads and entries interleaved piece by piece (the layout before) made
+/// a walk of a 1M-key snapshot 3.4–3.9× a `Vec<(u64, u64)>` walk of the
+/// same entries on the AMD EPYC host (1.9–2.2 ms against 0.49–0.66 ms per
+/// pass, three rounds, passes alternated); with the entries in one run it
+/// is 1.17–1.31× (0.51–0.72 ms). Lookups are unchanged (they touch one
+/// head and one entry either way: `lookup_cost snapmap-reader`, callgrind
+/// 44.3 / 44.5 instructions and 1.80 / 2.99 first-level misses at 10K /
+/// 1M keys before and after).
 fn plan<K, V>(sizes: impl Iterator<Item = (usize, usize)>) -> (Layout, Vec<Place>) {
     let too_large = "a snapshot's pieces exceed the address space";
     let mut layout = Layout::from_size_align(0, align_of::<Head<K, V>>()).expect(too_large);
@@ -51,10 +62,15 @@ fn plan<K, V>(sizes: impl Iterator<Item = (usize, usize)>) -> (Layout, Vec<Place
     for (n, buckets) in sizes {
         let heads = Layout::array::<Head<K, V>>(buckets + 1).expect(too_large);
         let (with_heads, heads) = layout.extend(heads).expect(too_large);
-        let entries = Layout::array::<(K, V)>(n).expect(too_large);
-        let (with_entries, entries) = with_heads.extend(entries).expect(too_large);
+        layout = with_heads;
+        // The entry count, until the second pass puts the offset there.
+        places.push(Place { heads, entries: n });
+    }
+    for place in &mut places {
+        let entries = Layout::array::<(K, V)>(place.entries).expect(too_large);
+        let (with_entries, entries) = layout.extend(entries).expect(too_large);
         layout = with_entries;
-        places.push(Place { heads, entries });
+        place.entries = entries;
     }
     (layout.pad_to_align(), places)
 }
@@ -749,7 +765,28 @@ impl<K, V, S> Frozen<K, V, S> {
 
 #[cfg(test)]
 mod tests {
-    use super::bucket_order_start;
+    use super::{Head, bucket_order_start, plan};
+
+    /// Every piece's heads come first, then every piece's entries, one
+    /// contiguous run in the pieces' order (a walk streams through it).
+    #[test]
+    fn plan_puts_all_heads_before_one_run_of_entries() {
+        let head = size_of::<Head<u64, u64>>();
+        let entry = size_of::<(u64, u64)>();
+        let sizes = [(3, 1), (0, 1), (9, 2)];
+        let (layout, places) = plan::<u64, u64>(sizes.into_iter());
+        let heads: Vec<usize> = places.iter().map(|p| p.heads).collect();
+        let entries: Vec<usize> = places.iter().map(|p| p.entries).collect();
+        // Heads: 2, 2 and 3 of them (buckets + 1), back to back.
+        assert_eq!(heads, [0, 2 * head, 4 * head]);
+        // Entries: after the 7 heads, 3, 0 and 9 of them, back to back.
+        assert_eq!(
+            entries,
+            [7 * head, 7 * head + 3 * entry, 7 * head + 3 * entry]
+        );
+        assert_eq!(layout.size(), 7 * head + 12 * entry);
+        assert_eq!(layout.align(), align_of::<Head<u64, u64>>());
+    }
 
     /// Entries with these hashes (bucket = hash / 4, mask 7).
     fn entries(hashes: &[u64]) -> Vec<(u64, *const (), *const ())> {

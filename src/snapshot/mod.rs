@@ -15,7 +15,8 @@
 //!           entries: [(K, V)]  (bucket 0's, then bucket 1's, ...),
 //!           mask, shard id, version }
 //!   (the heads and entries of the pieces one build copies: one allocation, the build's
-//!    region, in huge pages when large: see "Memory" and "Huge pages")
+//!    region, every piece's heads first, then every piece's entries in one run, in huge
+//!    pages when large: see "Memory" and "Huge pages")
 //! ```
 //!
 //! A lookup indexes `slots` by the top `G` bits of the hash (as the map's
