@@ -203,6 +203,18 @@ impl<K, V> Slot<K, V> {
         unsafe { &*self.entry_ptr() }
     }
 
+    /// The slot's key and value, if it holds a live entry: one load of its
+    /// cell, which masks to no value for an empty slot as for a deleted
+    /// entry, with no test of the slot's hash for emptiness.
+    #[inline(always)]
+    fn live<'g>(&'g self, guard: &'g Guard) -> Option<(&'g K, &'g V)> {
+        // SAFETY: the slot is borrowed for `'g`, as long as `guard` keeps
+        // its view alive.
+        let value = unsafe { Entry::load_at(self.entry_ptr(), guard) }?;
+        // SAFETY: only an occupied slot's cell holds a value.
+        Some((unsafe { self.entry() }.key(), value))
+    }
+
     /// The entry, if the slot (number `at` of `capacity`) holds one.
     #[inline(always)]
     fn get(&self, at: usize, capacity: usize) -> Option<&Entry<K, V>> {
@@ -518,11 +530,8 @@ impl<K, V> ReadView<K, V> {
         self.published();
         for slot in &self.slots[..self.capacity()] {
             prefetch_ahead(slot);
-            // SAFETY: a slot of this view, which `guard` keeps alive (both
-            // are borrowed for `'g`).
-            if let Some(value) = unsafe { Entry::load_at(slot.entry_ptr(), guard) } {
-                // SAFETY: only an occupied slot's cell holds a value.
-                f(slot.hash, unsafe { slot.entry() }.key(), value);
+            if let Some((key, value)) = slot.live(guard) {
+                f(slot.hash, key, value);
             }
         }
     }
@@ -546,11 +555,8 @@ impl<K, V> ReadView<K, V> {
     ) -> Option<(u64, &'g K, &'g V)> {
         self.published();
         let slot = &self.slots[..self.capacity()][at];
-        // SAFETY: a slot of this view, which `guard` keeps alive (both are
-        // borrowed for `'g`).
-        let value = unsafe { Entry::load_at(slot.entry_ptr(), guard) }?;
-        // SAFETY: only an occupied slot's cell holds a value.
-        Some((slot.hash, unsafe { slot.entry() }.key(), value))
+        let (key, value) = slot.live(guard)?;
+        Some((slot.hash, key, value))
     }
 
     /// The slot holding `key`, whose hash is `hash`: a plain Robin Hood

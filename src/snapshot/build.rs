@@ -55,23 +55,26 @@ fn buckets_for(n: usize) -> usize {
 /// head and one entry either way: `lookup_cost snapmap-reader`, callgrind
 /// 44.3 / 44.5 instructions and 1.80 / 2.99 first-level misses at 10K /
 /// 1M keys before and after).
-fn plan<K, V>(sizes: impl Iterator<Item = (usize, usize)>) -> (Layout, Vec<Place>) {
+fn plan<K, V>(sizes: impl Iterator<Item = (usize, usize)> + Clone) -> (Layout, Vec<Place>) {
     let too_large = "a snapshot's pieces exceed the address space";
     let mut layout = Layout::from_size_align(0, align_of::<Head<K, V>>()).expect(too_large);
-    let mut places = Vec::new();
-    for (n, buckets) in sizes {
-        let heads = Layout::array::<Head<K, V>>(buckets + 1).expect(too_large);
-        let (with_heads, heads) = layout.extend(heads).expect(too_large);
+    let mut heads = Vec::new();
+    for (_, buckets) in sizes.clone() {
+        let array = Layout::array::<Head<K, V>>(buckets + 1).expect(too_large);
+        let (with_heads, at) = layout.extend(array).expect(too_large);
         layout = with_heads;
-        // The entry count, until the second pass puts the offset there.
-        places.push(Place { heads, entries: n });
+        heads.push(at);
     }
-    for place in &mut places {
-        let entries = Layout::array::<(K, V)>(place.entries).expect(too_large);
-        let (with_entries, entries) = layout.extend(entries).expect(too_large);
-        layout = with_entries;
-        place.entries = entries;
-    }
+    let places = heads
+        .into_iter()
+        .zip(sizes)
+        .map(|(heads, (n, _))| {
+            let array = Layout::array::<(K, V)>(n).expect(too_large);
+            let (with_entries, entries) = layout.extend(array).expect(too_large);
+            layout = with_entries;
+            Place { heads, entries }
+        })
+        .collect();
     (layout.pad_to_align(), places)
 }
 
