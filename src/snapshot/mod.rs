@@ -195,16 +195,19 @@
 //!
 //! What a rebuilt shard costs (callgrind, 10K `u64` keys in 32 shards, a
 //! snapshot after each batch of 100 updates, so every shard is rebuilt):
-//! 76 instructions per entry, of which the capture is 26 and the build's
-//! placement and clone (`Piece::from_refs`) 46. A shard's read view keeps
+//! 68 instructions per entry, of which the capture is 25 and the build's
+//! placement and clone (`Piece::from_refs`) 37 (46 until the order check
+//! moved into the writing pass, below). A shard's read view keeps
 //! its entries in order of home slot (Robin Hood), and a piece's bucket is
 //! the home divided by 4 (bits 2 and up of the hash), so when the piece
 //! has a quarter as many buckets as the view has slots (the usual case:
 //! both are powers of two sized for the same count, at 80 % and at 4 per
 //! bucket) the capture's walk is already in bucket order, but for the
 //! entries at the view's start that wrapped around from its end: the
-//! build finds that one rotation (`bucket_order_start`) and writes heads
-//! and entries in one sequential pass (`Piece::from_ordered`). Otherwise
+//! build finds that one rotation (`rotation_start`) and writes heads
+//! and entries in one sequential pass (`Piece::from_ordered`), which
+//! checks the order as it writes and hands back to the sort if it is
+//! broken. Otherwise
 //! (a dirty table's entries, or counts that round to other powers of two)
 //! it sorts by counting, as every build did until 2026-12-07, when that
 //! took 55 instructions per entry and a snapshot 85; medians of 1,000
@@ -223,7 +226,15 @@
 //! instructions per entry for the capture, 93 in all, and 93.6–95.5 µs
 //! per snapshot against 87.4–88.1 µs now (median of 3,000 builds, four
 //! rounds alternated). Merging `from_refs`'s placement and clone loops
-//! into one saved 1 instruction per entry and was left as it is.
+//! into one saved 1 instruction per entry and was left as it is. The
+//! ordered pass first had a pass of its own that checked the whole order
+//! and found the rotation (10 of the 46 instructions per entry); the
+//! rotation is now guessed from the first and last entries (a scan only
+//! through the wrapped ones) and the order checked by the writing pass
+//! (one compare per entry): `apply` of 1 % of 10K keys plus `snapshot()`
+//! 81.2 → 73.1 instructions per key, snapshot 43.7–43.9 → 38.6–40.0 µs
+//! (median of 2,000, three rounds alternated, AMD EPYC; 1M keys, which
+//! sort, unchanged: 26.7–27.7 against 26.6–27.3 ms).
 //!
 //! This replaces an earlier scheme (copy optimistically while writers run,
 //! then re-copy under the closed gate whatever changed meanwhile; do not
