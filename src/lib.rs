@@ -154,7 +154,7 @@
 //!   [`Builder::huge_pages`] reads faster (its views in huge pages: read
 //!   hits at 1M keys 1.09–1.45× the default's, 0.91–1.43× `scc::HashIndex`
 //!   over three runs), at the price of rare multi-millisecond inserts while
-//!   it grows and of memory. A read hit costs 66.0
+//!   it grows and of memory. A read hit costs 63.0
 //!   instructions against 35.5 for an unsynchronised `hashbrown` lookup
 //!   (callgrind, 100K keys; 71.8 in the report's run, before the group's
 //!   hashes were compared by one SSE2 instruction).
