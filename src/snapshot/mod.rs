@@ -27,8 +27,8 @@
 //! bucket (a view slot's home divided by 4, so that a piece built from a
 //! view of four times its bucket count gets its entries in bucket order
 //! by walking the view: see "What a rebuilt shard costs"); its head holds
-//! the address of the bucket's first entry and a tag (hash bits 32 to 38,
-//! high bit set) for each of its first 8 entries; one
+//! the address of the bucket's first entry and a tag (hash bits 24 to 30,
+//! high bit set: `frozen::tag`) for each of its first 8 entries; one
 //! SSE2 compare (a byte loop elsewhere) finds the entries whose tag
 //! matches, and the key of the first match (the only one, almost always)
 //! is compared inline. A second match, a bucket of more than 8 entries
