@@ -21,6 +21,17 @@
 //! and several lookups through one [`Reader::snapshot`] borrow see one
 //! consistent state (a configuration reload is never seen half done).
 //!
+//! Where a lookup's instructions go (`lookup_cost snapmap-reader`, 10K
+//! keys, 43.3 against 35.2 for `ArcSwap<HashMap>` loaded once per 1,024
+//! lookups): the check (four: the map, its change word, the stamp, the
+//! branch), the slot table's step (about six), the key stored for the
+//! out-of-line rest of the lookup (one), and the handle's fields loaded
+//! from memory on every lookup. Those stay in memory because the loop
+//! holds the call to [`Reader::refresh`], which writes them; loading the
+//! change word `Relaxed` instead of `Acquire` (which would be enough: the
+//! snapshot held was synchronised with when it was taken) compiled to the
+//! same instructions, so it was not changed.
+//!
 //! The cost of a refresh is paid by the first reader that reads after a
 //! write, not by the writer; a map that is written continuously gives its
 //! readers a snapshot build (or at least a snapshot clone) per read, and
