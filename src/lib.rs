@@ -324,9 +324,11 @@
 //!   cheaper.
 //! - **Memory-tight maps of small entries.** Each entry lives in a slot
 //!   of its shard's read view, beside its full hash, with room for its
-//!   first value inline (a replaced value, or a `V` that needs drop, gets
-//!   its own node, so that updates are one CAS and reads of replaced values
-//!   stay safe): 32-byte slots for `u64 -> u64`, at most 80 % full, plus
+//!   first value inline when `V` is a plain scalar (an integer, a float,
+//!   `bool`, `char`, `&'static str`; a replaced value, or any other `V`,
+//!   gets its own node, so that updates are one CAS, reads of replaced
+//!   values stay safe, and a value changed through `&V`, an atomic or a
+//!   `Mutex`, is never copied): 32-byte slots for `u64 -> u64`, at most 80 % full, plus
 //!   the dirty table's pointers while new keys are pending: about 68 heap
 //!   bytes per `u64 -> u64` entry at 1M entries, against 36 for a
 //!   `hashbrown::HashMap` and 54 for papaya
@@ -416,6 +418,17 @@
 //! fn assert_send_sync<T: Send + Sync>() {}
 //! assert_send_sync::<snapmap::SnapMap<String, std::sync::Arc<Vec<u8>>>>();
 //! ```
+//!
+//! Values may be changed through `&V` (an `AtomicU64` counter, a
+//! `Mutex`): such a value lives in a node of its own and is never copied
+//! (only plain scalars, such as `u64`, are stored inline). **Keys may
+//! not**: an entry's key is moved by its bits when its shard migrates,
+//! while readers may still hold `&K` to the old copy, so a key type with
+//! interior mutability in its own bytes (an atomic field that `Hash` and
+//! `Eq` ignore) would lose changes made through `&K`, and a change racing
+//! a move is a data race. The map cannot check this (stable Rust cannot
+//! ask a type whether it has interior mutability): a known soundness gap,
+//! reachable from safe code with such a key type, and not yet closed.
 //!
 //! A value type that is not `Sync` makes the map not `Sync`:
 //!

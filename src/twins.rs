@@ -96,6 +96,11 @@ pub enum Bug {
     /// inline value (reusing its bytes) instead of getting a node of its
     /// own, so a reader still holding the old inline value sees it change.
     ReuseInlineSlot,
+    /// A new key's first value is stored inline whenever its type needs no
+    /// drop, as before 2026-12-07, not only when it is a plain scalar: an
+    /// `AtomicU64` value is then copied when its entry moves, and an
+    /// increment made through a reader's `&V` to the old copy is lost.
+    InlineAnyValue,
     /// A change waiter checks the change word before it registers its
     /// listener, so a writer that marks the word and leaves between the
     /// check and the registration finds no waiter to notify: the waiter

@@ -49,12 +49,28 @@
 //!
 //! # Inline values
 //!
-//! When `V` needs no drop (`core::mem::needs_drop`: integers, `Copy`
-//! structs, `&'static str`), an entry carries its first value inline
+//! When `V` needs no drop (`core::mem::needs_drop`) and is a plain scalar
+//! ([`plain_value`]: an integer, a float, `bool`, `char`, `()` or
+//! `&'static str`), an entry carries its first value inline
 //! ([`InlineEntry`]: the entry, then a `ValueNode`), and the cell points to
 //! that inline node: in a view's slot, a read hit of a key written once
 //! reads hash, key and value from one slot (32 bytes for `u64 -> u64`),
 //! with no pointer to follow; a new key's heap entry is one allocation.
+//!
+//! Only those types, because an inline value is **copied** when its entry
+//! moves (a promotion, split, merge or compaction, below), while readers
+//! may still hold `&V` into the old slot. A value that is changed through
+//! `&V` (an `AtomicU64` counter, a `Mutex`, which need no drop either)
+//! would lose every change made to the old copy after the move, and a
+//! change racing the copy would be a data race. Until 2026-12-07 every
+//! `V` that needs no drop went inline, and `tests/interior.rs` (counters
+//! incremented through `&AtomicU64` while other keys' inserts migrate
+//! their shards) lost about 8,000 of 960,000 increments. Stable Rust
+//! cannot ask whether a type has interior mutability (`Freeze` is
+//! unstable), so the inline types are a closed list of type ids; every
+//! other value (a `Copy` struct too) lives in a node of its own, which a
+//! move hands over by its pointer. Such an entry keeps the inline
+//! allocation's layout, its node room unused.
 //!
 //! A value that replaces it, or that is stored after a removal, gets a node
 //! of its own, as before: the inline bytes are **never written again**,
@@ -485,12 +501,63 @@ impl<K: Send + 'static, V: Send + 'static> EntryRef<K, V> {
     }
 }
 
-impl<K, V> Entry<K, V> {
+/// Whether `V` is one of the types known to hold no interior mutability
+/// in their own bytes (integers, floats, `bool`, `char`, `()`,
+/// `&'static str`): the value types whose first value may be stored
+/// inline (see the module docs, "Inline values"). Rust has no stable way
+/// to ask this of any type (`Freeze` is unstable), so the list is closed;
+/// the comparisons of type ids fold to a constant when compiled.
+#[inline]
+pub(crate) fn plain_value<V: 'static>() -> bool {
+    use core::any::TypeId;
+    let id = TypeId::of::<V>();
+    macro_rules! any_of {
+        ($($t:ty),*) => { false $(|| id == TypeId::of::<$t>())* };
+    }
+    any_of!(
+        u8,
+        u16,
+        u32,
+        u64,
+        u128,
+        usize,
+        i8,
+        i16,
+        i32,
+        i64,
+        i128,
+        isize,
+        f32,
+        f64,
+        bool,
+        char,
+        (),
+        &'static str
+    )
+}
+
+impl<K, V: 'static> Entry<K, V> {
     /// A new live entry on the heap, ready to go into a dirty table: one
-    /// allocation holding the value too if `V` needs no drop, otherwise
-    /// the entry and a value node.
+    /// allocation holding the value too if `V` needs no drop and is a
+    /// [`plain_value`], otherwise the entry and a value node.
     pub(crate) fn boxed(key: K, value: V) -> EntryRef<K, V> {
-        if Self::INLINE {
+        if Self::INLINE && !plain_value::<V>() && !injected(Bug::InlineAnyValue) {
+            // A value that may be changed through `&V` (an atomic, a lock)
+            // must never be copied while it is shared, as the move of an
+            // inline value into a new view would: it lives in a node, which
+            // moves by its pointer. The allocation keeps the inline layout
+            // (its node room unused, never initialised), which every free
+            // of an entry of this type expects.
+            let inline = crate::pool::boxed(InlineEntry {
+                entry: Entry {
+                    key: core::mem::ManuallyDrop::new(Published::new(key)),
+                    cell: AtomicPtr::new(Box::into_raw(ValueNode::boxed(value))),
+                    _owns: PhantomData,
+                },
+                node: core::mem::MaybeUninit::uninit(),
+            });
+            EntryRef(ptr::NonNull::new(inline.cast::<Entry<K, V>>()).expect("Box is non-null"))
+        } else if Self::INLINE {
             // From the thread's cache of freed blocks when it has one of
             // this size (`crate::pool`); freed by `retire_small` or `Box`.
             let inline = crate::pool::boxed(InlineEntry {
@@ -520,7 +587,9 @@ impl<K, V> Entry<K, V> {
             EntryRef(ptr::NonNull::new(entry).expect("an allocation is non-null"))
         }
     }
+}
 
+impl<K, V> Entry<K, V> {
     /// The key.
     #[inline]
     pub(crate) fn key(&self) -> &K {
