@@ -5,27 +5,36 @@
 //! new view (a promotion, split or merge): increments made through the old
 //! copy's `&AtomicU64` after the copy were lost (about 8,000 of 960,000
 //! here), and one racing the copy was a data race.
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-#[test]
-fn counters_keep_every_increment_across_migrations() {
-    let map = snapmap::SnapMap::<u64, AtomicU64>::builder()
+/// 64 counters, each bumped 50 times in a row through one `&V`, while
+/// another thread inserts and removes batches of other keys (shards of 64
+/// entries, so the counters' shards promote, split and merge meanwhile).
+/// Every bump must be in the map at the end.
+fn bumps_survive_migrations<V: Send + Sync + 'static>(
+    new: fn() -> V,
+    bump: fn(&V),
+    count: fn(&V) -> u64,
+) {
+    let map = snapmap::SnapMap::<u64, V>::builder()
         .shard_capacity(64)
         .build()
         .unwrap();
     const COUNTERS: u64 = 64;
     for k in 0..COUNTERS {
-        map.pin().insert(k, AtomicU64::new(0));
+        map.pin().insert(k, new());
     }
     let stop = AtomicBool::new(false);
     let mut total = 0u64;
     std::thread::scope(|s| {
         s.spawn(|| {
             let mut next = 1_000_000u64;
+            // Relaxed: a stop flag; nothing is read because of it.
             while !stop.load(Ordering::Relaxed) {
                 let batch = if cfg!(miri) { 200 } else { 2_000 };
                 for _ in 0..batch {
-                    map.pin().insert(next, AtomicU64::new(0));
+                    map.pin().insert(next, new());
                     next += 1;
                 }
                 for k in (next - batch)..next {
@@ -33,23 +42,32 @@ fn counters_keep_every_increment_across_migrations() {
                 }
             }
         });
+        // Stops the other thread when this one ends, also by a panic (a
+        // failed bump), so that the scope's join does not wait forever.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                // Relaxed: as above.
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(&stop);
         // Miri: a few rounds, enough to run the node path under its checks.
         let rounds = if cfg!(miri) { 2 } else { 300 };
         for _round in 0..rounds {
             for k in 0..COUNTERS {
                 let p = map.pin();
-                let c = p.get(&k).unwrap();
+                let value = p.get(&k).unwrap();
                 for _ in 0..50 {
-                    c.fetch_add(1, Ordering::Relaxed);
+                    bump(value);
                     std::hint::spin_loop();
                 }
                 total += 50;
             }
         }
-        stop.store(true, Ordering::Relaxed);
     });
     let sum: u64 = (0..COUNTERS)
-        .map(|k| map.pin().get(&k).unwrap().load(Ordering::Relaxed))
+        .map(|k| count(map.pin().get(&k).unwrap()))
         .sum();
     assert_eq!(sum, total, "increments lost");
     // The counters' shards did migrate while they were incremented.
@@ -58,4 +76,43 @@ fn counters_keep_every_increment_across_migrations() {
         stats.promotions + stats.splits + stats.merges > 0,
         "{stats}"
     );
+}
+
+#[test]
+fn atomic_counters_keep_every_increment_across_migrations() {
+    bumps_survive_migrations(
+        || AtomicU64::new(0),
+        // Relaxed: a counter; the sum is read after the threads are joined.
+        |c| {
+            c.fetch_add(1, Ordering::Relaxed);
+        },
+        // Relaxed: as above.
+        |c| c.load(Ordering::Relaxed),
+    );
+}
+
+/// A `Mutex` needs no drop either (on Linux): before the fix it was copied
+/// with its lock state, so a copy made while the counter thread held the
+/// lock stayed locked, and the next bump through the copy waited forever
+/// (the test hung). The lock is taken with a deadline, so that such a
+/// copy fails the test instead.
+#[test]
+fn mutex_counters_keep_every_increment_across_migrations() {
+    fn locked(m: &Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match m.try_lock() {
+                Ok(guard) => return guard,
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "a Mutex value stayed locked: it was copied while held"
+                    );
+                    std::thread::yield_now();
+                }
+                Err(std::sync::TryLockError::Poisoned(_)) => panic!("poisoned"),
+            }
+        }
+    }
+    bumps_survive_migrations(|| Mutex::new(0u64), |m| *locked(m) += 1, |m| *locked(m));
 }
