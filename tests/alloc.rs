@@ -14,6 +14,10 @@
 //! released earlier nodes, updates take their nodes from that cache
 //! (`src/pool.rs`) and allocate almost nothing.
 //!
+//! A new key with a plain value (`u64`) takes one allocation, entry and
+//! value together; with a value that can change through `&V`
+//! (`AtomicU64`) one more, its node (`tests/interior.rs` says why).
+//!
 //! The checks that pin run one after another in a single test: when a
 //! thread that used the epoch exits, another thread's later pin may unlink
 //! its registration and record that as garbage, which can allocate. With
@@ -155,9 +159,45 @@ fn update_of_existing_key_allocates_a_value_node() {
     assert_eq!(n, 0, "get_or_insert of a present key allocated");
 }
 
+/// A new key's plain value (`u64`) shares its entry's allocation; a value
+/// that can change through `&V` (`AtomicU64`, which needs no drop either)
+/// gets a node of its own, so that a move never copies it
+/// (`tests/interior.rs`). The same 100 new keys into two maps alike but for
+/// the value type: exactly one more allocation per key. It runs first,
+/// before any check has retired a block: the epoch may run other threads'
+/// garbage on this one, and a block it frees here goes to this thread's
+/// cache (`src/pool.rs`) and would serve a later allocation uncounted.
+fn only_plain_values_share_their_entrys_allocation() {
+    // Both maps stay alive until both are measured: a dropped map's blocks
+    // would go to the thread's cache and serve the next map's entries.
+    fn new_keys<V: Send + Sync + 'static>(value: fn(u64) -> V) -> (SnapMap<u64, V>, u64) {
+        let map = SnapMap::<u64, V>::builder().shards(1).build().unwrap();
+        let pinned = map.pin();
+        // The dirty table and the thread's epoch registration, first.
+        pinned.insert(0, value(0));
+        let ((), n) = allocations_in(|| {
+            for k in 1..=100 {
+                pinned.insert(k, value(k));
+            }
+        });
+        drop(pinned);
+        (map, n)
+    }
+    let (plain_map, plain) = new_keys(|k| k);
+    let (interior_map, interior) = new_keys(std::sync::atomic::AtomicU64::new);
+    drop((plain_map, interior_map));
+    assert!(plain >= 100, "100 new keys took {plain} allocations");
+    assert_eq!(
+        interior,
+        plain + 100,
+        "an AtomicU64 value takes a node of its own, a u64 none"
+    );
+}
+
 /// The measured checks, in one thread (see the module docs).
 #[test]
 fn read_paths_do_not_allocate_and_writes_do() {
+    only_plain_values_share_their_entrys_allocation();
     pinned_read_hit_does_not_allocate();
     map_get_of_copy_value_does_not_allocate();
     full_iteration_does_not_allocate();
