@@ -29,6 +29,7 @@ impl<K, V, S> Builder<K, V, S> {
             shard_capacity,
             promote_after,
             huge_pages,
+            inline_values,
             hasher,
         } = self.validate()?;
         Ok(SnapMap::from_parts(
@@ -37,6 +38,7 @@ impl<K, V, S> Builder<K, V, S> {
             shard_capacity,
             promote_after,
             huge_pages,
+            inline_values,
             hasher,
         ))
     }

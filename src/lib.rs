@@ -325,8 +325,9 @@
 //! - **Memory-tight maps of small entries.** Each entry lives in a slot
 //!   of its shard's read view, beside its full hash, with room for its
 //!   first value inline when `V` is a plain scalar (an integer, a float,
-//!   `bool`, `char`, `&'static str`; a replaced value, or any other `V`,
-//!   gets its own node, so that updates are one CAS, reads of replaced
+//!   `bool`, `char`, `&'static str`) or a `Copy` type in a map built with
+//!   [`Builder::inline_values`] (a replaced value, or any other `V`, gets
+//!   its own node, so that updates are one CAS, reads of replaced
 //!   values stay safe, and a value changed through `&V`, an atomic or a
 //!   `Mutex`, is never copied): 32-byte slots for `u64 -> u64`, at most 80 % full, plus
 //!   the dirty table's pointers while new keys are pending: about 68 heap
@@ -421,7 +422,8 @@
 //!
 //! Values may be changed through `&V` (an `AtomicU64` counter, a
 //! `Mutex`): such a value lives in a node of its own and is never copied
-//! (only plain scalars, such as `u64`, are stored inline). **Keys may
+//! (only plain scalars, such as `u64`, are stored inline, and `Copy`
+//! values where [`Builder::inline_values`] asks for it). **Keys may
 //! not**: an entry's key is moved by its bits when its shard migrates,
 //! while readers may still hold `&K` to the old copy, so a key type with
 //! interior mutability in its own bytes (an atomic field that `Hash` and

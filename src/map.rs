@@ -116,6 +116,7 @@ impl<K, V, S> SnapMap<K, V, S> {
             DEFAULT_SHARD_CAPACITY,
             usize::MAX,
             false,
+            false,
             hasher,
         )
     }
@@ -149,6 +150,7 @@ impl<K, V, S> SnapMap<K, V, S> {
         capacity: usize,
         promote_after: usize,
         huge_pages: bool,
+        inline_values: bool,
         hasher: S,
     ) -> Self {
         SnapMap {
@@ -158,6 +160,7 @@ impl<K, V, S> SnapMap<K, V, S> {
                 capacity,
                 promote_after,
                 huge_pages,
+                inline_values,
                 hasher,
             ),
         }

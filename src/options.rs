@@ -89,6 +89,7 @@ pub struct Builder<K, V, S = DefaultHashBuilder> {
     promotion_threshold: usize,
     capacity: usize,
     huge_pages: bool,
+    inline_values: bool,
     hasher: S,
     _map: PhantomData<BuildsMap<K, V, S>>,
 }
@@ -102,6 +103,7 @@ impl<K, V> Builder<K, V, DefaultHashBuilder> {
             promotion_threshold: usize::MAX,
             capacity: 0,
             huge_pages: false,
+            inline_values: false,
             hasher: DefaultHashBuilder::default(),
             _map: PhantomData,
         }
@@ -257,6 +259,7 @@ impl<K, V, S> Builder<K, V, S> {
             promotion_threshold: self.promotion_threshold,
             capacity: self.capacity,
             huge_pages: self.huge_pages,
+            inline_values: self.inline_values,
             hasher,
             _map: PhantomData,
         }
@@ -308,8 +311,56 @@ impl<K, V, S> Builder<K, V, S> {
             shard_capacity: self.shard_capacity,
             promote_after: self.promotion_threshold,
             huge_pages: self.huge_pages,
+            inline_values: self.inline_values,
             hasher: self.hasher,
         })
+    }
+}
+
+impl<K, V: Copy, S> Builder<K, V, S> {
+    /// Stores each new key's first value in its entry's own allocation
+    /// (and, once promoted, in the read view's slot beside the key), as
+    /// plain scalars (`u64`, `f64`, `bool`, `&'static str`, ...) always
+    /// are: a read hit of a key written once then follows no pointer to a
+    /// value node, and a new key is one allocation instead of two. Default
+    /// off.
+    ///
+    /// An inline value is copied, bit by bit, when its entry moves into a
+    /// new view (a promotion, split, merge or compaction), while readers
+    /// may still hold `&V` into the old copy. That is only right for a
+    /// value nobody changes through `&V`; `V: Copy` guarantees it (a `Copy`
+    /// type cannot hold an `UnsafeCell`, so no atomic, `Cell` or lock), so
+    /// this option exists only for `Copy` values. A value type that needs
+    /// no drop but is neither a plain scalar nor built with this option
+    /// (a `Copy` struct, an `AtomicU64`, a `Mutex`) lives in a node of its
+    /// own, which a move hands over by its pointer. A value that replaces
+    /// the first one gets a node either way.
+    ///
+    /// ```
+    /// #[derive(Clone, Copy, Debug, PartialEq)]
+    /// struct Limit {
+    ///     rate: u32,
+    ///     burst: u32,
+    /// }
+    ///
+    /// let map = snapmap::SnapMap::<&str, Limit>::builder()
+    ///     .inline_values(true)
+    ///     .build()
+    ///     .unwrap();
+    /// map.insert("tenant-a", Limit { rate: 100, burst: 20 });
+    /// assert_eq!(map.get("tenant-a"), Some(Limit { rate: 100, burst: 20 }));
+    /// ```
+    ///
+    /// A value type with interior mutability is not `Copy`, so the option
+    /// is not there:
+    ///
+    /// ```compile_fail
+    /// let map = snapmap::SnapMap::<u64, std::sync::atomic::AtomicU64>::builder()
+    ///     .inline_values(true);
+    /// ```
+    pub fn inline_values(mut self, on: bool) -> Self {
+        self.inline_values = on;
+        self
     }
 }
 
@@ -353,6 +404,8 @@ pub(crate) struct Options<S> {
     pub(crate) promote_after: usize,
     /// Read views from huge-page regions (`crate::arena`).
     pub(crate) huge_pages: bool,
+    /// `Builder::inline_values`.
+    pub(crate) inline_values: bool,
     /// The map's hasher.
     pub(crate) hasher: S,
 }

@@ -51,6 +51,7 @@ where
             raw.capacity,
             raw.promote_after,
             raw.directory.huge_pages,
+            raw.inline_values,
             raw.hasher.clone(),
         );
         copy.reserve(self.len());

@@ -162,16 +162,16 @@ fn update_of_existing_key_allocates_a_value_node() {
 /// A new key's plain value (`u64`) shares its entry's allocation; a value
 /// that can change through `&V` (`AtomicU64`, which needs no drop either)
 /// gets a node of its own, so that a move never copies it
-/// (`tests/interior.rs`). The same 100 new keys into two maps alike but for
-/// the value type: exactly one more allocation per key. It runs first,
+/// (`tests/interior.rs`), and so does a `Copy` struct unless the map was
+/// built with `inline_values(true)`. The same 100 new keys into maps alike
+/// but for the value type: one more allocation per key, or none. It runs first,
 /// before any check has retired a block: the epoch may run other threads'
 /// garbage on this one, and a block it frees here goes to this thread's
 /// cache (`src/pool.rs`) and would serve a later allocation uncounted.
 fn only_plain_values_share_their_entrys_allocation() {
     // Both maps stay alive until both are measured: a dropped map's blocks
     // would go to the thread's cache and serve the next map's entries.
-    fn new_keys<V: Send + Sync + 'static>(value: fn(u64) -> V) -> (SnapMap<u64, V>, u64) {
-        let map = SnapMap::<u64, V>::builder().shards(1).build().unwrap();
+    fn new_keys<V: Send + Sync + 'static>(map: &SnapMap<u64, V>, value: fn(u64) -> V) -> u64 {
         let pinned = map.pin();
         // The dirty table and the thread's epoch registration, first.
         pinned.insert(0, value(0));
@@ -180,17 +180,46 @@ fn only_plain_values_share_their_entrys_allocation() {
                 pinned.insert(k, value(k));
             }
         });
-        drop(pinned);
-        (map, n)
+        n
     }
-    let (plain_map, plain) = new_keys(|k| k);
-    let (interior_map, interior) = new_keys(std::sync::atomic::AtomicU64::new);
-    drop((plain_map, interior_map));
+    fn one_shard<V>() -> snapmap::Builder<u64, V> {
+        SnapMap::<u64, V>::builder().shards(1)
+    }
+    // A `Copy` struct: a node of its own by default, inline when asked.
+    #[derive(Clone, Copy)]
+    struct Limit {
+        _rate: u32,
+        _burst: u32,
+    }
+    let limit = |k: u64| Limit {
+        _rate: k as u32,
+        _burst: 1,
+    };
+    let maps = (
+        one_shard().build().unwrap(),
+        one_shard().build().unwrap(),
+        one_shard().build().unwrap(),
+        one_shard().inline_values(true).build().unwrap(),
+    );
+    let plain = new_keys(&maps.0, |k| k);
+    let interior = new_keys(&maps.1, std::sync::atomic::AtomicU64::new);
+    let in_nodes = new_keys(&maps.2, limit);
+    let inline = new_keys(&maps.3, limit);
+    drop(maps);
     assert!(plain >= 100, "100 new keys took {plain} allocations");
     assert_eq!(
         interior,
         plain + 100,
         "an AtomicU64 value takes a node of its own, a u64 none"
+    );
+    assert_eq!(
+        in_nodes,
+        plain + 100,
+        "a Copy struct value takes a node of its own by default"
+    );
+    assert_eq!(
+        inline, plain,
+        "with inline_values(true) a Copy struct value shares its entry's allocation"
     );
 }
 

@@ -77,6 +77,10 @@ pub(crate) struct RawMap<K, V, S> {
     pub(crate) promote_after: usize,
     /// A shard whose dirty table passes this many entries splits.
     pub(crate) capacity: usize,
+    /// `Builder::inline_values`: store a new key's first value inline
+    /// although `V` is not a plain scalar (`V: Copy`, so it has no interior
+    /// mutability; see `crate::shard::entry`, "Inline values").
+    pub(crate) inline_values: bool,
     /// Every write runs inside it; snapshot builds close it briefly.
     pub(crate) gate: WriteGate,
     pub(crate) snapshots: Snapshots<K, V, S>,
@@ -104,6 +108,7 @@ impl<K, V, S> RawMap<K, V, S> {
         capacity: usize,
         promote_after: usize,
         huge_pages: bool,
+        inline_values: bool,
         hasher: S,
     ) -> Self {
         RawMap {
@@ -112,6 +117,7 @@ impl<K, V, S> RawMap<K, V, S> {
             stripes: Stripes::new(),
             promote_after,
             capacity,
+            inline_values,
             gate: WriteGate::new(),
             snapshots: Snapshots::new(),
         }
@@ -150,6 +156,7 @@ where
         Ctx::new(
             self.promote_after,
             self.capacity,
+            self.inline_values,
             stripe,
             self.gate.build_epoch(),
             self.gate.cycle().wrapping_add(1),

@@ -67,10 +67,13 @@
 //! incremented through `&AtomicU64` while other keys' inserts migrate
 //! their shards) lost about 8,000 of 960,000 increments. Stable Rust
 //! cannot ask whether a type has interior mutability (`Freeze` is
-//! unstable), so the inline types are a closed list of type ids; every
-//! other value (a `Copy` struct too) lives in a node of its own, which a
-//! move hands over by its pointer. Such an entry keeps the inline
-//! allocation's layout, its node room unused.
+//! unstable), so the inline types are a closed list of type ids, plus any
+//! `V: Copy` in a map built with `Builder::inline_values(true)` (a `Copy`
+//! type cannot hold an `UnsafeCell`; the option exists only where the
+//! bound holds, and reaches [`Entry::boxed`] through the operation's
+//! context). Every other value (a `Copy` struct by default) lives in a
+//! node of its own, which a move hands over by its pointer. Such an entry
+//! keeps the inline allocation's layout, its node room unused.
 //!
 //! A value that replaces it, or that is stored after a removal, gets a node
 //! of its own, as before: the inline bytes are **never written again**,
@@ -539,9 +542,11 @@ pub(crate) fn plain_value<V: 'static>() -> bool {
 impl<K, V: 'static> Entry<K, V> {
     /// A new live entry on the heap, ready to go into a dirty table: one
     /// allocation holding the value too if `V` needs no drop and is a
-    /// [`plain_value`], otherwise the entry and a value node.
-    pub(crate) fn boxed(key: K, value: V) -> EntryRef<K, V> {
-        if Self::INLINE && !plain_value::<V>() && !injected(Bug::InlineAnyValue) {
+    /// [`plain_value`] or `inline` says so (the map's
+    /// `Builder::inline_values`, only for `V: Copy`), otherwise the entry
+    /// and a value node.
+    pub(crate) fn boxed(key: K, value: V, inline: bool) -> EntryRef<K, V> {
+        if Self::INLINE && !(inline || plain_value::<V>()) && !injected(Bug::InlineAnyValue) {
             // A value that may be changed through `&V` (an atomic, a lock)
             // must never be copied while it is shared, as the move of an
             // inline value into a new view would: it lives in a node, which

@@ -125,6 +125,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) promote_after: usize,
     /// A shard whose dirty table grows past this asks to be split.
     pub(crate) capacity: usize,
+    /// Store new keys' first values inline whatever `V` (the map was
+    /// built with `Builder::inline_values`, so `V: Copy`).
+    pub(crate) inline_values: bool,
     /// The calling thread's stripe of the map's counters.
     pub(crate) stripe: &'a Stripe,
     /// Entries this operation copied (rebuilds, splits, merges).
@@ -150,6 +153,7 @@ impl<'a> Ctx<'a> {
     pub(crate) fn new(
         promote_after: usize,
         capacity: usize,
+        inline_values: bool,
         stripe: &'a Stripe,
         build: u64,
         cycle_mark: u64,
@@ -157,6 +161,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             promote_after,
             capacity,
+            inline_values,
             stripe,
             build,
             cycle_mark,
@@ -999,7 +1004,7 @@ where
                 amended,
                 Hashed {
                     hash,
-                    entry: Entry::boxed(key, value),
+                    entry: Entry::boxed(key, value, ctx.inline_values),
                 },
                 ctx,
                 guard,
@@ -1101,7 +1106,7 @@ where
         }
         let entry = Hashed {
             hash,
-            entry: Entry::boxed(key, value),
+            entry: Entry::boxed(key, value, ctx.inline_values),
         };
         Ok(Ok(self.insert_new_locked(
             &mut dirty, view, amended, entry, ctx, guard,
