@@ -49,7 +49,7 @@ impl BuildHasher for DefaultHashBuilder {
 
 /// The top `bits` bits of `hash` (0 when `bits` is 0), the index of its
 /// slot in a table of `2^bits` slots: how the directory, a snapshot's slot
-/// table and a reload's content buckets all place a hash. Two shifts, so
+/// table and a reload's index of the views all place a hash. Two shifts, so
 /// that `bits == 0` needs no branch (a single shift by 64 would overflow).
 #[inline(always)]
 pub(crate) fn top_bits(hash: u64, bits: u32) -> usize {

@@ -1068,24 +1068,26 @@ where
     /// part of the reload may still write beside it, so the map equals
     /// `content` afterwards when nobody else writes meanwhile.
     ///
-    /// Costs one hash of each content key (with the map's hasher), the
-    /// content bucketed by hash, and one walk over the map in hash order
-    /// that finds each shard's content items in the shard's own view
-    /// (`src/reload.rs`); then the writes. Measured at 1M `u64` keys
-    /// (foldhash) with 1 % of the values changed, made visible with the
-    /// next snapshot (which copies every shard here: 1 % of random keys
-    /// touch nearly every shard): 70–78 ms, against 53–55 ms for
-    /// `ArcSwap<HashMap>` to build and store a new map from the same
-    /// content (BENCHMARKS.md, group `reload_1M`, the last three runs; the
-    /// `ArcSwap` figure moves with the heap the rows before it leave, 28–56
-    /// ms in other runs; 99 ms before the read views held their entries;
-    /// the earlier version of the diff, a SipHash table of the content,
-    /// took about 0.25 s). At 10K keys the gap is wider (0.28–0.30 ms
-    /// against 43–45 µs: a small map builds in cache, while the diff still
-    /// hashes, buckets and probes every item). When the changes themselves
-    /// are known, [`apply`](Self::apply) them instead: its cost is the
-    /// changes' (29–33 ms at 1M with the snapshot, most of it the
-    /// snapshot).
+    /// Costs one hash of each content key (with the map's hasher) and one
+    /// probe of its shard's read view (where the keys' hashes are stored;
+    /// no table of the content is built), a walk of the views in which some
+    /// entry was not found (for the removals), then the writes
+    /// (`src/reload.rs`). Measured at 1M `u64` keys (foldhash) with 1 % of
+    /// the values changed, made visible with the next snapshot (which
+    /// copies every shard here: 1 % of random keys touch nearly every
+    /// shard): 70–78 ms, against 53–55 ms for `ArcSwap<HashMap>` to build
+    /// and store a new map from the same content (BENCHMARKS.md, group
+    /// `reload_1M`, the last three runs, before the diff probed the views
+    /// item by item, which took `replace_all` alone from 53–55 to 43–44 ms
+    /// in a scratch driver; the `ArcSwap` figure moves with the heap the
+    /// rows before it leave, 28–56 ms in other runs; 99 ms before the read
+    /// views held their entries; the earlier version of the diff, a SipHash
+    /// table of the content, took about 0.25 s). At 10K keys the gap is
+    /// wider (0.28–0.30 ms against 43–45 µs: a small map builds in cache,
+    /// while the diff still hashes and probes every item and the snapshot
+    /// copies every shard). When the changes themselves are known,
+    /// [`apply`](Self::apply) them instead: its cost is the changes' (29–33
+    /// ms at 1M with the snapshot, most of it the snapshot).
     ///
     /// A key given more than once takes its last value, and counts once in
     /// the [`Applied`] it returns.

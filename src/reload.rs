@@ -1,67 +1,68 @@
 //! Reloads of the whole content (`SnapMap::replace_all`, `restore`): the
-//! new content joined with the map in hash order, writing only what
+//! new content joined with the map's read views, writing only what
 //! differs.
 //!
 //! # The join
 //!
 //! ```text
-//!   content ──hash (the map's S)──► buckets by the top `bits` hash bits
-//!                                   (bits = the directory's depth now)
-//!   map: shard by shard in hash order (as `Iter` walks), for shard [lo, hi]:
-//!       for each content item in [lo, hi] (its buckets, filtered):
-//!           its key in the view  -> mark the slot with the item
-//!           not in the view      -> table of new keys
-//!           (a repeated key: the last item's mark or table entry wins)
-//!       for each slot of the view holding an entry (hash from the slot):
-//!           deleted, marked        -> write (the key comes back)
-//!           live, marked, equal    -> unchanged (the item is dropped)
-//!           live, marked, other    -> write (replace)
-//!           live, not marked       -> remove
-//!       items in the table of new keys -> write
+//!   map: shard by shard in hash order (as `Iter` walks): its view, promoted
+//!        first if its dirty table holds keys the view lacks -> parts
+//!        (each part: hashes [at, last], view, one mark bit per view slot)
+//!   content, item by item, as it comes:
+//!       hash (the map's S) -> its part (an index by the top hash bits)
+//!       ask for its home slot; 8 items later, probe the view:
+//!           its key in a slot, first time:
+//!               live and equal     -> unchanged (the item is dropped)
+//!               live and other     -> write (replace)
+//!               deleted            -> write (the key comes back)
+//!           its key in a slot already marked (a repeated key)
+//!                                  -> the last item decides, counted once
+//!           not in the view        -> write (a new key)
+//!   removals: in each part where fewer slots were found live than the
+//!             view holds entries, the live slots left unmarked
 //!   then: the removals, then the writes (each with its hash: no rehash)
 //! ```
 //!
 //! The diff reads only; the writes come after it, as one batch (the caller
-//! holds the write gate). Every comparison happens against one shard at a
-//! time, whose view and entries stay in cache between the two passes; the
-//! items are found in the shard's own view (a probe of its slots, whose
-//! hashes are stored), and only keys the view does not hold go into a
-//! small table: no lookup of each content key through the map (a chain of
-//! dependent loads, 70 ns a key at 1M keys) and no table of the whole
-//! content (the cache miss per insert and per probe of a table the size of
-//! the map: an earlier version's cost, see `SnapMap::replace_all`).
+//! holds the write gate). The views are taken once, before the first item;
+//! the guard keeps them alive. Each item is probed in its shard's view
+//! (whose slots hold the hashes) where it is read: no table of the content
+//! and no copy of it. The writes (each a changed or new key) go into a
+//! small table by key, so that a repeated key's last item replaces its
+//! earlier write; a repeated key of the view finds its slot marked, and
+//! the table says whether its earlier item was written or found unchanged.
+//! A view whose every entry was found live (a reload that removes
+//! nothing, and a view with no deleted entries) is not walked again.
 //!
-//! A bucket is never larger than the shard or shards it covers, unless a
-//! concurrent writer split a shard past `bits` during the walk (or the map
-//! has more than 2^16 shards): the bucket then serves several shards, each
-//! taking the items in its range, which is correct and only slower.
+//! A part is a shard as the walk found it; a concurrent writer may split
+//! or merge it meanwhile, and the items are still probed in the view taken
+//! (as a plain reader would have seen it then); a hash range the walk met
+//! twice (a merge behind it) belongs to the first part, and the second
+//! removes nothing there.
 //!
-//! Where the time goes (`perf`, 1M `u64` keys, 1 % of the values changed,
-//! about 50 ms without the snapshot that makes it visible): about a
-//! quarter bucketing the content (one hash and one write per item into
-//! the bucket of its shard, 32 MB of fresh memory scattered over as many
-//! write streams as there are shards), a fifth the probes (each item's
-//! home slot, at random in its shard's view; the walk after it then finds
-//! the view in cache), and the rest the walk and the writes. History: the
-//! version before this one put every item of the shard in a table, then
-//! walked the view looking each entry up in it: the entry misses came in
-//! the walk, one after the other behind the table's probe. Probing the view
-//! per item instead overlaps more of them (the items are independent, and
-//! the probe loop is short): `replace_all` of 1M keys, 1 % changed, 83–91 →
-//! 71–73 ms; 10K keys, 178–179 → 171–173 µs (median of many reloads, three
-//! rounds alternated; entries then lived outside the views). Prefetching
-//! the entry eight slots ahead in the old walk, measured and dropped: 1M
-//! keys 80–92 → 68–72 ms, but 10K keys 183 → 200–236 µs. With the entries
-//! inline in the views, the probe asks for the home slot of the item
-//! [`PROBE_AHEAD`] places ahead (`ReadView::prefetch_home`): 1M keys 53–58
-//! → 50–52 ms, 10K keys 217–240 → 203–213 µs (median of 10 and 400
-//! reloads, three rounds alternated). The walk reads each slot by one load
-//! of its cell (`ReadView::live_at`: an empty slot masks to no value, as
-//! a deleted one does), not by a test of the slot's hash for emptiness
-//! and then the cell: callgrind, 10K keys, 1 % changed, 181 → 172
-//! instructions per key (1M: 222 → 212); 96.7–99.5 → 93.8–95.2 µs per
-//! reload (median of 2,000, three rounds alternated), 1M unchanged within
-//! the noise (51.7–54.8 ms against 53.0–53.3).
+//! Measured (a scratch driver: `u64` keys and values, foldhash, a settled
+//! map, `replace_all` of the same content with 1 % of the values changed,
+//! no snapshot; median of 12 reloads at 1M keys, 100 at 100K, 1,000 at
+//! 10K and 20K; rounds alternated, 2026-12-07): before this join, the
+//! content was first hashed into buckets by the top bits of its hash (a
+//! copy of every item, 32 bytes each for `u64 -> u64`, written and read
+//! again), and each shard's buckets were joined with its view and the view
+//! walked, slot by slot, for removals: 1M 52.9–54.6 → 42.8–43.6 ms, 100K
+//! 2.29–2.36 → 2.09–2.11 ms, 20K 349–361 → 291–334 µs, 10K 99.3–99.8 →
+//! 92.2–93.0 µs; callgrind, 10K, 191.6 → 186.9 instructions per key. The
+//! same join with a `VecDeque` for the items in flight instead of an
+//! array ring: 10K 106.1–106.9 µs (slower than the buckets), 20K
+//! 315–334 µs. Earlier history, all with the buckets: putting every item
+//! of the shard in a table and then walking the view looking each entry up
+//! in it put the entry misses one after the other behind the table's
+//! probe; probing the view per item overlaps more of them (1M keys 83–91
+//! → 71–73 ms, entries then outside the views); prefetching the entry
+//! eight slots ahead in that walk, dropped (1M 80–92 → 68–72 ms, but 10K
+//! 183 → 200–236 µs); asking for the home slot [`PROBE_AHEAD`] items
+//! ahead, kept (1M 53–58 → 50–52 ms, 10K 217–240 → 203–213 µs); reading a
+//! slot by one load of its cell (`ReadView::live_at`: an empty slot masks
+//! to no value, as a deleted one does) rather than testing its hash for
+//! emptiness first, kept (callgrind, 10K: 181 → 172 instructions per key).
 //!
 //! Concurrent writers that are not part of the reload may write beside it
 //! (the gate orders batches against snapshots, not against plain writers):
@@ -71,12 +72,11 @@
 use core::hash::{BuildHasher, Hash};
 
 use hashbrown::HashTable;
-use hashbrown::hash_table::Entry as TableEntry;
 
 use crate::batch::Applied;
 use crate::hash::top_bits;
 use crate::raw::RawMap;
-use crate::shard::read_view::table_hash;
+use crate::shard::read_view::{ReadView, table_hash};
 use crate::stats::Stripe;
 use crate::sync::epoch::Guard;
 
@@ -84,8 +84,8 @@ use crate::sync::epoch::Guard;
 /// slot.
 const PROBE_AHEAD: usize = 8;
 
-/// The most hash bits the content is bucketed by (2^16 buckets).
-const MAX_BUCKET_BITS: u32 = 16;
+/// The most hash bits the index of the views is built on (2^16 entries).
+const MAX_INDEX_BITS: u32 = 16;
 
 /// An item of the new content: owned pairs (`replace_all`) or a
 /// snapshot's borrowed ones (`restore`, which clones only what it writes).
@@ -125,71 +125,135 @@ impl<K: Clone, V: Clone> Item<K, V> for (&K, &V) {
     }
 }
 
-/// The content, hashed and bucketed by the top bits of the hash, so that a
-/// shard's items are the items of the buckets its hash range covers. An
-/// item is taken (`None`) once it is written or found unchanged.
-struct Buckets<T> {
+/// One shard's read view as the diff found it, for the hashes
+/// `at..=last` (`at` is past the shards before it: a shard merged during
+/// the walk may reach further back, and those hashes are not its).
+struct Part<'g, K, V> {
+    at: u64,
+    last: u64,
+    view: &'g ReadView<K, V>,
+    /// Where this view's bits start in [`Join::marks`].
+    marks: usize,
+    /// Distinct slots found holding a live entry of the content.
+    found: usize,
+}
+
+/// The diff's state: the views, one bit per view slot (the slot's key is
+/// in the content), and the writes so far.
+struct Join<'g, K, V, T> {
+    parts: Vec<Part<'g, K, V>>,
+    /// The part of each of the `bits`-bit hash prefixes' first hash, so
+    /// that an item's part is found with no search when parts are no
+    /// smaller than a prefix (the common case: `bits` is the depth).
+    index: Vec<u32>,
     bits: u32,
-    buckets: Vec<Vec<Option<(u64, T)>>>,
+    marks: Vec<u64>,
+    /// Writes in content order; `None` once a repeated key's later item
+    /// found its value current (the write is cancelled).
+    writes: Vec<Option<(u64, T)>>,
+    /// The written keys: their index in `writes` (a repeated key finds its
+    /// earlier write here).
+    written: HashTable<usize>,
+    applied: Applied,
 }
 
-impl<T> Buckets<T> {
-    fn new<K, V, S: BuildHasher>(
-        hasher: &S,
-        bits: u32,
-        content: impl IntoIterator<Item = T>,
-    ) -> Self
-    where
-        K: Hash,
-        T: Item<K, V>,
-    {
-        let content = content.into_iter();
-        let count = 1usize << bits;
-        let expected = content.size_hint().0 / count;
-        let mut buckets: Vec<Vec<_>> = (0..count)
-            .map(|_| Vec::with_capacity(expected + expected / 4))
-            .collect();
-        for item in content {
-            let hash = hasher.hash_one(item.key());
-            buckets[top_bits(hash, bits)].push(Some((hash, item)));
+impl<'g, K: Eq, V: PartialEq, T: Item<K, V>> Join<'g, K, V, T> {
+    /// The part holding `hash`.
+    #[inline]
+    fn part(&self, hash: u64) -> usize {
+        let prefix = top_bits(hash, self.bits);
+        let first = self.index[prefix] as usize;
+        if self.parts[first].last >= hash {
+            return first;
         }
-        Buckets { bits, buckets }
+        let end = self
+            .index
+            .get(prefix + 1)
+            .map_or(self.parts.len(), |&i| i as usize + 1);
+        first + self.parts[first..end].partition_point(|p| p.last < hash)
     }
 
+    /// The earlier write of `item`'s key, if any.
+    fn earlier(&self, hash: u64, key: &K) -> Option<usize> {
+        self.written
+            .find(table_hash(hash), |&i| {
+                matches!(&self.writes[i], Some((h, other)) if *h == hash && other.key() == key)
+            })
+            .copied()
+    }
+
+    /// Makes `item` the write of its key: it replaces an earlier item's
+    /// write, if any (the last item of a repeated key wins).
+    fn write(&mut self, hash: u64, item: T) {
+        match self.earlier(hash, item.key()) {
+            Some(i) => self.writes[i] = Some((hash, item)),
+            None => {
+                let i = self.writes.len();
+                self.writes.push(Some((hash, item)));
+                let writes = &self.writes;
+                self.written.insert_unique(table_hash(hash), i, |&j| {
+                    table_hash(writes[j].as_ref().map_or(0, |w| w.0))
+                });
+            }
+        }
+    }
+
+    /// Cancels the earlier write of a repeated key whose last item is
+    /// its current value.
+    fn cancel(&mut self, hash: u64, at: usize) {
+        if let Ok(found) = self.written.find_entry(table_hash(hash), |&i| i == at) {
+            found.remove();
+        }
+        self.writes[at] = None;
+    }
+
+    /// One item against its part's view (see the module docs).
     #[inline]
-    fn bucket(&self, hash: u64) -> usize {
-        top_bits(hash, self.bits)
+    fn join(&mut self, hash: u64, part: usize, item: T, guard: &'g Guard) {
+        let Part { view, marks, .. } = self.parts[part];
+        let Some(position) = view.position_of(hash, item.key()) else {
+            // Not in the view: a new key (or one only in a dirty table
+            // written after the walk, which the write then replaces).
+            self.write(hash, item);
+            return;
+        };
+        let word = &mut self.marks[marks + position / 64];
+        let bit = 1u64 << (position % 64);
+        let repeated = *word & bit != 0;
+        *word |= bit;
+        let current = view.live_at(position, guard).map(|(_, _, value)| value);
+        if !repeated {
+            match current {
+                Some(value) if item.value() == value => {
+                    self.parts[part].found += 1;
+                    self.applied.unchanged += 1;
+                }
+                Some(_) => {
+                    self.parts[part].found += 1;
+                    self.write(hash, item);
+                }
+                // Deleted: the key comes back.
+                None => self.write(hash, item),
+            }
+            return;
+        }
+        // A repeated key: its last item decides, and it counts once. The
+        // earlier items left a write, or (none) counted it unchanged.
+        let earlier = self.earlier(hash, item.key());
+        if earlier.is_none() {
+            self.applied.unchanged -= 1;
+        }
+        match (current, earlier) {
+            (Some(value), _) if item.value() == value => {
+                self.applied.unchanged += 1;
+                if let Some(at) = earlier {
+                    self.cancel(hash, at);
+                }
+            }
+            (_, Some(at)) => self.writes[at] = Some((hash, item)),
+            (_, None) => self.write(hash, item),
+        }
     }
-
-    /// The item at `at`, which has not been taken.
-    #[inline]
-    fn get(&self, at: (u32, u32)) -> &(u64, T) {
-        self.buckets[at.0 as usize][at.1 as usize]
-            .as_ref()
-            .expect("an item in the join table has not been taken")
-    }
-
-    #[inline]
-    fn take(&mut self, at: (u32, u32)) -> (u64, T) {
-        self.buckets[at.0 as usize][at.1 as usize]
-            .take()
-            .expect("an item is taken once")
-    }
-}
-
-/// No item for a view slot (in `marks`).
-const UNMARKED: u64 = u64::MAX;
-
-/// An item's place in [`Buckets`] as one word, for `marks`.
-#[inline]
-fn mark((bucket, index): (u32, u32)) -> u64 {
-    (u64::from(bucket) << 32) | u64::from(index)
-}
-
-/// The item a `marks` word names, if any.
-#[inline]
-fn unmark(word: u64) -> Option<(u32, u32)> {
-    (word != UNMARKED).then_some(((word >> 32) as u32, word as u32))
 }
 
 /// Makes `content` the map's content: the diff (module docs), then the
@@ -206,16 +270,11 @@ where
     S: BuildHasher,
     T: Item<K, V>,
 {
-    let bits = raw.directory.table(guard).depth().min(MAX_BUCKET_BITS);
-    let mut content = Buckets::new(&raw.hasher, bits, content);
-    let mut applied = Applied::default();
-    let mut gone: Vec<(u64, &'g K)> = Vec::new();
-    let mut writes: Vec<(u64, T)> = Vec::new();
-    // One shard's new keys: (bucket, index) in `content`. Reused.
-    let mut table: HashTable<(u32, u32)> = HashTable::new();
-    // Per slot of the shard's view, the item for its key (`mark`). Reused.
-    let mut marks: Vec<u64> = Vec::new();
     let ctx = raw.ctx(stripe);
+    // The views, in hash order (as `Iter` walks), each promoted first if
+    // it lacks keys of its dirty table.
+    let mut parts: Vec<Part<'g, K, V>> = Vec::new();
+    let mut slots = 0;
     let mut cursor = Some(0u64);
     while let Some(at) = cursor {
         let shard = raw.shard(at, guard);
@@ -226,81 +285,85 @@ where
         };
         let last = shard.hash_range().1;
         cursor = last.checked_add(1);
-
-        // Each item against the view: the slot holding its key, or the
-        // table of new keys. A repeated key keeps its last item (the
-        // earlier ones stay in `content`, dropped at the end).
-        marks.clear();
-        marks.resize(view.positions(), UNMARKED);
-        table.clear();
-        for b in content.bucket(at)..=content.bucket(last) {
-            let bucket = &content.buckets[b];
-            for (i, slot) in bucket.iter().enumerate() {
-                if let Some(Some((ahead, _))) = bucket.get(i + PROBE_AHEAD) {
-                    view.prefetch_home(*ahead);
-                }
-                let Some((hash, item)) = slot else { continue };
-                if !(at..=last).contains(hash) {
-                    continue;
-                }
-                let here = (b as u32, i as u32);
-                if let Some(position) = view.position_of(*hash, item.key()) {
-                    marks[position] = mark(here);
-                    continue;
-                }
-                let found = table.entry(
-                    table_hash(*hash),
-                    |&other| {
-                        let (h, other) = content.get(other);
-                        h == hash && other.key() == item.key()
-                    },
-                    |&other| table_hash(content.get(other).0),
-                );
-                match found {
-                    TableEntry::Occupied(mut earlier) => *earlier.get_mut() = here,
-                    TableEntry::Vacant(vacant) => {
-                        vacant.insert(here);
-                    }
-                }
-            }
+        parts.push(Part {
+            at,
+            last,
+            view,
+            marks: slots,
+            found: 0,
+        });
+        slots += view.positions().div_ceil(64);
+    }
+    let bits = raw.directory.table(guard).depth().min(MAX_INDEX_BITS);
+    let mut index = Vec::with_capacity(1 << bits);
+    let mut part = 0;
+    for prefix in 0..1u64 << bits {
+        let first = if bits == 0 { 0 } else { prefix << (64 - bits) };
+        // The last part ends at `u64::MAX`.
+        while parts[part].last < first {
+            part += 1;
         }
+        index.push(u32::try_from(part).expect("fewer than 2^32 shards"));
+    }
+    let mut join = Join {
+        parts,
+        index,
+        bits,
+        marks: vec![0; slots],
+        writes: Vec::new(),
+        written: HashTable::new(),
+        applied: Applied::default(),
+    };
 
-        // The view's entries against their items, slot by slot.
-        for (position, &mark) in marks.iter().enumerate() {
-            // An empty slot and a deleted entry both read as `None`; a
-            // marked slot holds an entry (its item's key), in range.
-            let live = view.live_at(position, guard);
-            match (unmark(mark), live) {
-                (None, None) => {}
-                // Deleted: its item is a write (the key comes back).
-                (Some(item), None) => writes.push(content.take(item)),
-                (Some(item), Some((_, _, current))) if content.get(item).1.value() == current => {
-                    applied.unchanged += 1;
-                    drop(content.take(item));
-                }
-                (Some(item), Some(_)) => writes.push(content.take(item)),
-                // Not in the content: a removal, unless walked already,
-                // before a merge.
-                (None, Some((hash, key, _))) => {
-                    if hash >= at {
-                        gone.push((hash, key));
-                    }
-                }
-            }
+    // Each item against its view, [`PROBE_AHEAD`] items after asking for
+    // its home slot (a ring of the items in flight).
+    let mut ahead: [Option<(u64, usize, T)>; PROBE_AHEAD] = core::array::from_fn(|_| None);
+    let mut next = 0;
+    for item in content {
+        let hash = raw.hasher.hash_one(item.key());
+        let part = join.part(hash);
+        join.parts[part].view.prefetch_home(hash);
+        if let Some((hash, part, item)) = ahead[next].replace((hash, part, item)) {
+            join.join(hash, part, item, guard);
         }
-        // New keys.
-        for at in table.drain() {
-            writes.push(content.take(at));
+        next = (next + 1) % PROBE_AHEAD;
+    }
+    for i in 0..PROBE_AHEAD {
+        if let Some((hash, part, item)) = ahead[(next + i) % PROBE_AHEAD].take() {
+            join.join(hash, part, item, guard);
         }
     }
-    drop(content); // the repeated keys' earlier items
 
+    // Removals: the live entries no item found, in the views where some
+    // entry was not found live (every entry of a view with as many found
+    // is in the content).
+    let mut gone: Vec<(u64, &'g K)> = Vec::new();
+    for part in &join.parts {
+        if part.found == part.view.len() {
+            continue;
+        }
+        let marks = &join.marks[part.marks..];
+        for position in 0..part.view.positions() {
+            if marks[position / 64] & (1 << (position % 64)) != 0 {
+                continue;
+            }
+            // An empty slot and a deleted entry both read as `None`.
+            if let Some((hash, key, _)) = part.view.live_at(position, guard) {
+                // Not the hashes of a part walked before a merge.
+                if (part.at..=part.last).contains(&hash) {
+                    gone.push((hash, key));
+                }
+            }
+        }
+    }
+
+    let mut applied = join.applied;
     for (hash, key) in gone {
         if raw.remove(hash, key, guard, stripe).is_some() {
             applied.removed += 1;
         }
     }
-    for (hash, item) in writes {
+    for (hash, item) in join.writes.into_iter().flatten() {
         let (key, value) = item.into_pair();
         match raw.insert(hash, key, value, guard, stripe) {
             Some(_) => applied.replaced += 1,

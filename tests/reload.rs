@@ -282,3 +282,78 @@ fn restore_clones_only_what_it_writes() {
     );
     assert_eq!(map.get(&7), Some(Counted(7)));
 }
+
+/// `replace_all` while another thread's writes split and merge the shards
+/// under it: the diff probes the views it took before the first item,
+/// which the other thread's writes retire meanwhile. The reload's keys
+/// (even) and the other thread's (odd) are disjoint, so after each reload
+/// every even key holds exactly the content's value and no even key of
+/// an earlier content outside this one is left. The splits and merges are
+/// counted, so that the test cannot pass without them.
+#[test]
+fn replace_all_while_another_writer_splits_and_merges_shards() {
+    const KEYS: u64 = if cfg!(miri) { 200 } else { 4_000 };
+    const RELOADS: u64 = if cfg!(miri) { 4 } else { 60 };
+    let map: SnapMap<u64, u64> = SnapMap::builder().shard_capacity(8).build().unwrap();
+    let done = AtomicBool::new(false);
+    let waves = AtomicU64::new(0);
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Odd keys, inserted and removed in waves: shards grow, split,
+            // empty and merge.
+            let mut wave = 0u64;
+            while !done.load(Ordering::Acquire) {
+                let base = (wave % 7) * KEYS;
+                for i in 0..KEYS / 2 {
+                    map.insert(2 * (base + i) + 1, wave);
+                }
+                for i in 0..KEYS / 2 {
+                    map.remove(&(2 * (base + i) + 1));
+                }
+                wave += 1;
+                waves.store(wave, Ordering::Release);
+            }
+        });
+        while waves.load(Ordering::Acquire) == 0 {
+            std::thread::yield_now();
+        }
+        let first_wave = waves.load(Ordering::Acquire);
+        let mut previous: Vec<u64> = Vec::new();
+        for round in 0..RELOADS {
+            let mut content: Vec<(u64, u64)> = Vec::new();
+            for i in 0..KEYS {
+                if next(4) != 0 {
+                    content.push((2 * i, next(3)));
+                }
+            }
+            map.replace_all(content.iter().copied());
+            for &(key, value) in &content {
+                assert_eq!(map.get(&key), Some(value), "round {round}, key {key}");
+            }
+            let now: std::collections::HashSet<u64> = content.iter().map(|&(k, _)| k).collect();
+            for key in previous.iter().filter(|k| !now.contains(k)) {
+                assert_eq!(map.get(key), None, "round {round}: key {key} not removed");
+            }
+            previous = content.iter().map(|&(k, _)| k).collect();
+        }
+        // The other thread ran beside the reloads (a whole wave at least).
+        let during = waves.load(Ordering::Acquire) - first_wave;
+        done.store(true, Ordering::Release);
+        assert!(
+            during >= 1,
+            "the other writer did not run beside the reloads"
+        );
+    });
+    let stats = map.stats();
+    assert!(
+        stats.splits > 0 && stats.merges > 0,
+        "no split or merge: {stats:?}"
+    );
+}
