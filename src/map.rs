@@ -1078,7 +1078,7 @@ where
     /// shard): 70–78 ms, against 53–55 ms for `ArcSwap<HashMap>` to build
     /// and store a new map from the same content (BENCHMARKS.md, group
     /// `reload_1M`, the last three runs, before the diff probed the views
-    /// item by item, which took `replace_all` alone from 53–55 to 43–44 ms
+    /// item by item, which took `replace_all` alone from 51–53 to 38–40 ms
     /// in a scratch driver; the `ArcSwap` figure moves with the heap the
     /// rows before it leave, 28–56 ms in other runs; 99 ms before the read
     /// views held their entries; the earlier version of the diff, a SipHash

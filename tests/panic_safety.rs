@@ -582,6 +582,66 @@ fn panicking_value_eq_in_compare_and_swap_and_delete() {
     }
 }
 
+// ----- reloads --------------------------------------------------------------------
+
+/// A panic in the key's `Hash` or `Eq` or the value's `PartialEq` while
+/// `replace_all` or `restore` compares the new content with the map (the
+/// diff, before any write): the map keeps its content, the content's items
+/// are dropped, and a reload without the panic then applies in full.
+#[test]
+fn panicking_hash_or_eq_midway_through_a_reload_changes_nothing() {
+    let cases: [(&str, &'static Countdown, u32); 4] = [
+        ("Hash", &HASH_COUNTDOWN, 3),
+        ("Eq", &EQ_COUNTDOWN, 2),
+        ("PartialEq", &VALUE_EQ_COUNTDOWN, 2),
+        ("PartialEq, restore", &VALUE_EQ_COUNTDOWN, 3),
+    ];
+    for (what, countdown, nth) in cases {
+        each_fixture(|f| {
+            let ctx = format!("{}: {what} panics in a reload", f.name);
+            // Every key but the last dirty one, half of them changed, and
+            // a new key: a reload that writes, keeps, inserts and removes.
+            let mut next = f.model.clone();
+            next.remove(&DIRTY_KEYS[3]);
+            for (i, value) in next.values_mut().enumerate() {
+                if i % 2 == 0 {
+                    *value += 1;
+                }
+            }
+            next.insert(NEW_KEY + 1, 3);
+            let content = |f: &Fixture| {
+                next.iter()
+                    .map(|(&k, &v)| (f.key(k), f.value(v)))
+                    .collect::<Vec<_>>()
+            };
+            if what.ends_with("restore") {
+                // The snapshot to restore: `next`, built in a second map.
+                let other: Map = SnapMap::new();
+                other.replace_all(content(f));
+                let snapshot = other.snapshot();
+                expect_injected_panic(&ctx, || {
+                    arm(countdown, nth);
+                    f.map.restore(&snapshot);
+                });
+                f.assert_lock_released(&ctx);
+                f.assert_consistent(&ctx);
+                f.map.restore(&snapshot);
+            } else {
+                let items = content(f);
+                expect_injected_panic(&ctx, || {
+                    arm(countdown, nth);
+                    f.map.replace_all(items);
+                });
+                f.assert_lock_released(&ctx);
+                f.assert_consistent(&ctx);
+                f.map.replace_all(content(f));
+            }
+            f.model = next.clone();
+            f.assert_consistent(&ctx);
+        });
+    }
+}
+
 // ----- closures -----------------------------------------------------------------
 
 #[test]
