@@ -14,6 +14,16 @@ fn sorted<K: Ord + Clone, V: Clone, S>(snapshot: &snapmap::Snapshot<K, V, S>) ->
     all
 }
 
+/// A xorshift generator: each call gives a number below its argument.
+fn numbers(mut state: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    }
+}
+
 #[test]
 fn replace_all_writes_only_the_difference() {
     let map = SnapMap::new();
@@ -182,19 +192,13 @@ fn replace_all_with_a_repeated_key_keeps_its_last_value() {
 /// `replace_all` against a model (a `HashMap` built from the content, the
 /// last value of a repeated key winning, diffed against the map's content),
 /// for random reloads (new, changed, equal, repeated and missing keys) and
-/// shard layouts from one key a shard (more shards than the reload buckets
-/// the content by: 2^16) to the default.
+/// shard layouts from one key a shard (more shards than the reload's index
+/// of the views has entries: 2^16) to the default.
 #[test]
 fn replace_all_matches_a_model() {
     use std::collections::HashMap;
 
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut next = numbers(0x9e37_79b9_7f4a_7c15);
     for (capacity, keys, reloads) in [
         (1, 120_000, 2),
         (4, 3000, 6),
@@ -243,7 +247,7 @@ fn replace_all_matches_a_model() {
         }
         if capacity == 1 {
             let shards = map.stats().shards;
-            assert!(shards > 1 << 16, "more shards than buckets: {shards}");
+            assert!(shards > 1 << 16, "more shards than index entries: {shards}");
         }
     }
 }
@@ -297,13 +301,7 @@ fn replace_all_while_another_writer_splits_and_merges_shards() {
     let map: SnapMap<u64, u64> = SnapMap::builder().shard_capacity(8).build().unwrap();
     let done = AtomicBool::new(false);
     let waves = AtomicU64::new(0);
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut next = numbers(0x2545_f491_4f6c_dd1d);
     std::thread::scope(|s| {
         s.spawn(|| {
             // Odd keys, inserted and removed in waves: shards grow, split,
