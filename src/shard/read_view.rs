@@ -606,6 +606,27 @@ impl<K, V> ReadView<K, V> {
         }
     }
 
+    /// [`position_of`](Self::position_of) and the value its slot holds
+    /// (`None` for a deleted entry), with no second bounds check of the
+    /// position: the diff's probe.
+    #[inline]
+    pub(crate) fn position_and_value<'g, Q>(
+        &'g self,
+        hash: u64,
+        key: &Q,
+        guard: &'g Guard,
+    ) -> Option<(usize, Option<&'g V>)>
+    where
+        Q: ?Sized + Equivalent<K>,
+    {
+        let at = self.position_of(hash, key)?;
+        // SAFETY: `at` is a position the walk found, below the slot count,
+        // so the slot is one of this view's (borrowed for `'g`, which
+        // `guard` keeps alive), and it holds the key's entry.
+        let slot = unsafe { &*self.slots.as_ptr().add(at) };
+        Some((at, slot.live(guard).map(|(_, value)| value)))
+    }
+
     /// Starts loading the home slot of `hash`, which a
     /// [`position_of`](Self::position_of) a little later will read: a
     /// reload's diff probes the view in its content's order, at random.
