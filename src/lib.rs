@@ -177,7 +177,7 @@
 //!   10× faster on one thread, and at 1M keys one write costs 16 ms. A
 //!   reload of 1 % of the keys, on the other hand, is cheaper as a new
 //!   `ArcSwap` map than as snapmap's `replace_all` (1.40× its time at 1M
-//!   keys in that report, about 1.36× since its diff probes the views
+//!   keys in that report, 1.2–1.4× since its diff probes the views
 //!   directly; `apply` of the changed keys, 0.50×).
 //!
 //! `BENCHMARKS.md`'s "Where snapmap loses, and why" lists every workload
