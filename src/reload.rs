@@ -81,6 +81,21 @@
 //! to no value, as a deleted one does) rather than testing its hash for
 //! emptiness first, kept (callgrind, 10K: 181 → 172 instructions per key).
 //!
+//! Measured and dropped (2026-12-07): probing the pieces of the map's last
+//! snapshot instead of the views when nothing was written since it was
+//! taken (checked before the gate; a snapshot's entries take 16 bytes for
+//! `u64 -> u64` against 32 and more in the views, but a probe loads a
+//! bucket head and then the entry). `replace_all` after a snapshot, the
+//! driver above, medians, two rounds alternated, views → pieces: 20K
+//! 303–308 → 193–198 µs (and the snapshot after it 170–174 → 87–135 µs:
+//! the views stay in cache), 100K 2.15–2.27 → 1.39–3.19 ms (noisy), but
+//! 10K 81.6 → 90.6–92.7 µs and 1M 45.4–48.5 → 65.1–72.9 ms (two dependent
+//! misses a probe, head then entry, where a view slot is one). Asking for
+//! the entry halfway through the ring (the head read by then) brought 1M
+//! back to 43.6–46.6 ms but cost 10K (110 µs) and 20K (225 µs) what the
+//! head's read and compare add. A choice by size would depend on the
+//! machine's caches; the views stay the one path.
+//!
 //! Concurrent writers that are not part of the reload may write beside it
 //! (the gate orders batches against snapshots, not against plain writers):
 //! a key written between the diff and the reload's writes keeps the other
