@@ -546,41 +546,42 @@ impl<K, V: 'static> Entry<K, V> {
     /// `Builder::inline_values`, only for `V: Copy`), otherwise the entry
     /// and a value node.
     pub(crate) fn boxed(key: K, value: V, inline: bool) -> EntryRef<K, V> {
-        if Self::INLINE && !(inline || plain_value::<V>()) && !injected(Bug::InlineAnyValue) {
+        if Self::INLINE {
             // A value that may be changed through `&V` (an atomic, a lock)
             // must never be copied while it is shared, as the move of an
             // inline value into a new view would: it lives in a node, which
             // moves by its pointer. The allocation keeps the inline layout
-            // (its node room unused, never initialised), which every free
-            // of an entry of this type expects.
-            let inline = crate::pool::boxed(InlineEntry {
-                entry: Entry {
-                    key: core::mem::ManuallyDrop::new(Published::new(key)),
-                    cell: AtomicPtr::new(Box::into_raw(ValueNode::boxed(value))),
-                    _owns: PhantomData,
-                },
-                node: core::mem::MaybeUninit::uninit(),
-            });
-            EntryRef(ptr::NonNull::new(inline.cast::<Entry<K, V>>()).expect("Box is non-null"))
-        } else if Self::INLINE {
+            // either way (the node room then unused, never initialised),
+            // which every free of an entry of this type expects.
+            let in_place = inline || plain_value::<V>() || injected(Bug::InlineAnyValue);
+            let (cell, node) = if in_place {
+                let node = ValueNode {
+                    value: Published::new(value),
+                };
+                (ptr::null_mut(), core::mem::MaybeUninit::new(node))
+            } else {
+                let node = Box::into_raw(ValueNode::boxed(value));
+                (node, core::mem::MaybeUninit::uninit())
+            };
             // From the thread's cache of freed blocks when it has one of
             // this size (`crate::pool`); freed by `retire_small` or `Box`.
             let inline = crate::pool::boxed(InlineEntry {
                 entry: Entry {
                     key: core::mem::ManuallyDrop::new(Published::new(key)),
-                    cell: AtomicPtr::new(ptr::null_mut()),
+                    cell: AtomicPtr::new(cell),
                     _owns: PhantomData,
                 },
-                node: core::mem::MaybeUninit::new(ValueNode {
-                    value: Published::new(value),
-                }),
+                node,
             });
-            // SAFETY: `inline` is a fresh, unshared allocation; the cell
-            // gets a pointer to its own node, derived from the allocation's
-            // pointer (so it may be read through for the entry's life).
-            unsafe {
-                let node = ptr::addr_of_mut!((*inline).node).cast::<ValueNode<V>>();
-                (*inline).entry.cell = AtomicPtr::new(node);
+            if in_place {
+                // SAFETY: `inline` is a fresh, unshared allocation; the cell
+                // gets a pointer to its own node, derived from the
+                // allocation's pointer (so it may be read through for the
+                // entry's life).
+                unsafe {
+                    let node = ptr::addr_of_mut!((*inline).node).cast::<ValueNode<V>>();
+                    (*inline).entry.cell = AtomicPtr::new(node);
+                }
             }
             EntryRef(ptr::NonNull::new(inline.cast::<Entry<K, V>>()).expect("Box is non-null"))
         } else {
